@@ -1,0 +1,42 @@
+"""Shared fixtures. ``smoke_run`` executes every chapter notebook once per test session at SCALE=smoke through the
+pipeline runner (as the recommenders project tests its notebooks); chapter tests assert on the metrics it recorded.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+SMOKE_SEED = 0
+
+
+@pytest.fixture(scope="session")
+def smoke_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """RUN_DIR of one smoke-scale run of the whole pipeline (all notebooks, in order)."""
+    from ersam_lib.runner import run_pipeline
+
+    run_dir = tmp_path_factory.mktemp("smoke_run")
+    os.environ.setdefault("ERSAM_PROGRESS", "0")
+    run_pipeline(run_dir=run_dir, scale="smoke", seed=SMOKE_SEED, notebooks_dir=NOTEBOOKS)
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def smoke_run(smoke_run_dir: Path) -> dict:
+    """The parsed ``summary.json`` of the smoke run."""
+    from ersam_lib.io import read_json
+
+    return read_json(smoke_run_dir / "summary.json")
+
+
+def chapter_metrics(summary: dict, prefix: str) -> dict:
+    """Metrics recorded by the chapter whose notebook name starts with ``prefix`` (e.g. ``"01"``)."""
+    for name, entry in summary["chapters"].items():
+        if name.startswith(prefix + "_"):
+            assert entry["status"] == "ok", f"{name} failed: {entry.get('error')}"
+            return entry["metrics"]
+    raise AssertionError(f"no chapter {prefix} in the smoke run")
