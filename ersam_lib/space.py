@@ -1,0 +1,541 @@
+"""The search space of chapter 4, abstracted from wav2vec2, and the static networks it describes.
+
+wav2vec2 reads audio with a strided Conv1d *feature encoder* and models context with a *context network*. Our
+space keeps that shape, sized for a phone CPU:
+
+- **input**: float32 ``(B, F, T)`` = log-mel bands x frames (F ~ 40-64, T ~ 100-500 per 5-s segment); every model
+  here takes this and returns logits ``(B, n_classes)``;
+- **feature encoder**: stages of ``Conv1d -> BatchNorm1d -> ReLU`` over the frames; the first block of a stage
+  may stride, later blocks keep the length and add a residual; searched per stage: width (out channels), kernel,
+  stride, depth;
+- **context network**: stages of inverted-residual blocks (1x1 expand, depthwise conv, 1x1 project, as in
+  MobileNetV2/OFA); searched per stage: width, expansion ratio, kernel, stride, depth;
+- **mixer**: optionally one light single-head self-attention block (``"attn"``) or none (``"none"``);
+- **head**: global average pooling over time and a linear classifier.
+
+The hardware-aware filter of chapter 2: a ``rule`` object with ``.allows(channels, kernel, seq_len) -> bool``
+(duck-typed; chapter 2's ``ersam_lib.profiling.CostRule`` is one) is asked about every convolution of an
+architecture, with ``channels`` = the operator's output channels (for a depthwise conv, its channel count),
+``kernel`` = its kernel size and ``seq_len`` = the length of the sequence it slides over (its *input* length).
+Sequence lengths follow from the input frame count ``n_frames`` (T) and the strides, which is why the space knows T.
+Architectures with a forbidden operator are not in the space: ``sample``, ``mutate``, ``crossover``, ``largest``
+and ``smallest`` only return allowed ones, and ``contains`` checks it.
+
+Names other chapters use: :class:`Arch` (a frozen, hashable, JSON-serialisable value with a stable ``arch_id``),
+:class:`SearchSpace` (``for_scale``, ``sample``, ``largest``, ``smallest``, ``mutate``, ``crossover``, ``contains``,
+``size``, ``operators``, ``macs``), :func:`build_model` (a plain static network with fresh weights, used by
+profiling in chapter 2, export and deployment in chapter 6) and :func:`count_params`. The weight-sharing version of
+the same networks is :class:`ersam_lib.supernet.Supernet`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+MIXERS: tuple[str, ...] = ("none", "attn")
+_MAX_TRIES = 10_000
+
+
+class Rule(Protocol):
+    """What the space needs from chapter 2's cost rule (duck-typed)."""
+
+    def allows(self, channels: int, kernel: int, seq_len: int) -> bool: ...
+
+
+# --------------------------------------------------------------------------------------------- architectures
+@dataclass(frozen=True)
+class StageArch:
+    """The choices made for one stage. ``expand`` is 1 (unused) in feature-encoder stages."""
+
+    width: int
+    kernel: int
+    stride: int
+    depth: int
+    expand: int = 1
+
+
+@dataclass(frozen=True)
+class Arch:
+    """One architecture of the space (chapter 4): a small, hashable, JSON-serialisable value.
+
+    ``encoder`` and ``context`` hold one :class:`StageArch` per stage; ``mixer`` is ``"none"`` or ``"attn"``.
+    """
+
+    encoder: tuple[StageArch, ...]
+    context: tuple[StageArch, ...]
+    mixer: str = "none"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (lists of dicts), the form saved in JSON files and search histories."""
+        return {
+            "encoder": [dataclasses.asdict(s) for s in self.encoder],
+            "context": [dataclasses.asdict(s) for s in self.context],
+            "mixer": self.mixer,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Arch:
+        """Inverse of :meth:`to_dict`; raises ``ValueError`` on a malformed dict."""
+        try:
+            enc = tuple(StageArch(**{k: int(v) for k, v in s.items()}) for s in d["encoder"])
+            ctx = tuple(StageArch(**{k: int(v) for k, v in s.items()}) for s in d["context"])
+            return cls(enc, ctx, str(d.get("mixer", "none")))
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"not an architecture dict: {d!r} ({e})") from e
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> Arch:
+        return cls.from_dict(json.loads(text))
+
+    @property
+    def arch_id(self) -> str:
+        """Stable short content hash (same architecture -> same id on every machine and run)."""
+        return hashlib.sha1(self.to_json().encode("utf-8")).hexdigest()[:12]
+
+    def describe(self) -> str:
+        """One-line human-readable summary, e.g. for table rows and figure labels."""
+        enc = " ".join(f"{s.width}k{s.kernel}s{s.stride}x{s.depth}" for s in self.encoder)
+        ctx = " ".join(f"{s.width}e{s.expand}k{s.kernel}s{s.stride}x{s.depth}" for s in self.context)
+        return f"enc[{enc}] ctx[{ctx}] {self.mixer}"
+
+
+# --------------------------------------------------------------------------------------------- operators
+@dataclass(frozen=True)
+class OpSpec:
+    """One operator of a static network, as chapter 2 profiles it. ``kind``: conv | dwconv | pwconv | attn | linear."""
+
+    kind: str
+    in_ch: int
+    out_ch: int
+    kernel: int
+    stride: int
+    seq_in: int
+    seq_out: int
+
+    @property
+    def groups(self) -> int:
+        return self.in_ch if self.kind == "dwconv" else 1
+
+    @property
+    def macs(self) -> int:
+        """Multiply-accumulates per example (BatchNorm, activations and softmax ignored)."""
+        if self.kind == "attn":  # qkv + out projections + two (L x L x d) products; out_ch = attention dim
+            d, c, n = self.out_ch, self.in_ch, self.seq_in
+            return n * (4 * c * d) + 2 * n * n * d
+        return self.out_ch * (self.in_ch // self.groups) * self.kernel * self.seq_out
+
+    @property
+    def is_conv(self) -> bool:
+        return self.kind in ("conv", "dwconv", "pwconv")
+
+
+def _out_len(seq_len: int, stride: int) -> int:
+    # odd kernel, padding kernel // 2: the output length depends only on the stride
+    return (seq_len - 1) // stride + 1
+
+
+def _encoder_stage_ops(s: StageArch, c_in: int, seq: int) -> Iterator[OpSpec]:
+    for i in range(s.depth):
+        stride = s.stride if i == 0 else 1
+        out = _out_len(seq, stride)
+        yield OpSpec("conv", c_in if i == 0 else s.width, s.width, s.kernel, stride, seq, out)
+        seq = out
+
+
+def _context_stage_ops(s: StageArch, c_in: int, seq: int) -> Iterator[OpSpec]:
+    for i in range(s.depth):
+        cin = c_in if i == 0 else s.width
+        hidden = cin * s.expand
+        stride = s.stride if i == 0 else 1
+        out = _out_len(seq, stride)
+        yield OpSpec("pwconv", cin, hidden, 1, 1, seq, seq)
+        yield OpSpec("dwconv", hidden, hidden, s.kernel, stride, seq, out)
+        yield OpSpec("pwconv", hidden, s.width, 1, 1, out, out)
+        seq = out
+
+
+# --------------------------------------------------------------------------------------------- the space
+@dataclass(frozen=True)
+class StageSpace:
+    """The choice lists of one stage (each a non-empty tuple of positive ints; kernels odd)."""
+
+    widths: tuple[int, ...]
+    kernels: tuple[int, ...]
+    strides: tuple[int, ...]
+    depths: tuple[int, ...]
+    expands: tuple[int, ...] = (1,)
+
+    def __post_init__(self) -> None:
+        for name in ("widths", "kernels", "strides", "depths", "expands"):
+            vals = getattr(self, name)
+            if not vals or any((not isinstance(v, int)) or v < 1 for v in vals):
+                raise ValueError(f"StageSpace.{name} must be a non-empty tuple of positive ints, got {vals!r}")
+            object.__setattr__(self, name, tuple(sorted(set(vals))))
+        if any(k % 2 == 0 for k in self.kernels):
+            raise ValueError(f"kernels must be odd (centre crop, 'same' padding), got {self.kernels}")
+
+    def options(self) -> Iterator[StageArch]:
+        for w in self.widths:
+            for k in self.kernels:
+                for s in self.strides:
+                    for d in self.depths:
+                        for e in self.expands:
+                            yield StageArch(w, k, s, d, e)
+
+    def contains(self, s: StageArch) -> bool:
+        return (s.width in self.widths and s.kernel in self.kernels and s.stride in self.strides
+                and s.depth in self.depths and s.expand in self.expands)
+
+    def largest(self) -> StageArch:
+        return StageArch(max(self.widths), max(self.kernels), min(self.strides), max(self.depths), max(self.expands))
+
+    def smallest(self) -> StageArch:
+        return StageArch(min(self.widths), min(self.kernels), max(self.strides), min(self.depths), min(self.expands))
+
+
+def _stage_size_key(s: StageArch) -> tuple:
+    # "bigger" for largest(): more compute first (longer output via smaller stride), then width, depth, kernel
+    return (s.width * s.expand * s.depth * s.kernel / s.stride, s.width, s.depth, s.kernel, s.expand, -s.stride)
+
+
+@dataclass
+class SearchSpace:
+    """The choice lists of the space plus what fixes its sequence lengths (chapter 4; searched in chapter 5).
+
+    ``n_frames`` is the input length T; ``rule`` (optional) is chapter 2's cost rule. ``attn_dim`` is the width of
+    the optional attention block's query/key/value.
+    """
+
+    encoder: tuple[StageSpace, ...]
+    context: tuple[StageSpace, ...]
+    n_features: int
+    n_classes: int
+    n_frames: int
+    mixers: tuple[str, ...] = ("none", "attn")
+    attn_dim: int = 32
+    rule: Rule | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.encoder or not self.context:
+            raise ValueError("a search space needs at least one encoder and one context stage")
+        for name in ("n_features", "n_classes", "n_frames", "attn_dim"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"SearchSpace.{name} must be a positive int, got {getattr(self, name)!r}")
+        if self.n_classes < 2:
+            raise ValueError(f"n_classes must be >= 2, got {self.n_classes}")
+        bad = [m for m in self.mixers if m not in MIXERS]
+        if bad or not self.mixers:
+            raise ValueError(f"mixers must be a non-empty subset of {MIXERS}, got {self.mixers!r}")
+        if any(e != (1,) for e in (s.expands for s in self.encoder)):
+            raise ValueError("encoder stages have no expansion ratio: leave expands=(1,)")
+        if self.rule is not None and not callable(getattr(self.rule, "allows", None)):
+            raise TypeError(f"rule must have .allows(channels, kernel, seq_len); got {type(self.rule).__name__}")
+        self.encoder, self.context, self.mixers = tuple(self.encoder), tuple(self.context), tuple(self.mixers)
+
+    # ---- construction
+    @classmethod
+    def for_scale(cls, scale: str, n_features: int, n_classes: int, rule: Rule | None = None,
+                  n_frames: int = 250) -> SearchSpace:
+        """The space used at ``scale`` (smoke | tutorial | paper) for inputs ``(B, n_features, n_frames)``.
+
+        ``tutorial`` keeps the largest subnet near 0.2 M parameters so that chapter 4 trains it on 2 CPU cores.
+        """
+        from .scales import check_scale
+
+        presets = {"smoke": _smoke_stages, "tutorial": _tutorial_stages, "paper": _paper_stages}
+        enc, ctx, attn_dim = presets[check_scale(scale)]()
+        return cls(enc, ctx, n_features, n_classes, n_frames, ("none", "attn"), attn_dim, rule)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable description (the rule is not stored: pass it again to :meth:`from_dict`)."""
+        d = dataclasses.asdict(self)
+        d.pop("rule")
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], rule: Rule | None = None) -> SearchSpace:
+        stages = lambda xs: tuple(StageSpace(**{k: tuple(v) for k, v in s.items()}) for s in xs)  # noqa: E731
+        return cls(stages(d["encoder"]), stages(d["context"]), int(d["n_features"]), int(d["n_classes"]),
+                   int(d["n_frames"]), tuple(d["mixers"]), int(d["attn_dim"]), rule)
+
+    # ---- operators and the rule
+    def operators(self, arch: Arch) -> list[OpSpec]:
+        """Every operator of ``arch`` with its channels, kernel and sequence lengths (for profiling, chapter 2)."""
+        ops: list[OpSpec] = []
+        c, seq = self.n_features, self.n_frames
+        for s in arch.encoder:
+            ops.extend(_encoder_stage_ops(s, c, seq))
+            c, seq = s.width, ops[-1].seq_out
+        for s in arch.context:
+            ops.extend(_context_stage_ops(s, c, seq))
+            c, seq = s.width, ops[-1].seq_out
+        if arch.mixer == "attn":
+            ops.append(OpSpec("attn", c, self.attn_dim, seq, 1, seq, seq))
+        ops.append(OpSpec("linear", c, self.n_classes, 1, 1, 1, 1))
+        return ops
+
+    def macs(self, arch: Arch) -> int:
+        """Multiply-accumulates of one forward pass on one ``n_frames`` input."""
+        return sum(op.macs for op in self.operators(arch))
+
+    def _ops_allowed(self, ops: Iterator[OpSpec] | list[OpSpec]) -> bool:
+        if self.rule is None:
+            return True
+        return all(bool(self.rule.allows(op.out_ch, op.kernel, op.seq_in)) for op in ops if op.is_conv)
+
+    def _stage_allowed(self, kind: str, s: StageArch, c_in: int, seq: int) -> bool:
+        ops = _encoder_stage_ops(s, c_in, seq) if kind == "encoder" else _context_stage_ops(s, c_in, seq)
+        return self._ops_allowed(list(ops))
+
+    def contains(self, arch: Arch) -> bool:
+        """True when every choice of ``arch`` is in the lists and the rule allows all of its operators."""
+        if not isinstance(arch, Arch) or len(arch.encoder) != len(self.encoder) or \
+                len(arch.context) != len(self.context) or arch.mixer not in self.mixers:
+            return False
+        stages_ok = all(sp.contains(s) for sp, s in zip(self.encoder + self.context, arch.encoder + arch.context))
+        return stages_ok and self._ops_allowed(self.operators(arch))
+
+    def check(self, arch: Arch) -> Arch:
+        """``arch`` if :meth:`contains` it, else a ``ValueError`` that says why."""
+        if not self.contains(arch):
+            raise ValueError(f"architecture {arch.describe() if isinstance(arch, Arch) else arch!r} is not in this "
+                             f"search space (a choice outside the lists, or an operator the cost rule forbids)")
+        return arch
+
+    # ---- sampling and evolution
+    def sample(self, rng: random.Random) -> Arch:
+        """A uniformly random allowed architecture (rejection sampling against the rule)."""
+        return self._draw(rng, lambda: Arch(tuple(rng.choice(list(sp.options())) for sp in self.encoder),
+                                            tuple(rng.choice(list(sp.options())) for sp in self.context),
+                                            rng.choice(self.mixers)), "sample")
+
+    def mutate(self, arch: Arch, rng: random.Random, prob: float = 0.1) -> Arch:
+        """Resample each choice (per stage: width, kernel, stride, depth, expand; and the mixer) with ``prob``."""
+        if not 0.0 <= prob <= 1.0:
+            raise ValueError(f"prob must be in [0, 1], got {prob}")
+        self.check(arch)
+
+        def one() -> Arch:
+            enc = tuple(_mutate_stage(s, sp, rng, prob) for s, sp in zip(arch.encoder, self.encoder))
+            ctx = tuple(_mutate_stage(s, sp, rng, prob) for s, sp in zip(arch.context, self.context))
+            mixer = rng.choice(self.mixers) if rng.random() < prob else arch.mixer
+            return Arch(enc, ctx, mixer)
+
+        return self._draw(rng, one, "mutate")
+
+    def crossover(self, a: Arch, b: Arch, rng: random.Random) -> Arch:
+        """Each stage (and the mixer) taken whole from ``a`` or ``b`` with probability 1/2."""
+        self.check(a), self.check(b)
+        pick = lambda x, y: x if rng.random() < 0.5 else y  # noqa: E731
+        return self._draw(rng, lambda: Arch(tuple(pick(x, y) for x, y in zip(a.encoder, b.encoder)),
+                                            tuple(pick(x, y) for x, y in zip(a.context, b.context)),
+                                            pick(a.mixer, b.mixer)), "crossover")
+
+    def _draw(self, rng: random.Random, make: Any, what: str) -> Arch:
+        for _ in range(_MAX_TRIES):
+            arch = make()
+            if self._ops_allowed(self.operators(arch)):
+                return arch
+        raise RuntimeError(f"{what}: no allowed architecture in {_MAX_TRIES} tries; the cost rule forbids "
+                           f"(nearly) the whole space, relax it or shrink the choice lists")
+
+    def largest(self) -> Arch:
+        """The biggest allowed architecture: per stage, in order, the biggest option the rule allows."""
+        return self._greedy(reverse=True)
+
+    def smallest(self) -> Arch:
+        """The smallest allowed architecture (smallest choices, largest strides, no attention)."""
+        return self._greedy(reverse=False)
+
+    def _greedy(self, reverse: bool) -> Arch:
+        c, seq, chosen = self.n_features, self.n_frames, {"encoder": [], "context": []}
+        for kind, spaces in (("encoder", self.encoder), ("context", self.context)):
+            for sp in spaces:
+                opts = sorted(sp.options(), key=_stage_size_key, reverse=reverse)
+                s = next((o for o in opts if self._stage_allowed(kind, o, c, seq)), None)
+                if s is None:
+                    raise RuntimeError(f"the cost rule forbids every option of {kind} stage "
+                                       f"{len(chosen[kind])} at sequence length {seq}")
+                chosen[kind].append(s)
+                c, seq = s.width, _out_len(seq, s.stride)
+        mixer = ("attn" if "attn" in self.mixers else "none") if reverse else (
+            "none" if "none" in self.mixers else "attn")
+        return Arch(tuple(chosen["encoder"]), tuple(chosen["context"]), mixer)
+
+    # ---- size
+    def size(self) -> int:
+        """Number of allowed architectures, counted exactly by dynamic programming over (stage, sequence length)."""
+        # state: (sequence length, channels) entering the stage; the first 1x1 expand depends on both
+        counts: dict[tuple[int, int], int] = {(self.n_frames, self.n_features): 1}
+        for kind, spaces in (("encoder", self.encoder), ("context", self.context)):
+            for sp in spaces:
+                nxt: dict[tuple[int, int], int] = {}
+                for (seq, c), n in counts.items():
+                    for o in sp.options():
+                        if self._stage_allowed(kind, o, c, seq):
+                            key = (_out_len(seq, o.stride), o.width)
+                            nxt[key] = nxt.get(key, 0) + n
+                counts = nxt
+        return sum(counts.values()) * len(self.mixers)
+
+    def log10_size(self) -> float:
+        n = self.size()
+        return math.log10(n) if n else float("-inf")
+
+
+def _mutate_stage(s: StageArch, sp: StageSpace, rng: random.Random, prob: float) -> StageArch:
+    r = lambda cur, choices: rng.choice(choices) if rng.random() < prob else cur  # noqa: E731
+    return StageArch(r(s.width, sp.widths), r(s.kernel, sp.kernels), r(s.stride, sp.strides),
+                     r(s.depth, sp.depths), r(s.expand, sp.expands))
+
+
+def _smoke_stages() -> tuple[tuple[StageSpace, ...], tuple[StageSpace, ...], int]:
+    enc = (StageSpace((8, 12), (3, 5), (1, 2), (1,)), StageSpace((12, 16), (3, 5), (2,), (1, 2)))
+    ctx = (StageSpace((16, 24), (3, 5), (1,), (1, 2), (1, 2)), StageSpace((16, 24), (3, 5), (1, 2), (1, 2), (1, 2)))
+    return enc, ctx, 8
+
+
+def _tutorial_stages() -> tuple[tuple[StageSpace, ...], tuple[StageSpace, ...], int]:
+    # sized so that the largest subnet (~0.2 M params, ~10 MMACs at T=250) trains on 2 CPU cores in chapter 4
+    enc = (StageSpace((24, 32, 48), (3, 5, 7), (2, 4), (1,)),
+           StageSpace((32, 48, 64), (3, 5, 7), (2,), (1, 2)))
+    ctx = (StageSpace((48, 64), (3, 5, 9), (1,), (1, 2), (1, 2, 3)),
+           StageSpace((48, 64, 80), (3, 5, 9), (1, 2), (1, 2), (1, 2, 3)))
+    return enc, ctx, 32
+
+
+def _paper_stages() -> tuple[tuple[StageSpace, ...], tuple[StageSpace, ...], int]:
+    enc = (StageSpace((32, 64, 96, 128), (3, 5, 7, 9), (1, 2, 4), (1, 2)),
+           StageSpace((64, 96, 128, 192), (3, 5, 7), (1, 2), (1, 2, 3)))
+    ctx = (StageSpace((96, 128, 192), (3, 5, 9, 15), (1,), (2, 3, 4), (2, 3, 4)),
+           StageSpace((128, 192, 256), (3, 5, 9, 15), (1, 2), (2, 3, 4), (2, 3, 4)),
+           StageSpace((192, 256, 320), (3, 5, 9), (1, 2), (1, 2, 3), (2, 3, 4)))
+    return enc, ctx, 64
+
+
+# --------------------------------------------------------------------------------------------- static networks
+class EncoderBlock(nn.Module):
+    """Feature-encoder block: Conv1d -> BatchNorm1d -> ReLU, plus a residual when shapes allow (chapter 4)."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, residual: bool):
+        super().__init__()
+        self.conv = nn.Conv1d(c_in, c_out, kernel, stride, padding=kernel // 2, bias=False)
+        self.bn = nn.BatchNorm1d(c_out)
+        self.residual = residual
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.bn(self.conv(x)))
+        return x + y if self.residual else y
+
+
+class InvertedResidual(nn.Module):
+    """Context block (MobileNetV2/OFA): 1x1 expand -> depthwise conv -> 1x1 project, BN after each (chapter 4)."""
+
+    def __init__(self, c_in: int, c_out: int, expand: int, kernel: int, stride: int, residual: bool):
+        super().__init__()
+        hidden = c_in * expand
+        self.pw1 = nn.Conv1d(c_in, hidden, 1, bias=False)
+        self.bn1 = nn.BatchNorm1d(hidden)
+        self.dw = nn.Conv1d(hidden, hidden, kernel, stride, padding=kernel // 2, groups=hidden, bias=False)
+        self.bn2 = nn.BatchNorm1d(hidden)
+        self.pw2 = nn.Conv1d(hidden, c_out, 1, bias=False)
+        self.bn3 = nn.BatchNorm1d(c_out)
+        self.residual = residual
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.bn1(self.pw1(x)))
+        y = F.relu(self.bn2(self.dw(y)))
+        y = self.bn3(self.pw2(y))
+        return x + y if self.residual else y
+
+
+class AttentionBlock(nn.Module):
+    """Light pre-norm single-head self-attention over time with a residual (the ``"attn"`` mixer, chapter 4)."""
+
+    def __init__(self, channels: int, dim: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(channels)
+        self.qkv = nn.Linear(channels, 3 * dim)
+        self.out = nn.Linear(dim, channels)
+        self.dim = dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + attention(x, self.norm.weight, self.norm.bias, self.norm.eps, self.qkv.weight, self.qkv.bias,
+                             self.out.weight, self.out.bias, self.dim)
+
+
+def attention(x: torch.Tensor, ln_w: torch.Tensor, ln_b: torch.Tensor, eps: float, qkv_w: torch.Tensor,
+              qkv_b: torch.Tensor, out_w: torch.Tensor, out_b: torch.Tensor, dim: int) -> torch.Tensor:
+    """The attention update (without the residual) of ``x`` (B, C, L); shared by the static and elastic blocks."""
+    h = F.layer_norm(x.transpose(1, 2), (x.shape[1],), ln_w, ln_b, eps)
+    q, k, v = F.linear(h, qkv_w, qkv_b).split(dim, dim=-1)
+    a = torch.softmax(q @ k.transpose(1, 2) / math.sqrt(dim), dim=-1)
+    return F.linear(a @ v, out_w, out_b).transpose(1, 2)
+
+
+def check_input(x: torch.Tensor, n_features: int) -> None:
+    """Clear error for an input that is not float ``(B, n_features, T)``."""
+    if not isinstance(x, torch.Tensor) or x.dim() != 3 or x.shape[1] != n_features:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"expected a float tensor (batch, {n_features} features, frames), got {shape}")
+
+
+class StaticNet(nn.Module):
+    """A plain network of the space: encoder stages, context stages, optional attention, pooling, linear head."""
+
+    def __init__(self, arch: Arch, n_features: int, n_classes: int, attn_dim: int = 32):
+        super().__init__()
+        self.arch, self.n_features, self.n_classes = arch, n_features, n_classes
+        c = n_features
+        self.encoder = nn.ModuleList()
+        for s in arch.encoder:
+            blocks = [EncoderBlock(c if i == 0 else s.width, s.width, s.kernel, s.stride if i == 0 else 1, i > 0)
+                      for i in range(s.depth)]
+            self.encoder.append(nn.ModuleList(blocks))
+            c = s.width
+        self.context = nn.ModuleList()
+        for s in arch.context:
+            blocks = [InvertedResidual(c if i == 0 else s.width, s.width, s.expand, s.kernel,
+                                       s.stride if i == 0 else 1, i > 0) for i in range(s.depth)]
+            self.context.append(nn.ModuleList(blocks))
+            c = s.width
+        self.mixer = AttentionBlock(c, attn_dim) if arch.mixer == "attn" else nn.Identity()
+        self.head = nn.Linear(c, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x, self.n_features)
+        for stage in list(self.encoder) + list(self.context):
+            for block in stage:
+                x = block(x)
+        return self.head(self.mixer(x).mean(dim=2))
+
+
+def build_model(arch: Arch, n_features: int, n_classes: int, attn_dim: int = 32) -> StaticNet:
+    """A plain static network for ``arch`` with fresh weights (chapter 4; exported and profiled in chapters 2, 6).
+
+    ``attn_dim`` must match the space's (``SearchSpace.attn_dim``) when the arch uses the attention mixer.
+    """
+    if not isinstance(arch, Arch):
+        raise TypeError(f"arch must be an Arch, got {type(arch).__name__}")
+    if arch.mixer not in MIXERS:
+        raise ValueError(f"unknown mixer {arch.mixer!r}; expected one of {MIXERS}")
+    return StaticNet(arch, n_features, n_classes, attn_dim)
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
