@@ -1,0 +1,213 @@
+"""Uncertainty-gated knowledge distillation (chapter 4, used by the supernet trainer in :mod:`ersam_lib.train`).
+
+ERSAM's observation: the big model beats the small one exactly where the small one is wrong *and* uncertain. So the
+expensive teacher is asked only about the samples on which the student is uncertain:
+
+- :func:`uncertainty` scores each sample from the student's logits, in ``[0, 1]``: normalised entropy
+  ``H(p) / log K`` or one minus the top-2 margin ``1 - (p_(1) - p_(2))``;
+- :func:`select_uncertain` keeps the samples whose score exceeds the threshold ``tau``;
+- :class:`SelectiveTeacher` wraps a frozen teacher, runs it **only** on the selected rows (caching them for the rest
+  of the training step) and counts what it cost: samples seen, samples queried, forward passes, FLOPs saved;
+- :func:`kd_loss` is the temperature-scaled KL divergence of Hinton et al. (2015), per sample.
+
+The gate is applied per trained subnet, on that subnet's own (detached) logits: the forward pass that the loss needs
+anyway gives the uncertainty for free, and each subnet asks the teacher about *its* hard samples.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "DistillConfig", "SelectiveTeacher", "kd_loss", "select_uncertain", "teacher_flops_per_sample", "uncertainty",
+]
+
+Mode = Literal["none", "full", "selective"]
+UncertaintyKind = Literal["entropy", "margin"]
+MODES: tuple[str, ...] = ("none", "full", "selective")
+KINDS: tuple[str, ...] = ("entropy", "margin")
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """How the teacher takes part in supernet training (chapter 4).
+
+    ``mode``: ``"none"`` (in-place distillation from the largest subnet only, BigNAS), ``"full"`` (teacher on every
+    sample) or ``"selective"`` (teacher only where the student's uncertainty exceeds ``tau``).
+    ``alpha`` weighs the teacher's KD term for the largest subnet against its label loss.
+    """
+
+    mode: Mode = "selective"
+    tau: float = 0.5
+    kind: UncertaintyKind = "entropy"
+    temperature: float = 1.0
+    alpha: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"unknown distillation mode {self.mode!r}; expected one of {', '.join(MODES)}")
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown uncertainty {self.kind!r}; expected one of {', '.join(KINDS)}")
+        if not 0.0 <= self.tau <= 1.0:
+            raise ValueError(f"tau must lie in [0, 1] (uncertainties are normalised), got {self.tau}")
+        if self.temperature <= 0 or self.alpha < 0:
+            raise ValueError(f"need temperature > 0 and alpha >= 0, got {self.temperature}, {self.alpha}")
+
+    @property
+    def uses_teacher(self) -> bool:
+        return self.mode != "none"
+
+    def label(self) -> str:
+        """Short name for tables and plots (``selective τ=0.5``)."""
+        return f"selective τ={self.tau:g}" if self.mode == "selective" else self.mode
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def uncertainty(logits: torch.Tensor, kind: UncertaintyKind = "entropy") -> torch.Tensor:
+    """Per-sample uncertainty in ``[0, 1]`` from logits ``(B, K)``: 0 = certain, 1 = uniform (chapter 4)."""
+    if logits.ndim != 2 or logits.shape[1] < 2:
+        raise ValueError(f"expected logits of shape (B, K>=2), got {tuple(logits.shape)}")
+    p = logits.detach().float().softmax(dim=1)
+    if kind == "entropy":
+        ent = -(p * p.clamp_min(1e-12).log()).sum(dim=1)
+        return (ent / math.log(logits.shape[1])).clamp(0.0, 1.0)
+    if kind == "margin":
+        top2 = p.topk(2, dim=1).values
+        return 1.0 - (top2[:, 0] - top2[:, 1])
+    raise ValueError(f"unknown uncertainty {kind!r}; expected one of {', '.join(KINDS)}")
+
+
+def select_uncertain(logits: torch.Tensor, cfg: DistillConfig) -> torch.Tensor:
+    """Boolean mask ``(B,)`` of the samples the teacher should see under ``cfg`` (chapter 4)."""
+    b = logits.shape[0]
+    if cfg.mode == "none":
+        return torch.zeros(b, dtype=torch.bool, device=logits.device)
+    if cfg.mode == "full":
+        return torch.ones(b, dtype=torch.bool, device=logits.device)
+    return uncertainty(logits, cfg.kind) > cfg.tau
+
+
+def kd_loss(student_logits: torch.Tensor, target_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Per-sample distillation loss ``T^2 KL(softmax(t/T) || softmax(s/T))``, shape ``(B,)`` (chapter 4).
+
+    The targets are detached: gradients flow only into the student.
+    """
+    if student_logits.shape != target_logits.shape:
+        raise ValueError(f"student {tuple(student_logits.shape)} and target {tuple(target_logits.shape)} differ")
+    t = temperature
+    log_p_s = F.log_softmax(student_logits / t, dim=1)
+    log_p_t = F.log_softmax(target_logits.detach().float() / t, dim=1)
+    return (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim=1) * t * t
+
+
+def teacher_flops_per_sample(teacher: nn.Module, example: torch.Tensor) -> int:
+    """FLOPs of one teacher forward pass on one sample, counted by ``torch.utils.flop_counter`` (chapter 4)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = teacher.training
+    teacher.eval()
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        teacher(example[:1])
+    teacher.train(was_training)
+    return int(counter.get_total_flops())
+
+
+class SelectiveTeacher:
+    """A frozen teacher that answers only for the samples a gate selected, and counts what that cost (chapter 4).
+
+    Per training step call :meth:`begin_step` with the teacher's inputs for the batch, then :meth:`targets` once per
+    trained subnet with that subnet's logits: the teacher runs on the newly selected rows only, and rows it has seen
+    in this step are reused rather than recomputed.
+    """
+
+    def __init__(self, teacher: nn.Module | None, cfg: DistillConfig, flops_per_sample: int | None = None):
+        if cfg.uses_teacher and teacher is None:
+            raise ValueError(f"distillation mode {cfg.mode!r} needs a teacher; pass one or use mode='none'")
+        self.teacher = teacher.eval() if teacher is not None else None
+        if self.teacher is not None:
+            for p in self.teacher.parameters():
+                p.requires_grad_(False)
+        self.cfg = cfg
+        self.flops_per_sample = flops_per_sample
+        self.samples_seen = 0
+        self.samples_queried = 0
+        self.forward_passes = 0
+        self._inputs: torch.Tensor | None = None
+        self._logits: torch.Tensor | None = None
+        self._have: torch.Tensor | None = None
+
+    def begin_step(self, teacher_inputs: torch.Tensor) -> None:
+        """Start a training step on a batch whose teacher inputs are ``teacher_inputs`` (first dim = batch)."""
+        self._finish_step()
+        self._inputs = teacher_inputs
+        self._have = torch.zeros(teacher_inputs.shape[0], dtype=torch.bool)
+        self._logits = None
+        self.samples_seen += teacher_inputs.shape[0]
+
+    def targets(self, student_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(mask, teacher_logits)``: the gate's mask ``(B,)`` and teacher logits ``(B, K)`` valid where ``mask``.
+
+        Teacher logits are ``None`` when no sample was selected.
+        """
+        if self._inputs is None or self._have is None:
+            raise RuntimeError("call begin_step(teacher_inputs) before targets()")
+        mask = select_uncertain(student_logits, self.cfg).cpu()
+        if not mask.any():
+            return mask, None
+        need = mask & ~self._have
+        if need.any():
+            self._query(need, student_logits.shape[1])
+        assert self._logits is not None
+        return mask, self._logits.to(student_logits.device)
+
+    def _query(self, need: torch.Tensor, n_classes: int) -> None:
+        assert self.teacher is not None and self._inputs is not None and self._have is not None
+        with torch.no_grad():
+            out = self.teacher(self._inputs[need]).float()
+        if out.shape[1] != n_classes:
+            raise ValueError(f"teacher has {out.shape[1]} classes, student {n_classes}")
+        if self._logits is None:
+            self._logits = torch.zeros(self._inputs.shape[0], n_classes)
+        self._logits[need] = out.cpu()
+        self._have |= need
+        self.forward_passes += 1
+
+    def _finish_step(self) -> None:
+        if self._have is not None:
+            self.samples_queried += int(self._have.sum())
+        self._inputs = self._logits = self._have = None
+
+    def stats(self) -> dict[str, float]:
+        """Query rate, teacher forward passes, samples queried and the share of teacher compute saved."""
+        self._finish_step()
+        rate = self.samples_queried / self.samples_seen if self.samples_seen else 0.0
+        out = {
+            "samples_seen": self.samples_seen,
+            "teacher_samples": self.samples_queried,
+            "teacher_forward_passes": self.forward_passes,
+            "query_rate": rate,
+            "teacher_compute_saved": 1.0 - rate if self.cfg.uses_teacher else 1.0,
+        }
+        if self.flops_per_sample is not None:
+            out["teacher_gflops"] = self.samples_queried * self.flops_per_sample / 1e9
+            out["teacher_gflops_saved"] = (self.samples_seen - self.samples_queried) * self.flops_per_sample / 1e9
+        return out
+
+    def state_dict(self) -> dict[str, int]:
+        self._finish_step()
+        return {"samples_seen": self.samples_seen, "samples_queried": self.samples_queried,
+                "forward_passes": self.forward_passes}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.samples_seen = int(state["samples_seen"])
+        self.samples_queried = int(state["samples_queried"])
+        self.forward_passes = int(state["forward_passes"])
