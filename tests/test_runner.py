@@ -1,0 +1,88 @@
+"""The papermill runner: order, selection, summary, and failures that name the notebook and the cell."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from ersam_lib.io import read_json
+from ersam_lib.runner import NotebookFailed, run_pipeline, select_notebooks
+
+
+def _write_notebook(path: Path, body: str) -> None:
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell(f"# {path.stem}"),
+        nbformat.v4.new_code_cell('SCALE = "tutorial"\nRUN_DIR = "."\nSEED = 0', metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell(body),
+    ])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+RECORD = "from ersam_lib.rundir import record_metrics\nrecord_metrics(RUN_DIR, {chapter!r}, {{'scale': SCALE, 'seed': SEED}})"
+
+
+@pytest.fixture()
+def notebooks(tmp_path: Path) -> Path:
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    _write_notebook(folder / "01_first.ipynb", RECORD.format(chapter="01"))
+    _write_notebook(folder / "02_second.ipynb", RECORD.format(chapter="02") + "\nx = 1 + 1")
+    return folder
+
+
+def test_runs_in_order_and_records_metrics(notebooks: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    summary = run_pipeline(run_dir, "smoke", 7, notebooks, timeout_s=300)
+    assert list(summary["chapters"]) == ["01_first", "02_second"]
+    on_disk = read_json(run_dir / "summary.json")
+    for entry in on_disk["chapters"].values():
+        assert entry["status"] == "ok" and entry["wall_s"] > 0
+        assert entry["metrics"] == {"scale": "smoke", "seed": 7}  # injected parameters reached the kernel
+        assert (run_dir / entry["executed"]).exists() and (run_dir / entry["log"]).exists()
+    # --only reruns one chapter and keeps the other's entry
+    run_pipeline(run_dir, "smoke", 7, notebooks, only="02", timeout_s=300)
+    assert set(read_json(run_dir / "summary.json")["chapters"]) == {"01_first", "02_second"}
+    with pytest.raises(ValueError, match="SCALE=smoke"):
+        run_pipeline(run_dir, "tutorial", 7, notebooks, only="02")
+
+
+def test_selection() -> None:
+    paths = [Path(f"{i:02d}_x.ipynb") for i in range(4)]
+    assert select_notebooks(paths, only="2") == [paths[2]]
+    assert select_notebooks(paths, from_="01") == paths[1:]
+    with pytest.raises(ValueError, match="no chapter 09"):
+        select_notebooks(paths, only="09")
+
+
+def test_failing_cell_is_named_and_partial_copy_kept(notebooks: Path, tmp_path: Path) -> None:
+    _write_notebook(notebooks / "02_second.ipynb", "y = 2\nraise ZeroDivisionError('deliberate failure')")
+    _write_notebook(notebooks / "03_never.ipynb", RECORD.format(chapter="03"))
+    run_dir = tmp_path / "run"
+    with pytest.raises(NotebookFailed) as info:
+        run_pipeline(run_dir, "smoke", 0, notebooks, timeout_s=300)
+    message = str(info.value)
+    assert "02_second.ipynb" in message and "code cell 3" in message and "deliberate failure" in message
+    summary = read_json(run_dir / "summary.json")
+    assert summary["chapters"]["02_second"]["status"] == "failed"
+    assert "03_never" not in summary["chapters"]  # the run stopped at the failure
+    assert (run_dir / "executed" / "02_second.ipynb").exists()
+
+    cli = subprocess.run([sys.executable, "-m", "ersam_lib", "run", "--scale", "smoke", "--run-dir",
+                          str(tmp_path / "run2"), "--notebooks", str(notebooks)], capture_output=True, text=True)
+    assert cli.returncode == 1
+    assert "02_second.ipynb" in cli.stderr and "ZeroDivisionError: deliberate failure" in cli.stderr
+
+
+def test_notebook_timeout(notebooks: Path, tmp_path: Path) -> None:
+    _write_notebook(notebooks / "01_first.ipynb", "import time\ntime.sleep(60)")
+    with pytest.raises(NotebookFailed, match="timed out after 15 s"):
+        run_pipeline(tmp_path / "run", "smoke", 0, notebooks, only="01", timeout_s=15)
+    entry = read_json(tmp_path / "run" / "summary.json")["chapters"]["01_first"]
+    assert entry["status"] == "timeout" and entry["error"]["cell"] == 3
+    assert json.dumps(entry)  # the summary stays valid JSON after a kill
