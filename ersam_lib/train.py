@@ -1,0 +1,367 @@
+"""Training the weight-sharing supernet with the sandwich rule and uncertainty-gated distillation (chapter 4).
+
+One optimiser step (:func:`sandwich_step`), BigNAS/AttentiveNAS style:
+
+1. the **largest** subnet learns the labels (cross-entropy), plus the teacher's soft targets on the samples where
+   it is uncertain (selective distillation, :mod:`ersam_lib.distill`); its logits, detached, become soft targets;
+2. the **smallest** and ``n_random`` random subnets learn those soft targets (in-place distillation), except on the
+   samples where *they* are uncertain and the teacher is in play: there the teacher's logits replace the largest's;
+3. gradients of all subnets accumulate, are clipped, and one optimiser step follows.
+
+:func:`train_supernet` loops over epochs with a checkpoint after each (written atomically, so a kill leaves the
+previous one intact) and resumes from it to the same state: data order, subnet draws and dropout are seeded per
+epoch from ``(seed, epoch)``. Under ``torchrun`` it runs DistributedDataParallel on gloo (CPU) or NCCL (GPU)::
+
+    torchrun --nproc_per_node 2 -m ersam_lib.train --run-dir runs/tutorial --scale tutorial --mode selective
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import os
+import random
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data.distributed import DistributedSampler
+
+from .distill import DistillConfig, SelectiveTeacher, kd_loss, teacher_flops_per_sample
+from .io import atomic_torch_save, atomic_write_json, read_json
+from .progress import progress
+from .scales import check_scale
+
+__all__ = [
+    "TrainConfig", "TrainResult", "evaluate", "evaluate_arch", "load_supernet", "sandwich_step", "save_supernet",
+    "train_supernet",
+]
+
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Supernet training knobs (chapter 4). ``n_random``: random subnets per step besides largest and smallest."""
+
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 0.5
+    n_random: int = 2
+    grad_clip: float = 5.0
+    max_train_samples: int | None = None
+    seed: int = 0
+    distill: DistillConfig = field(default_factory=DistillConfig)
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.n_random < 0:
+            raise ValueError(f"need epochs >= 1, batch_size >= 1, n_random >= 0; got {self}")
+        if self.lr <= 0 or self.grad_clip <= 0:
+            raise ValueError(f"need lr > 0 and grad_clip > 0; got lr={self.lr}, grad_clip={self.grad_clip}")
+
+    @classmethod
+    def for_scale(cls, scale: str, **overrides: Any) -> TrainConfig:
+        """Sizes per scale; ``tutorial`` fits the chapter 4 ablation (5 trainings) in about half an hour on 2 cores."""
+        sizes = {
+            "smoke": dict(epochs=2, batch_size=16, n_random=1, max_train_samples=64),
+            "tutorial": dict(epochs=6, batch_size=64, n_random=1, max_train_samples=3000),
+            "paper": dict(epochs=120, batch_size=256, n_random=2, lr=2e-3),
+        }[check_scale(scale)]
+        return cls(**(sizes | overrides))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        d = dict(d)
+        d["distill"] = DistillConfig(**d.get("distill", {}))
+        return cls(**d)
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train_supernet` returns: per-epoch history, teacher statistics and the total wall time."""
+
+    history: list[dict[str, float]]
+    teacher: dict[str, float]
+    wall_s: float
+    resumed_from: int
+
+
+# --------------------------------------------------------------------------------------------- distributed
+def dist_info() -> tuple[int, int]:
+    """``(rank, world_size)``; ``(0, 1)`` outside ``torch.distributed``."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def init_distributed() -> bool:
+    """Join the process group ``torchrun`` describes in the environment (gloo on CPU). False when not launched."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or torch.distributed.is_initialized():
+        return torch.distributed.is_available() and torch.distributed.is_initialized()
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    torch.distributed.init_process_group(backend=backend)
+    return True
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+# --------------------------------------------------------------------------------------------- one step
+def sandwich_step(model: nn.Module, archs: Sequence[Any], batch: Sequence[torch.Tensor],
+                  optimizer: torch.optim.Optimizer, teacher: SelectiveTeacher, cfg: TrainConfig) -> dict[str, float]:
+    """One sandwich-rule step on ``batch = (x, y[, teacher_x])``; ``archs[0]`` is the largest subnet (chapter 4)."""
+    x, y = batch[0], batch[1]
+    teacher.begin_step(batch[2] if len(batch) > 2 else x)
+    net, temp, alpha = _unwrap(model), cfg.distill.temperature, cfg.distill.alpha
+    optimizer.zero_grad(set_to_none=True)
+    soft: torch.Tensor | None = None
+    out: dict[str, float] = {}
+    for i, arch in enumerate(archs):
+        net.set_active_subnet(arch)
+        logits = model(x)
+        mask, t_logits = teacher.targets(logits)
+        if soft is None:  # the largest subnet: labels (+ teacher where it is uncertain)
+            loss = F.cross_entropy(logits, y)
+            if t_logits is not None:
+                loss = loss + alpha * (kd_loss(logits, t_logits, temp) * mask.to(logits.device)).mean()
+            soft = logits.detach()
+            out["loss_largest"] = float(loss.detach())
+            out["acc_largest"] = float((logits.argmax(1) == y).float().mean())
+        else:  # in-place distillation, the teacher replacing the largest where this subnet is uncertain
+            target = soft if t_logits is None else torch.where(mask.to(soft.device)[:, None], t_logits, soft)
+            loss = kd_loss(logits, target, temp).mean()
+            out[f"loss_sub{i}"] = float(loss.detach())
+        loss.backward()
+    out["grad_norm"] = float(nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
+    optimizer.step()
+    return out
+
+
+def sandwich_archs(space: Any, rng: random.Random, n_random: int) -> list[Any]:
+    """``[largest, smallest, n_random random archs]`` drawn from ``space`` with ``rng`` (chapter 4)."""
+    return [space.largest(), space.smallest()] + [space.sample(rng) for _ in range(n_random)]
+
+
+# --------------------------------------------------------------------------------------------- the loop
+def _loader(ds: Dataset, cfg: TrainConfig, epoch: int) -> DataLoader:
+    rank, world = dist_info()
+    if world > 1:
+        sampler: Any = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
+        sampler.set_epoch(epoch)
+    else:
+        sampler = RandomSampler(ds, generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch))
+    return DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler, drop_last=len(ds) > cfg.batch_size)
+
+
+def _lr_lambda(cfg: TrainConfig, steps_per_epoch: int):
+    total, warm = cfg.epochs * steps_per_epoch, max(1, int(cfg.warmup_epochs * steps_per_epoch))
+
+    def f(step: int) -> float:  # linear warm-up, then cosine to zero
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+
+    return f
+
+
+def _subset(ds: Dataset, n: int | None, seed: int) -> Dataset:
+    if n is None or n >= len(ds):  # type: ignore[arg-type]
+        return ds
+    idx = np.random.default_rng(seed).permutation(len(ds))[:n]  # type: ignore[arg-type]
+    return torch.utils.data.Subset(ds, sorted(idx.tolist()))
+
+
+def train_supernet(supernet: nn.Module, space: Any, train_ds: Dataset, cfg: TrainConfig, ckpt_dir: str | os.PathLike,
+                   teacher: nn.Module | None = None, stop_after_epoch: int | None = None) -> TrainResult:
+    """Train ``supernet`` over ``space`` with the sandwich rule; checkpoint each epoch into ``ckpt_dir``; resume.
+
+    Introduced in chapter 4. ``train_ds`` yields ``(x, y)`` or ``(x, y, teacher_x)``. ``stop_after_epoch`` ends the
+    run early (as a kill would, but cleanly) to demonstrate and test resuming.
+    """
+    rank, world = dist_info()
+    ckpt_dir = Path(ckpt_dir)
+    train_ds = _subset(train_ds, cfg.max_train_samples, cfg.seed)
+    model: nn.Module = supernet
+    if world > 1:
+        model = nn.parallel.DistributedDataParallel(supernet, find_unused_parameters=True)
+    steps = len(_loader(train_ds, cfg, 0))
+    optimizer = torch.optim.AdamW(supernet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, steps))
+    flops = teacher_flops_per_sample(teacher, train_ds[0][-1][None] if len(train_ds[0]) > 2
+                                     else train_ds[0][0][None]) if teacher is not None else None
+    selective = SelectiveTeacher(teacher if cfg.distill.uses_teacher else None, cfg.distill, flops)
+    state = _load_checkpoint(ckpt_dir, cfg, supernet, optimizer, scheduler, selective)
+    history, wall, start = state["history"], state["wall_s"], state["epoch"]
+    for epoch in range(start, cfg.epochs):
+        if stop_after_epoch is not None and epoch >= stop_after_epoch:
+            break
+        t0 = time.perf_counter()
+        stats = _train_epoch(model, space, train_ds, cfg, epoch, optimizer, scheduler, selective)
+        wall += time.perf_counter() - t0
+        history.append({"epoch": epoch + 1, "wall_s": wall, **stats, **selective.stats()})
+        if rank == 0:
+            _save_checkpoint(ckpt_dir, cfg, supernet, optimizer, scheduler, selective, epoch + 1, history, wall)
+    return TrainResult(history, selective.stats(), wall, start)
+
+
+def _train_epoch(model: nn.Module, space: Any, ds: Dataset, cfg: TrainConfig, epoch: int,
+                 optimizer: torch.optim.Optimizer, scheduler: Any, selective: SelectiveTeacher) -> dict[str, float]:
+    torch.manual_seed(cfg.seed * 1000 + epoch)  # dropout and friends: the same after a resume
+    rng = random.Random(cfg.seed * 1000 + epoch)  # the same subnets on every rank and after a resume
+    model.train()
+    sums: dict[str, float] = {}
+    loader = _loader(ds, cfg, epoch)
+    rank, _ = dist_info()
+    quiet = {"disable": True} if rank != 0 else {}  # one bar, from rank 0
+    bar = progress(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, **quiet)
+    for batch in bar:
+        archs = sandwich_archs(space, rng, cfg.n_random)
+        step = sandwich_step(model, archs, batch, optimizer, selective, cfg)
+        scheduler.step()
+        for k, v in step.items():
+            sums[k] = sums.get(k, 0.0) + v
+        bar.set_postfix(loss=f"{step['loss_largest']:.3f}", refresh=False)
+    _unwrap(model).set_active_subnet(space.largest())
+    return {k: v / max(1, len(loader)) for k, v in sums.items()}
+
+
+def _save_checkpoint(ckpt_dir: Path, cfg: TrainConfig, supernet: nn.Module, optimizer: Any, scheduler: Any,
+                     selective: SelectiveTeacher, epoch: int, history: list, wall: float) -> None:
+    atomic_torch_save({
+        "epoch": epoch, "config": cfg.to_dict(), "model": supernet.state_dict(), "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(), "teacher_stats": selective.state_dict(), "history": history,
+        "wall_s": wall,
+    }, ckpt_dir / CHECKPOINT)
+    atomic_write_json(ckpt_dir / "history.json", {"config": cfg.to_dict(), "history": history})
+
+
+def _load_checkpoint(ckpt_dir: Path, cfg: TrainConfig, supernet: nn.Module, optimizer: Any, scheduler: Any,
+                     selective: SelectiveTeacher) -> dict[str, Any]:
+    path = ckpt_dir / CHECKPOINT
+    if not path.exists():
+        return {"epoch": 0, "history": [], "wall_s": 0.0}
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    if ck["config"] != cfg.to_dict():
+        raise ValueError(f"{path} was written with a different TrainConfig; use another folder or delete it\n"
+                         f"  checkpoint: {ck['config']}\n  now:        {cfg.to_dict()}")
+    supernet.load_state_dict(ck["model"])
+    optimizer.load_state_dict(ck["optimizer"])
+    scheduler.load_state_dict(ck["scheduler"])
+    selective.load_state_dict(ck["teacher_stats"])
+    return ck
+
+
+# --------------------------------------------------------------------------------------------- evaluation
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Iterable) -> dict[str, float]:
+    """Exact-count accuracy and mean absolute count error of ``model`` on ``loader`` (chapters 3-5)."""
+    model.eval()
+    correct = err = n = 0
+    for batch in loader:
+        pred = model(batch[0]).argmax(1)
+        y = batch[1]
+        correct += int((pred == y).sum())
+        err += float((pred - y).abs().sum())
+        n += len(y)
+    if n == 0:
+        raise ValueError("cannot evaluate on an empty loader")
+    return {"acc": correct / n, "mae": err / n, "n": n}
+
+
+def evaluate_arch(supernet: nn.Module, arch: Any, bn_loader: Iterable, eval_loader: Iterable,
+                  n_bn_batches: int = 20) -> dict[str, float]:
+    """Score one subnet: extract it, recalibrate its BatchNorm on ``n_bn_batches`` training batches, evaluate.
+
+    Introduced in chapter 4 (ablation), used by the search in chapter 5. The supernet itself is left untouched.
+    """
+    from .supernet import recalibrate_bn
+
+    sub = supernet.get_active_subnet(arch)
+    recalibrate_bn(sub, (b[0] for b in bn_loader), n_bn_batches)
+    return evaluate(sub, eval_loader)
+
+
+def eval_loader(ds: Dataset, batch_size: int = 256) -> DataLoader:
+    """Deterministic loader for scoring (no shuffle)."""
+    return DataLoader(ds, batch_size=batch_size, sampler=SequentialSampler(ds))
+
+
+# --------------------------------------------------------------------------------------------- saving for chapter 5
+def save_supernet(path: str | os.PathLike, supernet: nn.Module, space: Any, info: dict[str, Any]) -> Path:
+    """Save the trained supernet with its space description so :func:`load_supernet` rebuilds it (chapter 4)."""
+    return atomic_torch_save({"model": supernet.state_dict(), "space": space.to_dict(), "info": info}, path)
+
+
+def load_supernet(run_dir: str | os.PathLike, filename: str = "supernet.pt") -> tuple[nn.Module, Any, dict]:
+    """``(supernet, space, info)`` from chapter 4's ``RUN_DIR/supernet/supernet.pt``, in eval mode (chapter 5).
+
+    The space carries chapter 2's cost rule again when ``RUN_DIR/profiling/rule.json`` exists.
+    """
+    from .rundir import require_stage
+    from .space import SearchSpace
+    from .supernet import Supernet
+
+    path = require_stage(run_dir, "supernet", filename, "04")
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    space = SearchSpace.from_dict(ck["space"], rule=_load_rule(run_dir))
+    net = Supernet(space, space.n_features, space.n_classes)
+    net.load_state_dict(ck["model"])
+    return net.eval(), space, ck["info"]
+
+
+def _load_rule(run_dir: str | os.PathLike) -> Any:
+    path = Path(run_dir) / "profiling" / "rule.json"
+    if not path.exists():
+        return None
+    from .profiling import CostRule
+
+    return CostRule.load(path)
+
+
+# --------------------------------------------------------------------------------------------- CLI
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m ersam_lib.train", description=__doc__.split("\n")[0])
+    p.add_argument("--run-dir", required=True, help="RUN_DIR with chapter 1's features (and chapter 3's teacher)")
+    p.add_argument("--scale", default="tutorial")
+    p.add_argument("--mode", default="selective", choices=["none", "full", "selective"])
+    p.add_argument("--tau", type=float, default=0.5)
+    p.add_argument("--uncertainty", default="entropy", choices=["entropy", "margin"])
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--name", default=None, help="sub-folder of RUN_DIR/supernet/runs (default: from mode and tau)")
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """CLI: train one supernet variant from a RUN_DIR; works as is under ``torchrun --nproc_per_node N``."""
+    from .ablation import train_variant
+
+    args = _parse(argv)
+    init_distributed()
+    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+    dcfg = DistillConfig(mode=args.mode, tau=args.tau, kind=args.uncertainty)
+    overrides = {"seed": args.seed} | ({"epochs": args.epochs} if args.epochs else {})
+    cfg = TrainConfig.for_scale(args.scale, distill=dcfg, **overrides)
+    row = train_variant(args.run_dir, args.scale, cfg, name=args.name)
+    if dist_info()[0] == 0:
+        print({k: v for k, v in row.items() if not isinstance(v, dict)})
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""Supernet training (chapter 4): the sandwich step, checkpoints, resuming to the same state, evaluation, saving."""
+
+import random
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from ersam_lib.distill import DistillConfig, SelectiveTeacher
+from ersam_lib.space import SearchSpace
+from ersam_lib.supernet import Supernet
+from ersam_lib.train import (
+    TrainConfig, eval_loader, evaluate_arch, load_supernet, sandwich_archs, sandwich_step, save_supernet,
+    train_supernet,
+)
+
+torch.set_num_threads(1)
+F_, T_, K_ = 8, 32, 3
+
+
+def make_data(n=24, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, K_, (n,), generator=g)
+    x = torch.randn(n, F_, T_, generator=g) + y[:, None, None].float()  # learnable: the mean encodes the class
+    return TensorDataset(x, y)
+
+
+def make_supernet(seed=0):
+    torch.manual_seed(seed)
+    space = SearchSpace.for_scale("smoke", F_, K_, n_frames=T_)
+    return Supernet(space), space
+
+
+class MeanTeacher(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(7)  # the same teacher in every run
+        self.lin = nn.Linear(F_, K_)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.lin(x.mean(2))
+
+
+def small_cfg(**kw):
+    base = dict(epochs=2, batch_size=8, n_random=1, lr=1e-2, warmup_epochs=0.5,
+                distill=DistillConfig(mode="selective", tau=0.2))
+    return TrainConfig(**(base | kw))
+
+
+def test_config_for_scale_and_validation():
+    assert TrainConfig.for_scale("smoke").epochs <= 3
+    assert TrainConfig.for_scale("tutorial", epochs=3).epochs == 3
+    with pytest.raises(ValueError):
+        TrainConfig.for_scale("huge")
+    with pytest.raises(ValueError):
+        TrainConfig(epochs=0)
+    cfg = small_cfg()
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_sandwich_archs_start_with_largest_and_smallest():
+    _, space = make_supernet()
+    archs = sandwich_archs(space, random.Random(0), 2)
+    assert archs[0] == space.largest() and archs[1] == space.smallest() and len(archs) == 4
+    assert all(space.contains(a) for a in archs)
+
+
+def test_sandwich_step_updates_shared_weights_and_queries_teacher():
+    net, space = make_supernet()
+    x, y = make_data(8).tensors
+    teacher = MeanTeacher()
+    sel = SelectiveTeacher(teacher, DistillConfig(mode="full"))
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    out = sandwich_step(net, sandwich_archs(space, random.Random(0), 1), (x, y), opt, sel, small_cfg())
+    assert out["grad_norm"] > 0 and {"loss_largest", "loss_sub1", "loss_sub2"} <= set(out)
+    changed = [k for k, v in net.state_dict().items() if not torch.equal(v, before[k])]
+    assert any("head" in k for k in changed) and len(changed) > 5
+    assert teacher.calls == 1  # full mode: all 8 samples in one pass, reused by the 3 subnets
+    assert sel.stats()["teacher_samples"] == 8
+
+
+def test_gradients_are_clipped():
+    net, space = make_supernet()
+    x, y = make_data(8).tensors
+    sel = SelectiveTeacher(None, DistillConfig(mode="none"))
+    opt = torch.optim.SGD(net.parameters(), lr=0.0)
+    sandwich_step(net, [space.largest()], (x * 100, y), opt, sel, small_cfg(grad_clip=0.01))
+    total = torch.sqrt(sum((p.grad ** 2).sum() for p in net.parameters() if p.grad is not None))
+    assert total.item() == pytest.approx(0.01, rel=1e-3)
+
+
+def test_training_learns_and_logs_teacher_usage(tmp_path):
+    net, space = make_supernet()
+    res = train_supernet(net, space, make_data(32), small_cfg(epochs=3), tmp_path, teacher=MeanTeacher())
+    assert len(res.history) == 3 and (tmp_path / "checkpoint.pt").exists() and (tmp_path / "history.json").exists()
+    assert res.history[-1]["loss_largest"] < res.history[0]["loss_largest"]
+    t = res.teacher
+    assert t["samples_seen"] == 3 * 32 and 0 <= t["teacher_samples"] <= t["samples_seen"]
+    assert t["query_rate"] == pytest.approx(t["teacher_samples"] / t["samples_seen"])
+    assert t["teacher_gflops"] >= 0 and res.wall_s > 0
+
+
+def test_resume_after_stop_reaches_the_same_state(tmp_path):
+    cfg, data = small_cfg(epochs=3), make_data(24)
+    net_a, space = make_supernet()
+    full = train_supernet(net_a, space, data, cfg, tmp_path / "a", teacher=MeanTeacher())
+    net_b, _ = make_supernet()
+    part = train_supernet(net_b, space, data, cfg, tmp_path / "b", teacher=MeanTeacher(), stop_after_epoch=1)
+    assert len(part.history) == 1
+    net_c, _ = make_supernet(seed=123)  # a fresh process: different init, everything must come from the checkpoint
+    torch.manual_seed(999)
+    resumed = train_supernet(net_c, space, data, cfg, tmp_path / "b", teacher=MeanTeacher())
+    assert resumed.resumed_from == 1 and len(resumed.history) == 3
+    for k, v in net_a.state_dict().items():
+        assert torch.equal(v, net_c.state_dict()[k]), k
+    assert [h["loss_largest"] for h in resumed.history] == [h["loss_largest"] for h in full.history]
+    assert resumed.teacher["teacher_samples"] == full.teacher["teacher_samples"]
+
+
+def test_checkpoint_from_another_config_is_refused(tmp_path):
+    net, space = make_supernet()
+    train_supernet(net, space, make_data(16), small_cfg(epochs=1), tmp_path, teacher=MeanTeacher())
+    with pytest.raises(ValueError, match="different TrainConfig"):
+        train_supernet(net, space, make_data(16), small_cfg(epochs=1, lr=0.5), tmp_path, teacher=MeanTeacher())
+
+
+def test_evaluate_arch_leaves_the_supernet_untouched_and_save_load_round_trips(tmp_path):
+    net, space = make_supernet()
+    data = make_data(16)
+    train_supernet(net, space, data, small_cfg(epochs=1, distill=DistillConfig(mode="none")), tmp_path / "ck")
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    scores = evaluate_arch(net, space.smallest(), eval_loader(data, 8), eval_loader(data, 8), n_bn_batches=2)
+    assert 0.0 <= scores["acc"] <= 1.0 and scores["n"] == 16 and scores["mae"] >= 0
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())
+    save_supernet(tmp_path / "run" / "supernet" / "supernet.pt", net, space, {"variant": "none"})
+    loaded, space2, info = load_supernet(tmp_path / "run")
+    assert info == {"variant": "none"} and space2.to_dict() == space.to_dict()
+    x = data.tensors[0][:4]
+    net.eval().set_active_subnet(space.largest())
+    loaded.set_active_subnet(space.largest())
+    with torch.no_grad():
+        assert torch.allclose(net(x), loaded(x))
+    with pytest.raises(FileNotFoundError, match="chapter 04"):
+        load_supernet(tmp_path / "nothing")
