@@ -268,7 +268,9 @@ class SearchSpace:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], rule: Rule | None = None) -> SearchSpace:
-        stages = lambda xs: tuple(StageSpace(**{k: tuple(v) for k, v in s.items()}) for s in xs)  # noqa: E731
+        def stages(xs: list[dict[str, Any]]) -> tuple[StageSpace, ...]:
+            return tuple(StageSpace(**{k: tuple(v) for k, v in s.items()}) for s in xs)
+
         return cls(stages(d["encoder"]), stages(d["context"]), int(d["n_features"]), int(d["n_classes"]),
                    int(d["n_frames"]), tuple(d["mixers"]), int(d["attn_dim"]), rule)
 
@@ -339,7 +341,8 @@ class SearchSpace:
 
     def crossover(self, a: Arch, b: Arch, rng: random.Random) -> Arch:
         """Each stage (and the mixer) taken whole from ``a`` or ``b`` with probability 1/2."""
-        self.check(a), self.check(b)
+        self.check(a)
+        self.check(b)
         pick = lambda x, y: x if rng.random() < 0.5 else y  # noqa: E731
         return self._draw(rng, lambda: Arch(tuple(pick(x, y) for x, y in zip(a.encoder, b.encoder)),
                                             tuple(pick(x, y) for x, y in zip(a.context, b.context)),
