@@ -259,3 +259,70 @@ def macs_per_sample(model: nn.Module, example: torch.Tensor) -> float:
 
     return teacher_flops_per_sample(model, example) / 2
 
+
+
+# --------------------------------------------------------------------------------------------- chapter 3 in one call
+class WaveformDataset(Dataset):
+    """Items ``(float32 waveform (samples,), label)`` rendered on the fly from chapter 1's manifest (chapter 3).
+
+    The wav2vec2 teacher reads waveforms, not features; rendering is deterministic, so nothing is cached.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, split: str, limit: int | None = None):
+        from data_prep.build import load_manifest, open_run_source
+
+        rows = load_manifest(run_dir)
+        self.rows = rows[rows["split"] == split].reset_index(drop=True)
+        if limit is not None:
+            self.rows = self.rows.iloc[:limit]
+        if len(self.rows) == 0:
+            raise ValueError(f"split {split!r} of {run_dir} has no rows")
+        self.source = open_run_source(run_dir)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        from data_prep.render import render_mixture
+
+        row = self.rows.iloc[i]
+        return torch.from_numpy(render_mixture(row, self.source)), int(row["label"])
+
+
+def fit_teacher(run_dir: str | os.PathLike, cfg: TeacherConfig) -> dict[str, Any]:
+    """Chapter 3 in one call: build the teacher ``cfg`` asks for (falling back to the CRNN when the pretrained
+    wav2vec2 cannot be loaded), train it, score it on val and test, save it to ``RUN_DIR/teacher/``.
+
+    Returns the report that ``teacher.json`` holds (kind, params, accuracies, wall time, why a fallback happened).
+    """
+    from torch.utils.data import Subset
+
+    from .train import evaluate, eval_loader, load_feature_data
+
+    torch.manual_seed(cfg.seed)
+    data = load_feature_data(run_dir)
+    kind, fallback = cfg.kind, None
+    info: dict[str, Any] = {"n_features": data.n_features, "n_classes": data.n_classes}
+    if kind == "wav2vec2":
+        try:
+            model = build_wav2vec2(data.n_classes)
+            train_ds: Dataset = WaveformDataset(run_dir, "train", cfg.max_train_samples)
+            val_ds, test_ds = WaveformDataset(run_dir, "val"), WaveformDataset(run_dir, "test")
+        except TeacherUnavailable as e:
+            kind, fallback = "crnn", str(e)
+    if kind == "crnn":
+        model = CRNNTeacher(data.n_features, data.n_classes, tuple(cfg.channels), cfg.hidden)
+        train_ds, val_ds, test_ds = data.train, data.val, data.test
+        info |= {"channels": list(cfg.channels), "hidden": cfg.hidden}
+        if cfg.max_train_samples is not None and cfg.max_train_samples < len(train_ds):  # type: ignore[arg-type]
+            idx = torch.randperm(len(train_ds), generator=torch.Generator().manual_seed(cfg.seed))  # type: ignore
+            train_ds = Subset(train_ds, sorted(idx[: cfg.max_train_samples].tolist()))
+    fit = train_classifier(model, train_ds, val_ds, cfg)
+    test = evaluate(model, eval_loader(test_ds, 128))
+    info |= {"kind": kind, "input": "waveform" if kind == "wav2vec2" else "logmel", "fallback_reason": fallback,
+             "val_acc": fit.best_val_acc, "best_epoch": fit.best_epoch, "test_acc": test["acc"],
+             "test_mae": test["mae"], "train_samples": len(train_ds), "wall_s": fit.wall_s,  # type: ignore[arg-type]
+             "history": fit.history, "config": {k: (list(v) if isinstance(v, tuple) else v)
+                                                for k, v in cfg.__dict__.items()}}
+    save_teacher(run_dir, model, info)
+    return teacher_info(run_dir)

@@ -300,6 +300,32 @@ def eval_loader(ds: Dataset, batch_size: int = 256) -> DataLoader:
     return DataLoader(ds, batch_size=batch_size, sampler=SequentialSampler(ds))
 
 
+@dataclass
+class FeatureData:
+    """Chapter 1's log-mel features as torch datasets, with the sizes the models need (chapters 3-5)."""
+
+    train: Dataset
+    val: Dataset
+    test: Dataset
+    n_features: int
+    n_frames: int
+    classes: list[str]
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+
+def load_feature_data(run_dir: str | os.PathLike, kind: str = "logmel") -> FeatureData:
+    """Train/val/test :class:`data_prep.features.FeatureDataset` of ``RUN_DIR`` (chapter 1 must have run)."""
+    from data_prep.features import FeatureDataset, load_features
+
+    sets = {s: load_features(run_dir, s, kind) for s in ("train", "val", "test")}
+    _, n_features, n_frames = sets["train"].x.shape
+    return FeatureData(*(FeatureDataset(sets[s]) for s in ("train", "val", "test")), int(n_features), int(n_frames),
+                       list(sets["train"].classes))
+
+
 # --------------------------------------------------------------------------------------------- saving for chapter 5
 def save_supernet(path: str | os.PathLike, supernet: nn.Module, space: Any, info: dict[str, Any]) -> Path:
     """Save the trained supernet with its space description so :func:`load_supernet` rebuilds it (chapter 4)."""

@@ -1,0 +1,203 @@
+"""Chapter 4's experiment: no teacher vs full distillation vs selective distillation at several thresholds.
+
+Each variant trains a fresh supernet with the same data, seed and schedule (:func:`train_variant`), then scores
+its smallest, a middle and its largest subnet on the validation split after BN recalibration. :func:`run_ablation`
+writes ``RUN_DIR/supernet/ablation.csv``/``.json`` and saves the ``final`` variant as ``RUN_DIR/supernet/supernet.pt``
+for chapter 5 (:func:`ersam_lib.train.load_supernet`). Finished variants are not retrained: their checkpoints are
+reused, so a re-run (or a resumed run after a kill) costs only what is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, RandomSampler
+
+from .distill import DistillConfig, uncertainty
+from .io import atomic_path, atomic_write_json
+from .progress import progress
+from .rundir import stage_dir
+from .scales import check_scale
+from .train import (
+    FeatureData, TrainConfig, _load_rule, dist_info, eval_loader, evaluate_arch, load_feature_data, save_supernet,
+    train_supernet,
+)
+
+__all__ = ["AblationConfig", "middle_arch", "run_ablation", "train_variant", "uncertainty_profile", "variant_name"]
+
+
+@dataclass(frozen=True)
+class AblationConfig:
+    """The variants chapter 4 compares, which one chapter 5 gets, and how subnets are scored."""
+
+    variants: tuple[DistillConfig, ...]
+    final: DistillConfig
+    n_bn_batches: int = 16
+    bn_batch_size: int = 64
+
+    @classmethod
+    def for_scale(cls, scale: str, kind: str = "entropy", taus: tuple[float, ...] | None = None) -> AblationConfig:
+        """``smoke``: none, full, one τ; otherwise none, full and three τ (the middle one goes to chapter 5)."""
+        check_scale(scale)
+        taus = taus or ((0.5,) if scale == "smoke" else (0.3, 0.5, 0.7))
+        sel = tuple(DistillConfig(mode="selective", tau=t, kind=kind) for t in taus)  # type: ignore[arg-type]
+        return cls(variants=(DistillConfig(mode="none"), DistillConfig(mode="full")) + sel,
+                   final=sel[len(sel) // 2], n_bn_batches=4 if scale == "smoke" else 16)
+
+
+def variant_name(d: DistillConfig) -> str:
+    """Folder-safe name of a variant: ``none``, ``full``, ``selective-entropy-tau0.5``."""
+    return f"selective-{d.kind}-tau{d.tau:g}" if d.mode == "selective" else d.mode
+
+
+def middle_arch(space: Any, n: int = 101, seed: int = 12345) -> Any:
+    """The median-MACs architecture of ``n`` random draws: the "middle" subnet of the ablation (chapter 4)."""
+    rng = random.Random(seed)
+    archs = sorted({space.sample(rng) for _ in range(n)}, key=lambda a: (space.macs(a), a.arch_id))
+    return archs[len(archs) // 2]
+
+
+def _build(run_dir: str | os.PathLike, scale: str, data: FeatureData, seed: int) -> tuple[Any, Any]:
+    from .space import SearchSpace
+    from .supernet import Supernet
+
+    space = SearchSpace.for_scale(scale, data.n_features, data.n_classes, rule=_load_rule(run_dir),
+                                  n_frames=data.n_frames)
+    torch.manual_seed(seed)
+    return Supernet(space), space
+
+
+def _teacher_for(run_dir: str | os.PathLike, d: DistillConfig) -> torch.nn.Module | None:
+    if not d.uses_teacher:
+        return None
+    from .teacher import load_teacher, teacher_info
+
+    if teacher_info(run_dir).get("input", "logmel") != "logmel":
+        raise ValueError("chapter 4 feeds the teacher the students' log-mel batches; a waveform teacher "
+                         "(wav2vec2) needs a dataset that yields (features, label, waveform) triples")
+    return load_teacher(run_dir)
+
+
+def score_subnets(supernet: Any, space: Any, data: FeatureData, n_bn_batches: int, bn_batch_size: int,
+                  seed: int) -> dict[str, float]:
+    """Val accuracy and MAE of the smallest, middle and largest subnets after BN recalibration (chapter 4)."""
+    out: dict[str, float] = {}
+    for label, arch in (("smallest", space.smallest()), ("middle", middle_arch(space)), ("largest", space.largest())):
+        bn = DataLoader(data.train, batch_size=bn_batch_size,
+                        sampler=RandomSampler(data.train, generator=torch.Generator().manual_seed(seed)))
+        s = evaluate_arch(supernet, arch, bn, eval_loader(data.val), n_bn_batches)
+        out[f"acc_{label}"], out[f"mae_{label}"] = s["acc"], s["mae"]
+        out[f"macs_{label}"] = space.macs(arch)
+    return out
+
+
+def train_variant(run_dir: str | os.PathLike, scale: str, cfg: TrainConfig, name: str | None = None,
+                  data: FeatureData | None = None, n_bn_batches: int = 16, bn_batch_size: int = 64
+                  ) -> dict[str, Any]:
+    """Train one supernet variant into ``RUN_DIR/supernet/runs/<name>`` and score it (chapter 4; also the CLI).
+
+    Returns one row of the ablation table. Under ``torchrun`` every rank trains; rank 0 scores.
+    """
+    data = data or load_feature_data(run_dir)
+    name = name or variant_name(cfg.distill)
+    supernet, space = _build(run_dir, scale, data, cfg.seed)
+    ckpt_dir = stage_dir(run_dir, "supernet") / "runs" / name
+    res = train_supernet(supernet, space, data.train, cfg, ckpt_dir, teacher=_teacher_for(run_dir, cfg.distill))
+    row: dict[str, Any] = {"variant": name, "label": cfg.distill.label(), "mode": cfg.distill.mode,
+                           "tau": cfg.distill.tau if cfg.distill.mode == "selective" else None,
+                           "uncertainty": cfg.distill.kind, "epochs": cfg.epochs, "wall_s": res.wall_s,
+                           "resumed_from_epoch": res.resumed_from, "final_loss_largest": res.history[-1]["loss_largest"]}
+    row |= {k: res.teacher[k] for k in ("samples_seen", "teacher_samples", "teacher_forward_passes", "query_rate",
+                                        "teacher_compute_saved")}
+    row["teacher_gflops"] = res.teacher.get("teacher_gflops", 0.0)
+    if dist_info()[0] == 0:
+        row |= score_subnets(supernet, space, data, n_bn_batches, bn_batch_size, cfg.seed)
+    row["checkpoint"] = str(ckpt_dir / "checkpoint.pt")
+    return row
+
+
+def run_ablation(run_dir: str | os.PathLike, scale: str, seed: int = 0, acfg: AblationConfig | None = None,
+                 train_cfg: TrainConfig | None = None) -> pd.DataFrame:
+    """Train and score every variant, write ``ablation.csv``/``ablation.json``, save the final supernet (chapter 4)."""
+    acfg = acfg or AblationConfig.for_scale(scale)
+    base = train_cfg or TrainConfig.for_scale(scale, seed=seed)
+    data = load_feature_data(run_dir)
+    rows = []
+    for d in progress(acfg.variants, desc="ablation variants"):
+        rows.append(train_variant(run_dir, scale, replace(base, distill=d), data=data,
+                                  n_bn_batches=acfg.n_bn_batches, bn_batch_size=acfg.bn_batch_size))
+    df = pd.DataFrame(rows)
+    folder = stage_dir(run_dir, "supernet")
+    with atomic_path(folder / "ablation.csv") as tmp:
+        df.to_csv(tmp, index=False)
+    atomic_write_json(folder / "ablation.json", {"train_config": base.to_dict(), "rows": rows})
+    _save_final(run_dir, scale, data, base, acfg.final, df)
+    return df
+
+
+def _save_final(run_dir: str | os.PathLike, scale: str, data: FeatureData, base: TrainConfig, final: DistillConfig,
+                df: pd.DataFrame) -> Path:
+    name = variant_name(final)
+    supernet, space = _build(run_dir, scale, data, base.seed)
+    ck = torch.load(stage_dir(run_dir, "supernet") / "runs" / name / "checkpoint.pt", map_location="cpu",
+                    weights_only=False)
+    supernet.load_state_dict(ck["model"])
+    row = df[df["variant"] == name].iloc[0].to_dict()
+    info = {"variant": name, "distill": final.to_dict(), "train_config": replace(base, distill=final).to_dict(),
+            "scores": {k: v for k, v in row.items() if k.startswith(("acc_", "mae_"))}}
+    return save_supernet(stage_dir(run_dir, "supernet") / "supernet.pt", supernet, space, info)
+
+
+@torch.no_grad()
+def uncertainty_profile(run_dir: str | os.PathLike, scale: str, variant: str = "none", subnet: str = "smallest",
+                        n_bn_batches: int = 16, seed: int = 0) -> pd.DataFrame:
+    """Per validation sample: a trained subnet's entropy and margin uncertainty, whether it and the teacher are right.
+
+    Chapter 4 uses it to check ERSAM's observation before relying on it: is the student wrong where it is uncertain,
+    and is the teacher right there?
+    """
+    from .supernet import recalibrate_bn
+    from .teacher import load_teacher
+
+    data = load_feature_data(run_dir)
+    supernet, space = _build(run_dir, scale, data, seed)
+    ck = torch.load(stage_dir(run_dir, "supernet") / "runs" / variant / "checkpoint.pt", map_location="cpu",
+                    weights_only=False)
+    supernet.load_state_dict(ck["model"])
+    arch = {"smallest": space.smallest(), "middle": middle_arch(space), "largest": space.largest()}[subnet]
+    model = supernet.get_active_subnet(arch)
+    bn = DataLoader(data.train, batch_size=64,
+                    sampler=RandomSampler(data.train, generator=torch.Generator().manual_seed(seed)))
+    recalibrate_bn(model, bn, n_bn_batches)
+    model.eval()
+    teacher = load_teacher(run_dir)
+    parts = []
+    for x, y in eval_loader(data.val):
+        s, t = model(x), teacher(x)
+        parts.append(pd.DataFrame({"entropy": uncertainty(s, "entropy").numpy(),
+                                   "margin": uncertainty(s, "margin").numpy(),
+                                   "student_correct": (s.argmax(1) == y).numpy(),
+                                   "teacher_correct": (t.argmax(1) == y).numpy(), "label": y.numpy()}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def gate_curve(profile: pd.DataFrame, kind: str = "entropy", taus: np.ndarray | None = None) -> pd.DataFrame:
+    """For each τ: share of samples queried, and of the student's errors that fall among the queried (chapter 4)."""
+    taus = np.linspace(0, 1, 21) if taus is None else taus
+    wrong = ~profile["student_correct"].to_numpy()
+    u = profile[kind].to_numpy()
+    rows = []
+    for tau in taus:
+        q = u > tau
+        rows.append({"tau": float(tau), "query_rate": float(q.mean()),
+                     "errors_covered": float((q & wrong).sum() / max(1, wrong.sum())),
+                     "teacher_fixes": float((q & wrong & profile["teacher_correct"].to_numpy()).sum()
+                                            / max(1, wrong.sum()))})
+    return pd.DataFrame(rows)

@@ -1,0 +1,78 @@
+"""Chapter 4's ablation and chapter 3's one-call teacher on a real (tiny) data set built by data_prep."""
+
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+
+from ersam_lib.ablation import AblationConfig, gate_curve, middle_arch, run_ablation, uncertainty_profile, variant_name
+from ersam_lib.distill import DistillConfig
+from ersam_lib.space import SearchSpace
+from ersam_lib.teacher import TeacherConfig, fit_teacher, teacher_info
+from ersam_lib.train import TrainConfig, load_supernet
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from data_prep.build import build_tiny
+
+    run_dir = tmp_path_factory.mktemp("tiny_run")
+    build_tiny(run_dir, seed=0)
+    fit_teacher(run_dir, TeacherConfig(epochs=2, batch_size=8, channels=(4, 8, 8), hidden=8))
+    return run_dir
+
+
+def test_fit_teacher_writes_its_report(tiny_run):
+    info = teacher_info(tiny_run)
+    assert info["kind"] == "crnn" and info["input"] == "logmel" and info["fallback_reason"] is None
+    assert 0 <= info["val_acc"] <= 1 and 0 <= info["test_acc"] <= 1 and info["params"] > 0
+    assert len(info["history"]) == 2 and info["train_samples"] > 0
+
+
+def test_ablation_table_final_supernet_and_gate_curve(tiny_run):
+    acfg = AblationConfig(variants=(DistillConfig(mode="none"), DistillConfig(mode="full"),
+                                    DistillConfig(mode="selective", tau=0.5)),
+                          final=DistillConfig(mode="selective", tau=0.5), n_bn_batches=2, bn_batch_size=8)
+    cfg = TrainConfig(epochs=1, batch_size=8, n_random=1)
+    df = run_ablation(tiny_run, "smoke", acfg=acfg, train_cfg=cfg)
+    assert list(df["variant"]) == ["none", "full", "selective-entropy-tau0.5"]
+    by = df.set_index("variant")
+    assert by.loc["none", "teacher_samples"] == 0 and by.loc["full", "query_rate"] == 1.0
+    assert 0 <= by.loc["selective-entropy-tau0.5", "query_rate"] <= 1
+    assert (df["samples_seen"] == by.loc["none", "samples_seen"]).all()
+    for col in ("acc_smallest", "acc_middle", "acc_largest"):
+        assert df[col].between(0, 1).all()
+    assert (df["macs_smallest"] < df["macs_middle"]).all() and (df["macs_middle"] < df["macs_largest"]).all()
+    assert pd.read_csv(tiny_run / "supernet" / "ablation.csv").shape[0] == 3
+    net, space, info = load_supernet(tiny_run)
+    assert info["variant"] == "selective-entropy-tau0.5" and space.contains(space.largest())
+    # a second run reuses the finished checkpoints instead of retraining
+    again = run_ablation(tiny_run, "smoke", acfg=acfg, train_cfg=cfg)
+    assert (again["resumed_from_epoch"] == 1).all()
+    assert again["acc_largest"].tolist() == df["acc_largest"].tolist()
+    prof = uncertainty_profile(tiny_run, "smoke", variant="none", n_bn_batches=2)
+    assert prof["entropy"].between(0, 1).all() and len(prof) > 0
+    curve = gate_curve(prof)
+    assert curve["query_rate"].is_monotonic_decreasing and curve["errors_covered"].iloc[0] == 1.0
+
+
+def test_middle_arch_is_between_smallest_and_largest():
+    space = SearchSpace.for_scale("tutorial", 40, 11, n_frames=250)
+    m = middle_arch(space)
+    assert space.macs(space.smallest()) < space.macs(m) < space.macs(space.largest())
+    assert middle_arch(space) == m  # deterministic
+    assert variant_name(DistillConfig(mode="selective", tau=0.3, kind="margin")) == "selective-margin-tau0.3"
+
+
+def test_train_cli_runs_one_variant(tiny_run):
+    cmd = [sys.executable, "-m", "ersam_lib.train", "--run-dir", str(tiny_run), "--scale", "smoke", "--mode", "none",
+           "--epochs", "1", "--name", "cli"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env={"OMP_NUM_THREADS": "1",
+                                                                               "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert (tiny_run / "supernet" / "runs" / "cli" / "checkpoint.pt").exists()
+    assert "acc_largest" in out.stdout
