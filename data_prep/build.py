@@ -1,0 +1,123 @@
+"""One call builds LibriSpeech-SAM into ``RUN_DIR/data`` (chapter 1): source -> manifest -> audio -> features.
+
+Bad input fails before anything is written to the run folder (missing root, too few speakers for K, a corrupt
+file with ``on_error="raise"``); every file is written atomically; rerunning with the same config resumes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ersam_lib.io import atomic_path, atomic_write_json, atomic_write_text, read_json
+from ersam_lib.rundir import require_stage, stage_dir
+
+from .config import SPLITS, DataConfig
+from .features import build_features
+from .labels import class_names
+from .manifest import make_manifest, manifest_hash, split_speakers
+from .sources import SpeechSource, open_source, reopen_source
+
+
+@dataclass
+class BuildReport:
+    """What a build did and how fast (the benchmark prints it; chapter 1 records it)."""
+
+    data_dir: str
+    n_mixtures: int
+    n_speakers: int
+    n_utterances: int
+    source_s: float
+    manifest_s: float
+    render_s: float
+    total_s: float
+    reused_manifest: bool
+
+    @property
+    def mixtures_per_s(self) -> float:
+        return self.n_mixtures / self.render_s if self.render_s > 0 else float("nan")
+
+
+def build(cfg: DataConfig, run_dir: str | os.PathLike) -> BuildReport:
+    """Build the data set described by ``cfg`` into ``stage_dir(run_dir, "data")`` and return a report."""
+    cfg.validate()
+    t0 = time.perf_counter()
+    source = open_source(cfg)
+    t_source = time.perf_counter() - t0
+    data_dir = Path(run_dir) / "data"
+    manifest, reused = _cached_manifest(data_dir, cfg), True
+    t1 = time.perf_counter()
+    if manifest is None:
+        manifest, reused = make_manifest(cfg, source), False  # raises before anything is written
+    t_manifest = time.perf_counter() - t1
+    data_dir = stage_dir(run_dir, "data")
+    sha = manifest_hash(manifest)
+    if not reused:
+        atomic_write_json(data_dir / "config.json", cfg.to_json())
+        with atomic_path(data_dir / "manifest.parquet") as tmp:
+            manifest.to_parquet(tmp, index=False)
+        atomic_write_text(data_dir / "manifest.sha256", f"{sha}  manifest.parquet\n")
+    feats = build_features(data_dir, manifest, source, cfg.features, cfg.feature_kinds, sha, cfg.workers,
+                           cfg.shard_size)
+    report = BuildReport(str(data_dir), len(manifest), int(source.index()["speaker"].nunique()),
+                         len(source.index()), t_source, t_manifest, feats["render_s"],
+                         time.perf_counter() - t0, reused)
+    atomic_write_json(data_dir / "dataset.json", _dataset_json(cfg, manifest, source, sha, report))
+    return report
+
+
+def _cached_manifest(data_dir: Path, cfg: DataConfig) -> pd.DataFrame | None:
+    """The manifest of an earlier build with the same config (resume), else ``None``."""
+    if (data_dir / "config.json").exists() and (data_dir / "manifest.parquet").exists():
+        if read_json(data_dir / "config.json") == cfg.to_json():
+            return pd.read_parquet(data_dir / "manifest.parquet")
+    return None
+
+
+def _dataset_json(cfg: DataConfig, manifest: pd.DataFrame, source: SpeechSource, sha: str,
+                  report: BuildReport) -> dict[str, Any]:
+    classes = class_names(cfg.class_set, cfg.max_count)
+    counts = {s: {c: int(((manifest["split"] == s) & (manifest["label"] == i)).sum()) for i, c in enumerate(classes)}
+              for s in SPLITS}
+    speakers = split_speakers(list(source.speakers()), cfg.split_fractions, cfg.seed)
+    return {"classes": classes, "class_set": cfg.class_set, "K": cfg.max_count, "sample_rate": cfg.sample_rate,
+            "duration_s": cfg.duration_s, "counts": counts, "source": source.describe(),
+            "speakers": {s: len(v) for s, v in speakers.items()}, "speaker_lists": speakers,
+            "manifest_sha256": sha, "feature_kinds": list(cfg.feature_kinds), "config": cfg.to_json(),
+            "timings": {"source_s": report.source_s, "manifest_s": report.manifest_s, "render_s": report.render_s,
+                        "total_s": report.total_s}}
+
+
+def load_manifest(run_dir: str | os.PathLike) -> pd.DataFrame:
+    """The manifest chapter 1 wrote (chapters 3 and 6 render waveforms from it)."""
+    return pd.read_parquet(require_stage(run_dir, "data", "manifest.parquet", "01"))
+
+
+def load_dataset_info(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """``dataset.json``: classes, K, counts per split and class, the source, speakers per split."""
+    return read_json(require_stage(run_dir, "data", "dataset.json", "01"))
+
+
+def open_run_source(run_dir: str | os.PathLike) -> SpeechSource:
+    """Reopen the speech source a run was built from, for :func:`data_prep.render.render_mixture`."""
+    info = load_dataset_info(run_dir)
+    return reopen_source(info["source"], DataConfig.from_json(info["config"]))
+
+
+def add_features(run_dir: str | os.PathLike, kinds: tuple[str, ...] = ("stft",), workers: int = 1) -> dict:
+    """Build further feature kinds (e.g. CountNet's |STFT|) for an existing run (on request, chapter 5)."""
+    info = load_dataset_info(run_dir)
+    cfg = DataConfig.from_json(info["config"])
+    manifest = load_manifest(run_dir)
+    return build_features(Path(run_dir) / "data", manifest, open_run_source(run_dir), cfg.features, kinds,
+                          info["manifest_sha256"], workers, cfg.shard_size)
+
+
+def build_tiny(run_dir: str | os.PathLike, seed: int = 0, **overrides) -> BuildReport:
+    """A few-second build (K = 2, 36 mixtures) for the unit tests of later chapters."""
+    return build(DataConfig.tiny(seed=seed, **overrides), run_dir)

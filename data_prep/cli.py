@@ -1,0 +1,50 @@
+"""``python -m data_prep build ...``: build LibriSpeech-SAM from the command line (chapter 1)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+
+from .config import DataConfig
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m data_prep", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="build the data set into RUN_DIR/data")
+    b.add_argument("--source", choices=["tts", "librispeech", "folder"], default="tts")
+    b.add_argument("--root", help="LibriSpeech tree or speaker folder (not used by tts)")
+    b.add_argument("--out", required=True, help="RUN_DIR: the data goes to RUN_DIR/data")
+    b.add_argument("--scale", default="tutorial", choices=["smoke", "tutorial", "paper"])
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--max-count", type=int, help="K, the largest count class (default: the scale's)")
+    b.add_argument("--class-set", choices=["counts", "levels"], default="counts")
+    b.add_argument("--features", default="logmel", help="comma-separated feature kinds: logmel,stft")
+    b.add_argument("--on-error", choices=["skip", "raise"], default="skip", help="unreadable audio files")
+    b.add_argument("--workers", type=int, help="processes for synthesis and mixing")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    overrides = {"source": args.source, "root": args.root, "seed": args.seed, "class_set": args.class_set,
+                 "feature_kinds": tuple(k.strip() for k in args.features.split(",") if k.strip()),
+                 "on_error": args.on_error}
+    if args.max_count is not None:
+        overrides["max_count"] = args.max_count
+    if args.workers is not None:
+        overrides["workers"] = args.workers
+    cfg = DataConfig.for_scale(args.scale, **overrides)
+    from .build import build  # heavy imports only once the arguments parsed
+    from .sources.base import SourceError
+
+    try:
+        report = build(cfg, args.out)
+    except (SourceError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for key, value in dataclasses.asdict(report).items():
+        print(f"{key}: {value}")
+    print(f"mixtures_per_s: {report.mixtures_per_s:.1f}")
+    return 0

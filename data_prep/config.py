@@ -1,0 +1,137 @@
+"""Configuration of the LibriSpeech-SAM build (chapter 1): one dataclass per concern, sized by ``for_scale``."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+from ersam_lib.scales import check_scale
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class TtsConfig:
+    """The built-in offline speech corpus: ``n_speakers`` espeak-ng identities, ``utts_per_speaker`` sentences each."""
+
+    n_speakers: int = 720
+    utts_per_speaker: int = 8
+    min_words: int = 8
+    max_words: int = 18
+    seed: int = 0
+
+    def key(self) -> str:
+        """Cache key: the config hash (same config, same corpus, reused by every run)."""
+        blob = json.dumps(dataclasses.asdict(self) | {"format": 1}, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Log-mel front end (what chapters 2-6 train on) and CountNet's |STFT| (n_fft 400, hop 160)."""
+
+    n_mels: int = 40
+    n_fft: int = 512
+    win_length: int = 400
+    hop_length: int = 320
+    stft_n_fft: int = 400
+    stft_hop: int = 160
+
+
+@dataclass
+class DataConfig:
+    """Everything that decides the data set; its JSON goes into ``dataset.json`` (chapter 1).
+
+    ``per_class`` is the number of mixtures per class and split (balanced on the label). ``max_count`` is K.
+    ``sparse_fraction`` of the speech mixtures use the sparse placement (random offsets with pauses), the rest
+    LibriCount's fill-the-segment placement. Gains in dB are drawn per speaker from ``gain_db``; ``(0, 0)`` gives
+    LibriCount's equal-power mix. ``snr_db`` adds background at a random SNR to speech mixtures (``None``: clean).
+    """
+
+    source: str = "tts"
+    root: str | None = None
+    class_set: str = "counts"
+    max_count: int = 10
+    per_class: dict[str, int] = field(default_factory=lambda: {"train": 910, "val": 100, "test": 200})
+    split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    duration_s: float = 5.0
+    sample_rate: int = 16_000
+    sparse_fraction: float = 0.3
+    gain_db: tuple[float, float] = (-10.0, 0.0)
+    peak_dbfs: tuple[float, float] = (-6.0, -1.0)
+    snr_db: tuple[float, float] | None = (10.0, 40.0)
+    reverb_prob: float = 0.0
+    vad_mode: int = 2
+    on_error: str = "skip"
+    feature_kinds: tuple[str, ...] = ("logmel",)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    tts: TtsConfig = field(default_factory=TtsConfig)
+    workers: int = 2
+    shard_size: int = 512
+    seed: int = 0
+
+    @classmethod
+    def for_scale(cls, scale: str, **overrides) -> "DataConfig":
+        """Sizes per scale: smoke (seconds), tutorial (>= 10k train mixtures, 720 speakers), paper (LibriSpeech)."""
+        scale = check_scale(scale)
+        if scale == "smoke":
+            cfg = cls(max_count=3, per_class={"train": 40, "val": 10, "test": 10},
+                      features=FeatureConfig(n_mels=32, hop_length=640),
+                      tts=TtsConfig(n_speakers=24, utts_per_speaker=4), workers=1, shard_size=256)
+        elif scale == "tutorial":
+            cfg = cls()
+        else:
+            cfg = cls(source="librispeech", per_class={"train": 2000, "val": 300, "test": 520},
+                      features=FeatureConfig(n_mels=64, hop_length=160))
+        return dataclasses.replace(cfg, **overrides)
+
+    @classmethod
+    def tiny(cls, **overrides) -> "DataConfig":
+        """A data set that builds in a few seconds, for the unit tests of later chapters (K = 2)."""
+        cfg = cls(max_count=2, per_class={"train": 12, "val": 4, "test": 4},
+                  features=FeatureConfig(n_mels=16, hop_length=800),
+                  tts=TtsConfig(n_speakers=12, utts_per_speaker=3, min_words=6, max_words=10),
+                  workers=1, shard_size=64)
+        return dataclasses.replace(cfg, **overrides)
+
+    @property
+    def n_samples(self) -> int:
+        return int(round(self.duration_s * self.sample_rate))
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first inconsistent field."""
+        if self.source not in ("tts", "librispeech", "folder"):
+            raise ValueError(f"source must be tts, librispeech or folder, got {self.source!r}")
+        if self.class_set not in ("counts", "levels"):
+            raise ValueError(f"class_set must be 'counts' or 'levels', got {self.class_set!r}")
+        if self.max_count < 1:
+            raise ValueError(f"max_count (K) must be >= 1, got {self.max_count}")
+        if set(self.per_class) != set(SPLITS) or min(self.per_class.values()) < 1:
+            raise ValueError(f"per_class needs a positive count for each of {SPLITS}, got {self.per_class}")
+        if len(self.split_fractions) != 3 or abs(sum(self.split_fractions) - 1) > 1e-6:
+            raise ValueError(f"split_fractions must be 3 numbers summing to 1, got {self.split_fractions}")
+        if self.on_error not in ("skip", "raise"):
+            raise ValueError(f"on_error must be 'skip' or 'raise', got {self.on_error!r}")
+        bad = set(self.feature_kinds) - {"logmel", "stft"}
+        if bad:
+            raise ValueError(f"unknown feature kinds {sorted(bad)}; expected logmel and/or stft")
+        if self.sample_rate != 16_000:
+            raise ValueError("the book works at 16 kHz; sources are resampled to it")
+        if self.duration_s * 100 != int(self.duration_s * 100):
+            raise ValueError("duration_s must be a multiple of 10 ms (the VAD frame)")
+
+    def to_json(self) -> dict:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_json(cls, d: dict) -> "DataConfig":
+        d = dict(d)
+        d["features"] = FeatureConfig(**d["features"])
+        d["tts"] = TtsConfig(**d["tts"])
+        for key in ("split_fractions", "gain_db", "peak_dbfs", "feature_kinds"):
+            d[key] = tuple(d[key])
+        if d.get("snr_db") is not None:
+            d["snr_db"] = tuple(d["snr_db"])
+        return cls(**d)

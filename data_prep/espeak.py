@@ -1,0 +1,79 @@
+"""A thin ctypes binding to libespeak-ng from the ``espeakng-loader`` wheel (chapter 1, the offline speech source).
+
+``pip install`` alone gives a speech synthesiser this way: no system package, no internet. Only the handful of calls
+the TTS source needs are bound: initialise in synchronous mode, pick a voice (language + variant), set prosody
+parameters, synthesise text into a callback that collects 16-bit samples.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+import numpy as np
+
+AUDIO_OUTPUT_SYNCHRONOUS = 2
+POS_CHARACTER = 1
+ESPEAK_CHARS_AUTO = 0
+# espeak_PARAMETER enum values (speak_lib.h)
+PARAMS = {"rate": 1, "volume": 2, "pitch": 3, "range": 4, "wordgap": 7}
+
+_SYNTH_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
+
+
+class EspeakError(RuntimeError):
+    """libespeak-ng could not be loaded or refused a request."""
+
+
+class Espeak:
+    """One libespeak-ng instance per process (the C library keeps global state, so do not share across threads).
+
+    Introduced in chapter 1; used by :mod:`data_prep.sources.tts`.
+    """
+
+    def __init__(self) -> None:
+        try:
+            import espeakng_loader
+        except ImportError as e:  # pragma: no cover - dependency of the project
+            raise EspeakError("the 'espeakng-loader' wheel is required for the built-in TTS source") from e
+        data = espeakng_loader.get_data_path()
+        os.environ.setdefault("ESPEAK_DATA_PATH", data)
+        self._lib = ctypes.CDLL(espeakng_loader.get_library_path())
+        self._lib.espeak_Initialize.restype = ctypes.c_int
+        rate = self._lib.espeak_Initialize(AUDIO_OUTPUT_SYNCHRONOUS, 0, os.path.dirname(data).encode(), 0)
+        if rate <= 0:
+            raise EspeakError(f"espeak_Initialize failed (returned {rate}); data path {data}")
+        self.sample_rate = int(rate)
+        self._chunks: list[np.ndarray] = []
+        self._callback = _SYNTH_CALLBACK(self._collect)  # keep a reference: ctypes must not free it
+        self._lib.espeak_SetSynthCallback(self._callback)
+        self._lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+        self._lib.espeak_Synth.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
+                                           ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
+
+    def _collect(self, wav, n, events) -> int:
+        if n > 0 and wav:
+            self._chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
+        return 0
+
+    def set_voice(self, name: str) -> None:
+        """Select a voice such as ``"en-us+m3"`` (language + variant)."""
+        err = self._lib.espeak_SetVoiceByName(name.encode())
+        if err != 0:
+            raise EspeakError(f"espeak-ng has no voice {name!r} (error {err})")
+
+    def set_params(self, **params: int) -> None:
+        """Set prosody: ``rate`` (words/min), ``pitch`` (0-99), ``range`` (0-99), ``volume``, ``wordgap`` (10 ms)."""
+        for key, value in params.items():
+            err = self._lib.espeak_SetParameter(PARAMS[key], int(value), 0)
+            if err != 0:
+                raise EspeakError(f"espeak_SetParameter({key}={value}) failed (error {err})")
+
+    def synth(self, text: str) -> np.ndarray:
+        """Synthesise ``text`` with the current voice; int16 samples at :attr:`sample_rate`."""
+        self._chunks = []
+        buf = ctypes.create_string_buffer(text.encode("utf-8"))
+        err = self._lib.espeak_Synth(buf, len(buf), 0, POS_CHARACTER, 0, ESPEAK_CHARS_AUTO, None, None)
+        if err != 0:
+            raise EspeakError(f"espeak_Synth failed (error {err})")
+        return np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)

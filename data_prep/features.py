@@ -1,0 +1,220 @@
+"""The feature cache that chapters 2-6 train on (chapter 1): log-mel (default) and CountNet's |STFT|.
+
+Layout under ``RUN_DIR/data/features/<kind>/``: ``<split>.npy`` float16 (N, F, T) standardised with the train
+split's per-band mean and std, ``<split>_y.npy`` int64 labels, ``meta.json`` (shape, statistics, manifest hash;
+written last, it marks the kind complete). While building, raw shards go to ``.parts/`` (each written atomically,
+so an interrupted build resumes at the first missing shard).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ersam_lib.io import atomic_path, atomic_write_json, read_json
+from ersam_lib.progress import progress
+from ersam_lib.rundir import require_stage
+
+from .config import SPLITS, FeatureConfig
+from .render import render_mixture
+from .sources.base import SpeechSource
+
+KINDS: tuple[str, ...] = ("logmel", "stft")
+SAMPLE_RATE = 16_000
+
+
+@functools.lru_cache(maxsize=8)
+def _window(win_length: int, n_fft: int) -> np.ndarray:
+    # torch.stft's convention: periodic Hann of win_length, zero-padded to n_fft in the centre.
+    w = np.zeros(n_fft, np.float32)
+    left = (n_fft - win_length) // 2
+    w[left:left + win_length] = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(win_length) / win_length)
+    return w
+
+
+@functools.lru_cache(maxsize=8)
+def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """(n_fft // 2 + 1, n_mels) HTK mel filters, from torchaudio (the same as ``MelSpectrogram``'s)."""
+    import torchaudio
+
+    fb = torchaudio.functional.melscale_fbanks(n_fft // 2 + 1, 0.0, sample_rate / 2, n_mels, sample_rate)
+    return fb.numpy().astype(np.float32)
+
+
+def stft_magnitude(audio: np.ndarray, n_fft: int, hop: int, win_length: int | None = None) -> np.ndarray:
+    """|STFT| (n_fft // 2 + 1, frames) of 1-D audio, centred with reflect padding like ``torch.stft``."""
+    win_length = win_length or n_fft
+    padded = np.pad(np.asarray(audio, np.float32), n_fft // 2, mode="reflect")
+    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop]
+    return np.abs(np.fft.rfft(frames * _window(win_length, n_fft), axis=-1)).T.astype(np.float32)
+
+
+def logmel(audio: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """log(mel power + 1e-6), shape (n_mels, frames): torchaudio's ``MelSpectrogram`` then a log."""
+    power = stft_magnitude(audio, cfg.n_fft, cfg.hop_length, cfg.win_length) ** 2
+    return np.log(mel_filterbank(cfg.n_fft, cfg.n_mels).T @ power + 1e-6)
+
+
+def compute_features(audio: np.ndarray, kind: str, cfg: FeatureConfig) -> np.ndarray:
+    """Unstandardised features of one waveform: ``logmel`` (n_mels, T) or ``stft`` (201, 501) as CountNet."""
+    if kind == "logmel":
+        return logmel(audio, cfg)
+    if kind == "stft":
+        return stft_magnitude(audio, cfg.stft_n_fft, cfg.stft_hop)
+    raise ValueError(f"unknown feature kind {kind!r}; expected one of {KINDS}")
+
+
+def _render_shard(rows: list[dict], source: SpeechSource, cfg: FeatureConfig, kinds: tuple[str, ...],
+                  paths: list[Path]) -> float:
+    """Render the mixtures of one shard and write each kind's raw features (float16) atomically; returns seconds."""
+    from threadpoolctl import threadpool_limits
+
+    t0 = time.perf_counter()
+    feats: dict[str, list[np.ndarray]] = {k: [] for k in kinds}
+    # One BLAS thread: the matrices are small, and threads fighting over 2 shared cores made it 20x slower.
+    with threadpool_limits(1):
+        for row in rows:
+            audio = render_mixture(row, source)
+            for k in kinds:
+                feats[k].append(compute_features(audio, k, cfg).astype(np.float16))
+    for k, path in zip(kinds, paths):
+        with atomic_path(path) as tmp:
+            np.save(tmp, np.stack(feats[k]))
+    return time.perf_counter() - t0
+
+
+def build_features(data_dir: str | os.PathLike, manifest: pd.DataFrame, source: SpeechSource, cfg: FeatureConfig,
+                   kinds: tuple[str, ...], manifest_sha: str, workers: int = 1, shard_size: int = 512) -> dict:
+    """Render every mixture of ``manifest`` once and write the feature cache of each kind (resumable)."""
+    data_dir = Path(data_dir)
+    kinds = tuple(k for k in kinds if not _complete(data_dir, k, manifest_sha))
+    if not kinds:
+        return {"render_s": 0.0, "n_rendered": 0}
+    parts = {k: data_dir / "features" / k / ".parts" for k in kinds}
+    for p in parts.values():
+        p.mkdir(parents=True, exist_ok=True)
+    records = manifest.to_dict("records")
+    shards = [(i, records[i:i + shard_size]) for i in range(0, len(records), shard_size)]
+    todo = [(i, rows) for i, rows in shards if not all((parts[k] / f"{i:06d}.npy").exists() for k in kinds)]
+    t0 = time.perf_counter()
+    bar = progress(total=len(records), initial=len(records) - sum(len(r) for _, r in todo), desc="mixing + features")
+    args = [(rows, source, cfg, kinds, [parts[k] / f"{i:06d}.npy" for k in kinds]) for i, rows in todo]
+    if workers > 1 and len(todo) > 1:
+        with ProcessPoolExecutor(min(workers, len(todo)), mp_context=get_context("fork")) as pool:
+            for (_, rows), _ in zip(todo, pool.map(_render_shard, *zip(*args))):
+                bar.update(len(rows))
+    else:
+        for a in args:
+            _render_shard(*a)
+            bar.update(len(a[0]))
+    bar.close()
+    render_s = time.perf_counter() - t0
+    for k in kinds:
+        _finalize(data_dir / "features" / k, manifest, [parts[k] / f"{i:06d}.npy" for i, _ in shards], manifest_sha, k, cfg)
+    return {"render_s": render_s, "n_rendered": sum(len(r) for _, r in todo)}
+
+
+def _complete(data_dir: Path, kind: str, manifest_sha: str) -> bool:
+    meta = data_dir / "features" / kind / "meta.json"
+    return meta.exists() and read_json(meta).get("manifest_sha256") == manifest_sha
+
+
+def _finalize(folder: Path, manifest: pd.DataFrame, shard_paths: list[Path], manifest_sha: str, kind: str,
+              cfg: FeatureConfig) -> None:
+    """Standardise with train statistics (per band, over examples and frames) and write one array per split."""
+    raw = [np.load(p, mmap_mode="r") for p in shard_paths]
+    offsets = np.concatenate([[0], np.cumsum([len(r) for r in raw])])
+    split_of = manifest["split"].to_numpy()
+    train_idx = np.flatnonzero(split_of == "train")
+    s1 = s2 = None
+    n = 0
+    for r, a in zip(raw, offsets[:-1]):
+        sel = train_idx[(train_idx >= a) & (train_idx < a + len(r))] - a
+        x = np.asarray(r[sel], np.float64)
+        s1 = x.sum(axis=(0, 2)) if s1 is None else s1 + x.sum(axis=(0, 2))
+        s2 = (x**2).sum(axis=(0, 2)) if s2 is None else s2 + (x**2).sum(axis=(0, 2))
+        n += x.shape[0] * x.shape[2]
+    mean = s1 / n
+    std = np.sqrt(np.maximum(s2 / n - mean**2, 1e-12))
+    shape = raw[0].shape[1:]
+    for split in SPLITS:
+        idx = np.flatnonzero(split_of == split)
+        with atomic_path(folder / f"{split}.npy") as tmp:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(len(idx), *shape))
+            for j0 in range(0, len(idx), 1024):
+                rows = idx[j0:j0 + 1024]
+                shard = np.searchsorted(offsets, rows, side="right") - 1
+                x = np.stack([raw[s][i - offsets[s]] for s, i in zip(shard, rows)]).astype(np.float32)
+                out[j0:j0 + len(rows)] = ((x - mean[None, :, None]) / std[None, :, None]).astype(np.float16)
+            out.flush()
+            del out
+        with atomic_path(folder / f"{split}_y.npy") as tmp:
+            np.save(tmp, manifest.loc[idx, "label"].to_numpy(np.int64))
+    atomic_write_json(folder / "meta.json", {
+        "kind": kind, "shape": [int(s) for s in shape], "mean": mean.tolist(), "std": std.tolist(),
+        "manifest_sha256": manifest_sha, "feature_config": cfg.__dict__,
+        "counts": {s: int((split_of == s).sum()) for s in SPLITS}})
+    shutil.rmtree(folder / ".parts", ignore_errors=True)
+
+
+@dataclass
+class FeatureSet:
+    """Features of one split: ``x`` float16 (N, F, T) standardised, ``y`` int64 (N,), class names, metadata."""
+
+    x: np.ndarray
+    y: np.ndarray
+    classes: list[str]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+def load_features(run_dir: str | os.PathLike, split: str, kind: str = "logmel", mmap: bool = True) -> FeatureSet:
+    """The cached features of ``split`` written by chapter 1 (memory-mapped unless ``mmap=False``).
+
+    Used by chapters 2-6. ``kind="stft"`` exists only if the build asked for it
+    (``DataConfig(feature_kinds=("logmel", "stft"))`` or :func:`data_prep.build.add_features`).
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    dataset = read_json(require_stage(run_dir, "data", "dataset.json", "01"))
+    folder = Path(run_dir) / "data" / "features" / kind
+    if not (folder / "meta.json").exists():
+        raise FileNotFoundError(f"{folder} has no {kind!r} features; build them with "
+                                f"data_prep.build.add_features(run_dir, ({kind!r},))")
+    meta = read_json(folder / "meta.json")
+    x = np.load(folder / f"{split}.npy", mmap_mode="r" if mmap else None)
+    y = np.load(folder / f"{split}_y.npy")
+    return FeatureSet(x=x, y=y, classes=list(dataset["classes"]), meta=meta | {"split": split})
+
+
+try:
+    import torch
+    from torch.utils.data import Dataset
+
+    class FeatureDataset(Dataset):
+        """A torch ``Dataset`` over a :class:`FeatureSet`: items are (float32 tensor (F, T), int label)."""
+
+        def __init__(self, features: FeatureSet) -> None:
+            self.features = features
+
+        def __len__(self) -> int:
+            return len(self.features)
+
+        def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+            return torch.from_numpy(np.asarray(self.features.x[i], dtype=np.float32)), int(self.features.y[i])
+except ImportError:  # pragma: no cover - torch is a dependency of the book
+    pass
