@@ -326,3 +326,29 @@ def fit_teacher(run_dir: str | os.PathLike, cfg: TeacherConfig) -> dict[str, Any
                                                 for k, v in cfg.__dict__.items()}}
     save_teacher(run_dir, model, info)
     return teacher_info(run_dir)
+
+
+def fit_largest_student(run_dir: str | os.PathLike, scale: str, cfg: TeacherConfig) -> dict[str, Any]:
+    """Train the largest architecture of chapter 4's space alone on the labels, with the teacher's data and schedule.
+
+    Chapter 3 compares it with the teacher: distillation can only help if the teacher is clearly better.
+    """
+    from torch.utils.data import Subset
+
+    from .space import SearchSpace, build_model, count_params
+    from .train import _load_rule, evaluate, eval_loader, load_feature_data
+
+    data = load_feature_data(run_dir)
+    space = SearchSpace.for_scale(scale, data.n_features, data.n_classes, rule=_load_rule(run_dir),
+                                  n_frames=data.n_frames)
+    torch.manual_seed(cfg.seed)
+    model = build_model(space.largest(), data.n_features, data.n_classes, space.attn_dim)
+    train_ds: Dataset = data.train
+    if cfg.max_train_samples is not None and cfg.max_train_samples < len(train_ds):  # type: ignore[arg-type]
+        idx = torch.randperm(len(train_ds), generator=torch.Generator().manual_seed(cfg.seed))  # type: ignore
+        train_ds = Subset(train_ds, sorted(idx[: cfg.max_train_samples].tolist()))
+    fit = train_classifier(model, train_ds, data.val, cfg)
+    test = evaluate(model, eval_loader(data.test, 128))
+    return {"arch": space.largest().describe(), "params": count_params(model), "macs": space.macs(space.largest()),
+            "val_acc": fit.best_val_acc, "test_acc": test["acc"], "test_mae": test["mae"], "wall_s": fit.wall_s,
+            "history": fit.history}

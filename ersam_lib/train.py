@@ -282,6 +282,17 @@ def evaluate(model: nn.Module, loader: Iterable) -> dict[str, float]:
     return {"acc": correct / n, "mae": err / n, "n": n}
 
 
+@torch.no_grad()
+def predict(model: nn.Module, loader: Iterable) -> tuple[np.ndarray, np.ndarray]:
+    """``(y_true, y_pred)`` over ``loader`` (chapters 3-5 draw confusion matrices from them)."""
+    model.eval()
+    ys, ps = [], []
+    for batch in loader:
+        ps.append(model(batch[0]).argmax(1).numpy())
+        ys.append(np.asarray(batch[1]))
+    return np.concatenate(ys), np.concatenate(ps)
+
+
 def evaluate_arch(supernet: nn.Module, arch: Any, bn_loader: Iterable, eval_loader: Iterable,
                   n_bn_batches: int = 20) -> dict[str, float]:
     """Score one subnet: extract it, recalibrate its BatchNorm on ``n_bn_batches`` training batches, evaluate.

@@ -1,0 +1,34 @@
+"""Chapter 3 notebook at SCALE=smoke: it trained a teacher, saved it, and compared it with the largest subnet."""
+
+import pytest
+
+from .conftest import chapter_metrics
+
+pytestmark = pytest.mark.notebooks
+
+
+def test_ch03_records_a_trained_teacher(smoke_run, smoke_run_dir):
+    m = chapter_metrics(smoke_run, "03")
+    assert m["teacher_kind"] in ("crnn", "wav2vec2")
+    assert m["pretrained_wav2vec2_available"] in (True, False)
+    if not m["pretrained_wav2vec2_available"]:
+        assert m["teacher_kind"] == "crnn"  # the offline fallback
+    for key in ("teacher_val_acc", "teacher_test_acc", "largest_subnet_val_acc", "largest_subnet_test_acc"):
+        assert 0.0 <= m[key] <= 1.0, key
+    assert m["teacher_gap_val"] == pytest.approx(m["teacher_val_acc"] - m["largest_subnet_val_acc"])
+    assert m["teacher_params"] > 0 and m["teacher_macs"] > 0 and m["teacher_train_s"] > 0
+    assert m["teacher_train_samples"] > 0 and m["largest_subnet_params"] > 0
+    assert (smoke_run_dir / "teacher" / "teacher.pt").exists()
+
+
+def test_ch03_teacher_loads_for_chapter_4(smoke_run_dir):
+    import torch
+
+    from ersam_lib.teacher import load_teacher, teacher_info
+
+    info = teacher_info(smoke_run_dir)
+    teacher = load_teacher(smoke_run_dir)
+    assert sum(p.numel() for p in teacher.parameters()) == info["params"]
+    if info["input"] == "logmel":
+        with torch.no_grad():
+            assert teacher(torch.zeros(2, info["n_features"], 50)).shape == (2, info["n_classes"])

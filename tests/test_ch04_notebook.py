@@ -1,0 +1,37 @@
+"""Chapter 4 notebook at SCALE=smoke: the ablation table it recorded is complete and self-consistent."""
+
+import pytest
+
+from .conftest import chapter_metrics
+
+pytestmark = pytest.mark.notebooks
+
+
+def test_ch04_ablation_is_consistent(smoke_run, smoke_run_dir):
+    m = chapter_metrics(smoke_run, "04")
+    variants = m["variants"]
+    assert variants[:2] == ["none", "full"] and any(v.startswith("selective") for v in variants)
+    assert m["query_rate"]["none"] == 0.0 and m["query_rate"]["full"] == 1.0
+    assert m["teacher_samples"]["none"] == 0 and m["teacher_samples"]["full"] > 0
+    for v in variants:
+        for size in ("smallest", "middle", "largest"):
+            assert 0.0 <= m[f"acc_{size}"][v] <= 1.0
+        assert 0.0 <= m["query_rate"][v] <= 1.0 and m["wall_s"][v] > 0
+        if v.startswith("selective"):  # never more queries than full distillation
+            assert m["teacher_samples"][v] <= m["teacher_samples"]["full"]
+    assert m["final_variant"] in variants and m["final_query_rate"] == m["query_rate"][m["final_variant"]]
+    assert m["final_minus_full_acc_largest"] == pytest.approx(
+        m["acc_largest"][m["final_variant"]] - m["acc_largest"]["full"])
+    assert m["total_train_s"] == pytest.approx(sum(m["wall_s"].values()))
+    assert m["space_size"] > 1 and m["supernet_params"] > 0 and 0 <= m["smallest_errors_teacher_right"] <= 1
+
+
+def test_ch04_leaves_a_supernet_for_chapter_5(smoke_run_dir):
+    import pandas as pd
+
+    from ersam_lib.train import load_supernet
+
+    net, space, info = load_supernet(smoke_run_dir)
+    assert space.contains(space.largest()) and info["variant"].startswith("selective")
+    table = pd.read_csv(smoke_run_dir / "supernet" / "ablation.csv")
+    assert info["variant"] in set(table["variant"])
