@@ -199,3 +199,23 @@ def test_cli_builds_from_a_speaker_folder(cache, tmp_path, capsys):
     rc = main(["build", "--source", "folder", "--root", str(tmp_path / "voices"), "--out", str(tmp_path / "run2"),
                "--scale", "smoke", "--on-error", "raise"])
     assert rc == 2 and "broken.wav" in capsys.readouterr().err and not (tmp_path / "run2").exists()
+
+
+def test_stats_and_shortcut_floor(tiny_run):
+    from data_prep import stats
+    from data_prep.floor import band_stats, shortcut_floor
+
+    run_dir, _ = tiny_run
+    m = dp.load_manifest(run_dir)
+    assert stats.speaker_overlap(m) == {"train&val": 0, "train&test": 0, "val&test": 0}
+    assert stats.class_counts(m).to_numpy().tolist() == [[12, 4, 4]] * 3
+    ov = stats.overlap_by_count(m)
+    assert ov.loc[0, "overlap_mean"] == 0 and ov.loc[1, "overlap_mean"] == 0 and 0 < ov.loc[2, "overlap_mean"] <= 1
+    agree = stats.label_agreement(m)
+    assert set(agree.index) <= {"fill", "sparse"} and agree["k_equals_drawn"].between(0, 1).all()
+    assert band_stats(np.ones((2, 3, 5))).shape == (2, 6)
+    floor = shortcut_floor(run_dir)
+    assert floor["chance"] == pytest.approx(1 / 3)
+    for split in ("train", "val", "test"):
+        assert 0 <= floor[f"acc_{split}"] <= 1 and 0 <= floor[f"mae_{split}"] <= 2
+    assert floor["acc_train"] >= floor["chance"]  # a fitted linear model beats chance on its own training data

@@ -204,7 +204,7 @@ class TtsSource(SpeechSource):
         meta = read_json(self.folder / "corpus.json")
         return {"name": self.name, "folder": str(self.folder), "config": meta["config"],
                 "n_utterances": meta["n_utterances"], "seconds": meta["seconds"],
-                "audio_sha256": meta["audio_sha256"],
+                "audio_sha256": meta.get("audio_sha256"),
                 "synth_wall_s": meta["synth_wall_s"], "x_real_time": meta["x_real_time"]}
 
     def __getstate__(self) -> dict:
