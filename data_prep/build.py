@@ -20,7 +20,7 @@ from ersam_lib.rundir import require_stage, stage_dir
 from .config import SPLITS, DataConfig
 from .features import build_features
 from .labels import class_names
-from .manifest import make_manifest, manifest_hash, split_speakers
+from .manifest import make_manifest, manifest_hash, speaker_splits
 from .sources import SpeechSource, open_source, reopen_source
 
 
@@ -84,7 +84,7 @@ def _dataset_json(cfg: DataConfig, manifest: pd.DataFrame, source: SpeechSource,
     classes = class_names(cfg.class_set, cfg.max_count)
     counts = {s: {c: int(((manifest["split"] == s) & (manifest["label"] == i)).sum()) for i, c in enumerate(classes)}
               for s in SPLITS}
-    speakers = split_speakers(list(source.speakers()), cfg.split_fractions, cfg.seed)
+    speakers = speaker_splits(cfg, source)
     return {"classes": classes, "class_set": cfg.class_set, "K": cfg.max_count, "sample_rate": cfg.sample_rate,
             "duration_s": cfg.duration_s, "counts": counts, "source": source.describe(),
             "speakers": {s: len(v) for s, v in speakers.items()}, "speaker_lists": speakers,

@@ -52,6 +52,7 @@ class DataConfig:
 
     source: str = "tts"
     root: str | None = None
+    subset_splits: dict[str, list[str]] | None = None  # LibriSpeech: split -> subsets (LibriCount's choice)
     class_set: str = "counts"
     max_count: int = 10
     per_class: dict[str, int] = field(default_factory=lambda: {"train": 910, "val": 100, "test": 200})
@@ -83,7 +84,9 @@ class DataConfig:
         elif scale == "tutorial":
             cfg = cls()
         else:
+            # LibriCount: train from train-clean-360, validation from dev-clean, test from test-clean.
             cfg = cls(source="librispeech", per_class={"train": 2000, "val": 300, "test": 520},
+                      subset_splits={"train": ["train-clean-360"], "val": ["dev-clean"], "test": ["test-clean"]},
                       features=FeatureConfig(n_mels=64, hop_length=160))
         return dataclasses.replace(cfg, **overrides)
 
@@ -112,6 +115,8 @@ class DataConfig:
             raise ValueError(f"per_class needs a positive count for each of {SPLITS}, got {self.per_class}")
         if len(self.split_fractions) != 3 or abs(sum(self.split_fractions) - 1) > 1e-6:
             raise ValueError(f"split_fractions must be 3 numbers summing to 1, got {self.split_fractions}")
+        if self.subset_splits is not None and set(self.subset_splits) != set(SPLITS):
+            raise ValueError(f"subset_splits must name subsets for each of {SPLITS}, got {self.subset_splits}")
         if self.on_error not in ("skip", "raise"):
             raise ValueError(f"on_error must be 'skip' or 'raise', got {self.on_error!r}")
         bad = set(self.feature_kinds) - {"logmel", "stft"}

@@ -72,6 +72,9 @@ class Espeak:
     def synth(self, text: str) -> np.ndarray:
         """Synthesise ``text`` with the current voice; int16 samples at :attr:`sample_rate`."""
         self._chunks = []
+        # Re-register: the library holds one callback for the whole process, and another instance (since freed)
+        # may have replaced ours; calling a freed ctypes thunk would crash the interpreter.
+        self._lib.espeak_SetSynthCallback(self._callback)
         buf = ctypes.create_string_buffer(text.encode("utf-8"))
         err = self._lib.espeak_Synth(buf, len(buf), 0, POS_CHARACTER, 0, ESPEAK_CHARS_AUTO, None, None)
         if err != 0:

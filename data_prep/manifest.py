@@ -36,6 +36,22 @@ def split_speakers(speakers: list[str], fractions: tuple[float, float, float], s
     return {k: sorted(v) for k, v in parts.items()}
 
 
+def speaker_splits(cfg: DataConfig, source: SpeechSource) -> dict[str, list[str]]:
+    """Speakers per split: by LibriSpeech subset when ``cfg.subset_splits`` is set, else a seeded random cut."""
+    if not cfg.subset_splits:
+        return split_speakers(list(source.speakers()), cfg.split_fractions, cfg.seed)
+    index = source.index()
+    if "subset" not in index:
+        raise SourceError(f"subset_splits needs a source with subsets (librispeech), not {source.name!r}")
+    splits = {s: sorted(index.loc[index["subset"].isin(cfg.subset_splits[s]), "speaker"].unique()) for s in SPLITS}
+    for i, a in enumerate(SPLITS):
+        for b in SPLITS[i + 1:]:
+            shared = set(splits[a]) & set(splits[b])
+            if shared:
+                raise SourceError(f"splits {a} and {b} share speakers {sorted(shared)[:5]}: check subset_splits")
+    return splits
+
+
 def required_speakers(cfg: DataConfig) -> int:
     """Distinct speakers each split needs to reach its largest class."""
     n_classes = len(class_names(cfg.class_set, cfg.max_count))
@@ -167,7 +183,7 @@ def make_manifest(cfg: DataConfig, source: SpeechSource) -> pd.DataFrame:
     """All recipes of the data set (chapter 1); raises :class:`SourceError` if a split has too few speakers."""
     cfg.validate()
     by_speaker = source.speakers()
-    splits = split_speakers(list(by_speaker), cfg.split_fractions, cfg.seed)
+    splits = speaker_splits(cfg, source)
     need = required_speakers(cfg)
     for split, spk in splits.items():
         if len(spk) < need:

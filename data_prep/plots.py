@@ -8,9 +8,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from .features import compute_features
 from .config import FeatureConfig
-from .vad import FRAME, from_runs
+from .features import compute_features
+from .vad import FRAME, from_runs, to_runs
 
 
 def plot_vad(audio: np.ndarray, vad: np.ndarray, title: str = "") -> plt.Figure:
@@ -18,7 +18,7 @@ def plot_vad(audio: np.ndarray, vad: np.ndarray, title: str = "") -> plt.Figure:
     fig, ax = plt.subplots(figsize=(9, 2.4))
     t = np.arange(len(audio)) / 16000
     ax.plot(t, audio, lw=0.4, color="0.3")
-    for a, b in _runs(vad):
+    for a, b in to_runs(vad):
         ax.axvspan(a * FRAME / 16000, b * FRAME / 16000, color="tab:green", alpha=0.25, lw=0)
     ax.set(xlabel="time (s)", ylabel="amplitude", title=title or "speech activity (green) from WebRTC VAD")
     fig.tight_layout()
@@ -38,7 +38,8 @@ def plot_overlap(manifest: pd.DataFrame) -> plt.Figure:
     """Distribution of the overlap share (frames with >= 2 speakers / speech frames) for each k >= 1."""
     ks = sorted(k for k in manifest["count"].unique() if k >= 1)
     fig, ax = plt.subplots(figsize=(8, 3))
-    ax.boxplot([manifest.loc[manifest["count"] == k, "overlap"] for k in ks], tick_labels=[str(k) for k in ks])
+    ax.boxplot([manifest.loc[manifest["count"] == k, "overlap"] for k in ks])
+    ax.set_xticks(range(1, len(ks) + 1), [str(k) for k in ks])
     ax.set(xlabel="k (max concurrent speakers)", ylabel="overlap share", title="how much of the speech overlaps")
     fig.tight_layout()
     return fig
@@ -74,8 +75,3 @@ def plot_mixture(row: pd.Series, audio: np.ndarray, cfg: FeatureConfig) -> plt.F
     fig.tight_layout()
     return fig
 
-
-def _runs(vad: np.ndarray) -> list[tuple[int, int]]:
-    from .vad import to_runs
-
-    return [tuple(r) for r in to_runs(vad)]

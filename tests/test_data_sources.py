@@ -31,9 +31,9 @@ def speech() -> list[np.ndarray]:
     return out
 
 
-def write_librispeech(root, speech, n_speakers=6, per_speaker=2):
+def write_librispeech(root, speech, n_speakers=6, per_speaker=2, subsets=("dev-clean",) * 4 + ("test-clean",) * 2):
     for s in range(n_speakers):
-        subset = "dev-clean" if s < 4 else "test-clean"
+        subset = subsets[s] if s < len(subsets) else subsets[-1]
         for u in range(per_speaker):
             path = root / "LibriSpeech" / subset / str(100 + s) / "7" / f"{100 + s}-7-{u:04d}.flac"
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -153,3 +153,22 @@ def test_download_verifies_checksum(tmp_path, speech):
     out = download_librispeech("dev-clean", dest, url=url, sha256=sha256_file(archive))
     assert LibriSpeechSource(out).index()["utt_id"].tolist() == ["100-7-0000"]
     assert not list(dest.glob(".dev-clean*"))  # staging folder removed
+
+
+def test_librispeech_splits_by_subset_like_libricount(tmp_path, speech):
+    import data_prep as dp
+    from data_prep.manifest import make_manifest
+
+    subsets = ("train-clean-360",) * 3 + ("dev-clean",) * 2 + ("test-clean",) * 2
+    root = write_librispeech(tmp_path, speech, n_speakers=7, per_speaker=2, subsets=subsets)
+    (root / "LibriSpeech" / "train-other-500").mkdir()  # present but not asked for
+    cfg = dp.DataConfig.tiny(source="librispeech", root=str(root), per_class={"train": 3, "val": 2, "test": 2},
+                             subset_splits={"train": ["train-clean-360"], "val": ["dev-clean"], "test": ["test-clean"]})
+    m = make_manifest(cfg, dp.sources.open_source(cfg))
+    by_split = {s: set().union(set(), *m.loc[m.split == s, "speakers"].map(set)) for s in ("train", "val", "test")}
+    assert by_split["train"] <= {"100", "101", "102"} and by_split["val"] <= {"103", "104"}
+    assert by_split["test"] <= {"105", "106"}
+    bad = dp.DataConfig.tiny(source="librispeech", root=str(root),
+                             subset_splits={"train": ["train-clean-360"], "val": ["dev-clean"], "test": ["dev-clean"]})
+    with pytest.raises(SourceError, match="share speakers"):
+        make_manifest(bad, dp.sources.open_source(bad))

@@ -23,7 +23,8 @@ def open_source(cfg: DataConfig) -> SpeechSource:
     if not Path(cfg.root).is_dir():
         raise SourceError(f"speech source root {cfg.root} does not exist or is not a directory")
     if cfg.source == "librispeech":
-        return LibriSpeechSource(cfg.root, on_error=cfg.on_error)
+        subsets = sorted({s for v in cfg.subset_splits.values() for s in v}) if cfg.subset_splits else None
+        return LibriSpeechSource(cfg.root, on_error=cfg.on_error, subsets=subsets)
     if cfg.source == "folder":
         return FolderSource(cfg.root, on_error=cfg.on_error)
     raise SourceError(f"unknown source {cfg.source!r}")

@@ -121,6 +121,7 @@ class LibriSpeechSource(FileSource):
     def __init__(self, root: str | os.PathLike, on_error: str = "skip", subsets: list[str] | None = None) -> None:
         self.subsets = subsets
         super().__init__(root, on_error)
+        self._table["subset"] = [Path(p).parts[-4] for p in self._table["path"]]
 
     def _tree(self) -> Path:
         return self.root / "LibriSpeech" if (self.root / "LibriSpeech").is_dir() else self.root
