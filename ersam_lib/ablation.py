@@ -35,21 +35,40 @@ __all__ = ["AblationConfig", "middle_arch", "run_ablation", "train_variant", "un
 
 @dataclass(frozen=True)
 class AblationConfig:
-    """The variants chapter 4 compares, which one chapter 5 gets, and how subnets are scored."""
+    """The variants chapter 4 compares, how chapter 5's supernet is picked, and how subnets are scored.
+
+    ``final`` names the variant saved for chapter 5; ``None`` picks, among the selective variants, the one with the
+    highest measured query rate that stays within ``max_query_rate`` (the one closest to full distillation within
+    the teacher budget), or the least-querying one if none does.
+    """
 
     variants: tuple[DistillConfig, ...]
-    final: DistillConfig
+    final: DistillConfig | None = None
+    max_query_rate: float = 0.3
     n_bn_batches: int = 16
     bn_batch_size: int = 64
 
     @classmethod
     def for_scale(cls, scale: str, kind: str = "entropy", taus: tuple[float, ...] | None = None) -> AblationConfig:
-        """``smoke``: none, full, one τ; otherwise none, full and three τ (the middle one goes to chapter 5)."""
+        """``smoke``: none, full, one τ; ``tutorial``/``paper``: none, full and four τ."""
         check_scale(scale)
-        taus = taus or ((0.5,) if scale == "smoke" else (0.3, 0.5, 0.7))
+        taus = taus or ((0.5,) if scale == "smoke" else (0.5, 0.6, 0.7, 0.8))
         sel = tuple(DistillConfig(mode="selective", tau=t, kind=kind) for t in taus)  # type: ignore[arg-type]
         return cls(variants=(DistillConfig(mode="none"), DistillConfig(mode="full")) + sel,
-                   final=sel[len(sel) // 2], n_bn_batches=4 if scale == "smoke" else 16)
+                   n_bn_batches=4 if scale == "smoke" else 16)
+
+    def pick_final(self, df: pd.DataFrame) -> DistillConfig:
+        """The variant chapter 5 gets, by the rule above, from the measured ablation table."""
+        if self.final is not None:
+            return self.final
+        sel = [d for d in self.variants if d.mode == "selective"]
+        if not sel:
+            raise ValueError("the ablation has no selective variant to hand to chapter 5")
+        rate = df.set_index("variant")["query_rate"]
+        within = [d for d in sel if rate[variant_name(d)] <= self.max_query_rate]
+        if within:
+            return max(within, key=lambda d: rate[variant_name(d)])
+        return min(sel, key=lambda d: rate[variant_name(d)])
 
 
 def variant_name(d: DistillConfig) -> str:
@@ -138,7 +157,7 @@ def run_ablation(run_dir: str | os.PathLike, scale: str, seed: int = 0, acfg: Ab
     with atomic_path(folder / "ablation.csv") as tmp:
         df.to_csv(tmp, index=False)
     atomic_write_json(folder / "ablation.json", {"train_config": base.to_dict(), "rows": rows})
-    _save_final(run_dir, scale, data, base, acfg.final, df)
+    _save_final(run_dir, scale, data, base, acfg.pick_final(df), df)
     return df
 
 

@@ -68,7 +68,7 @@ class TeacherConfig:
         """``smoke``: seconds; ``tutorial``: a few minutes on 2 cores; ``paper``: pretrained wav2vec2 on a GPU."""
         sizes = {
             "smoke": dict(epochs=2, batch_size=16, channels=(8, 16, 16), hidden=16),
-            "tutorial": dict(epochs=8, batch_size=64),
+            "tutorial": dict(epochs=8, batch_size=64, channels=(24, 48, 96), hidden=96),
             "paper": dict(kind="wav2vec2", epochs=20, batch_size=32, lr=5e-5),
         }[check_scale(scale)]
         return cls(**(sizes | overrides))

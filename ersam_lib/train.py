@@ -74,7 +74,7 @@ class TrainConfig:
         """Sizes per scale; ``tutorial`` fits the chapter 4 ablation (5 trainings) in about half an hour on 2 cores."""
         sizes = {
             "smoke": dict(epochs=2, batch_size=16, n_random=1, max_train_samples=64),
-            "tutorial": dict(epochs=6, batch_size=64, n_random=1, max_train_samples=3000),
+            "tutorial": dict(epochs=5, batch_size=64, n_random=1, max_train_samples=6000),
             "paper": dict(epochs=120, batch_size=256, n_random=2, lr=2e-3),
         }[check_scale(scale)]
         return cls(**(sizes | overrides))

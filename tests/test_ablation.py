@@ -76,3 +76,14 @@ def test_train_cli_runs_one_variant(tiny_run):
     assert out.returncode == 0, out.stderr[-2000:]
     assert (tiny_run / "supernet" / "runs" / "cli" / "checkpoint.pt").exists()
     assert "acc_largest" in out.stdout
+
+
+def test_final_variant_is_the_closest_to_full_within_the_query_budget():
+    sel = tuple(DistillConfig(mode="selective", tau=t) for t in (0.5, 0.6, 0.7))
+    acfg = AblationConfig(variants=(DistillConfig(mode="none"), DistillConfig(mode="full")) + sel)
+    df = pd.DataFrame({"variant": ["none", "full"] + [variant_name(d) for d in sel],
+                       "query_rate": [0.0, 1.0, 0.45, 0.28, 0.12]})
+    assert acfg.pick_final(df).tau == 0.6
+    over = df.assign(query_rate=[0.0, 1.0, 0.9, 0.8, 0.7])
+    assert acfg.pick_final(over).tau == 0.7  # none within budget: the cheapest selective one
+    assert AblationConfig(variants=sel, final=sel[0]).pick_final(df) == sel[0]
