@@ -219,3 +219,26 @@ def test_stats_and_shortcut_floor(tiny_run):
     for split in ("train", "val", "test"):
         assert 0 <= floor[f"acc_{split}"] <= 1 and 0 <= floor[f"mae_{split}"] <= 2
     assert floor["acc_train"] >= floor["chance"]  # a fitted linear model beats chance on its own training data
+
+
+def test_reverb_and_background_are_deterministic_options(tiny_run):
+    from data_prep.render import background, reverberate
+
+    run_dir, _ = tiny_run
+    m, src = dp.load_manifest(run_dir), dp.open_run_source(run_dir)
+    row = m[m["count"] == 1].iloc[0].to_dict()
+    recipe = json.loads(row["recipe"])
+    recipe["tracks"][0]["rt60"] = 0.5
+    wet_row = row | {"recipe": json.dumps(recipe)}
+    dry, wet = dp.render_mixture(row, src), dp.render_mixture(wet_row, src)
+    assert np.array_equal(wet, dp.render_mixture(wet_row, src)) and not np.allclose(dry, wet)
+    # a 0.5-s tail: energy keeps flowing after an impulse, decaying by ~60 dB over rt60
+    impulse = np.zeros(16000, np.float32)
+    impulse[0] = 1.0
+    tail = reverberate(impulse, 0.5, np.random.default_rng(0))
+    early, late = np.sum(tail[:800] ** 2), np.sum(tail[7200:8000] ** 2)
+    assert 10 * np.log10(early / late) > 30
+    bg = background(80000, seed=3)
+    assert np.array_equal(bg, background(80000, seed=3)) and np.sqrt(np.mean(bg**2)) == pytest.approx(1, rel=1e-3)
+    k0 = m[m["count"] == 0].iloc[0]
+    assert np.abs(dp.render_mixture(k0, src)).max() > 0  # k = 0 is background, not silence
