@@ -215,7 +215,22 @@ def train_supernet(supernet: nn.Module, space: Any, train_ds: Dataset, cfg: Trai
         history.append({"epoch": epoch + 1, "wall_s": wall, **stats, **selective.stats()})
         if rank == 0:
             _save_checkpoint(ckpt_dir, cfg, supernet, optimizer, scheduler, selective, epoch + 1, history, wall)
-    return TrainResult(history, selective.stats(), wall, start)
+    return TrainResult(history, _global_stats(selective), wall, start)
+
+
+def _global_stats(selective: SelectiveTeacher) -> dict[str, float]:
+    """Teacher statistics summed over all ranks (each rank only counts its own shard of the data)."""
+    _, world = dist_info()
+    if world == 1:
+        return selective.stats()
+    local = selective.state_dict()
+    counts = torch.tensor([local["samples_seen"], local["samples_queried"], local["forward_passes"]],
+                          dtype=torch.float64)
+    torch.distributed.all_reduce(counts)
+    total = SelectiveTeacher(None, DistillConfig(mode="none"), selective.flops_per_sample)
+    total.cfg = selective.cfg
+    total.load_state_dict(dict(zip(("samples_seen", "samples_queried", "forward_passes"), map(int, counts))))
+    return total.stats()
 
 
 def _train_epoch(model: nn.Module, space: Any, ds: Dataset, cfg: TrainConfig, epoch: int,

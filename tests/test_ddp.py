@@ -44,8 +44,9 @@ def test_two_gloo_processes_train_in_lockstep(tmp_path):
     mp.start_processes(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True, start_method="spawn")
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
     assert r0["changed"] > 5
-    # each rank saw half of the 32 samples; gradients were averaged, so the weights are identical on both ranks
-    assert r0["seen"] == r1["seen"] == 16
+    # the ranks shared the 32 samples (the reported count is summed over ranks); gradients were averaged, so the
+    # weights are identical on both ranks
+    assert r0["seen"] == r1["seen"] == 32
     for k, v in r0["params"].items():
         assert torch.allclose(v, r1["params"][k], atol=1e-6), k
     assert (tmp_path / "ck" / "checkpoint.pt").exists()  # written by rank 0 only
