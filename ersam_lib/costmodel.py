@@ -1,0 +1,401 @@
+"""A latency / energy / memory model for any network built from standard layers (chapter 2; used in chapters 4-6).
+
+Two parts, as in the hardware-aware NAS literature:
+
+1. a **lookup table** (Once-for-All): one entry ``{count, mean, var, median, p90}`` per *layer configuration*
+   (type, hyper-parameters and input shape), measured on one device and stored with that device's metadata; a
+   network's latency is first estimated as the sum of its layers' entries, found by running it once with forward
+   hooks on its leaf layers;
+2. a **learned correction** (Speckhard et al.): a random forest that maps architecture features (the LUT sum, FLOPs,
+   parameters, serialized size, peak activation memory, layer counts) to the ratio measured / LUT sum, fitted on
+   architectures measured end to end. It absorbs what a per-layer sum misses (glue code between layers, caches).
+
+Energy is latency x the device's active power (host: an assumption, see :class:`ersam_lib.devices.PowerModel`;
+phone: measured), reported per 5-s segment and as ERSAM's "mW x 12 h" (the average power if one segment is
+processed every 5 s).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import pickle
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .io import atomic_write_bytes, atomic_write_json, read_json
+
+__all__ = ["LayerRecord", "CostEstimate", "LatencyLUT", "CostModel", "trace_layers", "layer_key_of",
+           "isolate", "model_size_bytes", "SEGMENT_SECONDS"]
+
+SEGMENT_SECONDS = 5.0  # one social-ambiance decision per 5-s segment
+# Layers treated as one operator even though some own children (MultiheadAttention owns out_proj).
+_ATOMIC = (nn.MultiheadAttention, nn.LSTM, nn.GRU, nn.RNN)
+# Op families used as features of the correction model.
+FAMILIES = ("conv1d", "conv1d_dw", "conv2d", "conv2d_dw", "linear", "rnn", "attention", "norm", "act", "pool",
+            "other")
+
+
+@dataclass
+class LayerRecord:
+    """One leaf layer as a network executes it: its LUT key and the quantities the model needs."""
+
+    key: str
+    family: str
+    macs: int
+    params: int
+    in_bytes: int
+    out_bytes: int
+    in_shape: tuple[int, ...]
+
+
+def _shape(t: Any) -> tuple[int, ...]:
+    while isinstance(t, (tuple, list)):
+        t = t[0]
+    return tuple(t.shape) if isinstance(t, torch.Tensor) else ()
+
+
+def _numel(t: Any) -> int:
+    if isinstance(t, torch.Tensor):
+        return t.numel()
+    if isinstance(t, (tuple, list)):
+        return sum(_numel(x) for x in t)
+    return 0
+
+
+def _dims(shape: Sequence[int]) -> str:
+    return "x".join(str(int(s)) for s in shape)
+
+
+def _conv_cfg(m: nn.Module) -> str:
+    return (f"cin={m.in_channels}|cout={m.out_channels}|k={_dims(m.kernel_size)}|s={_dims(m.stride)}"
+            f"|p={_dims(m.padding) if not isinstance(m.padding, str) else m.padding}|d={_dims(m.dilation)}"
+            f"|g={m.groups}|bias={int(m.bias is not None)}")
+
+
+def _config(m: nn.Module) -> str:
+    """The hyper-parameters that decide a layer's cost (the weights' values do not)."""
+    if isinstance(m, (nn.Conv1d, nn.Conv2d)):
+        return _conv_cfg(m)
+    if isinstance(m, nn.Linear):
+        return f"in={m.in_features}|out={m.out_features}|bias={int(m.bias is not None)}"
+    if isinstance(m, (nn.LSTM, nn.GRU, nn.RNN)):
+        return (f"in={m.input_size}|h={m.hidden_size}|layers={m.num_layers}|bi={int(m.bidirectional)}"
+                f"|bf={int(m.batch_first)}")
+    if isinstance(m, nn.MultiheadAttention):
+        return f"e={m.embed_dim}|heads={m.num_heads}|bf={int(m.batch_first)}"
+    # Everything else (norms, activations, pools, dropout...): type and its printed settings.
+    return m.extra_repr().replace(" ", "")
+
+
+def _family(m: nn.Module) -> str:
+    if isinstance(m, nn.Conv1d):
+        return "conv1d_dw" if m.groups > 1 and m.groups == m.in_channels else "conv1d"
+    if isinstance(m, nn.Conv2d):
+        return "conv2d_dw" if m.groups > 1 and m.groups == m.in_channels else "conv2d"
+    if isinstance(m, nn.Linear):
+        return "linear"
+    if isinstance(m, (nn.LSTM, nn.GRU, nn.RNN)):
+        return "rnn"
+    if isinstance(m, nn.MultiheadAttention):
+        return "attention"
+    if isinstance(m, (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)):
+        return "norm"
+    if type(m).__module__ == "torch.nn.modules.activation":
+        return "act"
+    if "pool" in type(m).__name__.lower():
+        return "pool"
+    return "other"
+
+
+def _macs(m: nn.Module, in_shape: tuple[int, ...], out: Any) -> int:
+    """Multiply-accumulates of one call (elementwise layers count one op per input element)."""
+    n_out = _numel(out)
+    if isinstance(m, (nn.Conv1d, nn.Conv2d)):
+        return _numel(out if isinstance(out, torch.Tensor) else out[0]) * (m.in_channels // m.groups) * math.prod(
+            m.kernel_size)
+    if isinstance(m, nn.Linear):
+        return n_out * m.in_features
+    if isinstance(m, (nn.LSTM, nn.GRU, nn.RNN)):
+        gates = {nn.LSTM: 4, nn.GRU: 3, nn.RNN: 1}[type(m)]
+        steps = math.prod(in_shape[:-1])  # batch x time
+        dirs = 2 if m.bidirectional else 1
+        first = gates * m.hidden_size * (m.input_size + m.hidden_size)
+        rest = gates * m.hidden_size * (m.hidden_size * dirs + m.hidden_size)
+        return steps * dirs * (first + (m.num_layers - 1) * rest)
+    if isinstance(m, nn.MultiheadAttention):
+        b, t = (in_shape[0], in_shape[1]) if m.batch_first else (in_shape[1], in_shape[0])
+        e = m.embed_dim
+        return b * (4 * t * e * e + 2 * t * t * e)
+    return math.prod(in_shape) if in_shape else 0
+
+
+class _Isolated(nn.Module):
+    """A layer lifted out of a network so it can be timed alone with one tensor input (keeps its LUT key)."""
+
+    def __init__(self, layer: nn.Module, key: str, kwargs: dict[str, Any]):
+        super().__init__()
+        self.layer, self.key, self.kwargs = layer, key, kwargs
+
+    def forward(self, x: torch.Tensor) -> Any:
+        if isinstance(self.layer, nn.MultiheadAttention):
+            return self.layer(x, x, x, **self.kwargs)
+        return self.layer(x)
+
+
+def layer_key(m: nn.Module, in_shape: Sequence[int], kwargs: dict[str, Any] | None = None) -> str:
+    """LUT key of layer ``m`` called on an input of ``in_shape``: ``Type|hyper-parameters|in=BxCxL``."""
+    extra = ""
+    if isinstance(m, nn.MultiheadAttention):
+        extra = f"|nw={int(bool((kwargs or {}).get('need_weights', True)))}"
+    return f"{type(m).__name__}|{_config(m)}{extra}|in={_dims(in_shape)}"
+
+
+def layer_key_of(module: nn.Module, input_shape: Sequence[int]) -> str | None:
+    """The LUT key when ``module`` is a single layer (or an isolated one), else ``None`` (chapter 2)."""
+    if isinstance(module, _Isolated):
+        return module.key
+    if not list(module.children()) or isinstance(module, _ATOMIC):
+        return layer_key(module, input_shape)
+    return None
+
+
+def _is_leaf(m: nn.Module) -> bool:
+    return isinstance(m, _ATOMIC) or not list(m.children())
+
+
+def _leaves(model: nn.Module) -> Iterable[nn.Module]:
+    """Leaf layers, not descending into atomic ones (MultiheadAttention's out_proj is part of it)."""
+    if _is_leaf(model):
+        yield model
+        return
+    for child in model.children():
+        yield from _leaves(child)
+
+
+def trace_layers(model: nn.Module, input_shape: Sequence[int], keep_modules: bool = False
+                 ) -> list[LayerRecord] | list[tuple[LayerRecord, nn.Module, dict[str, Any]]]:
+    """Run ``model`` once on zeros of ``input_shape`` and record every leaf layer call, in order (chapter 2).
+
+    A layer called twice is recorded twice (it costs twice). With ``keep_modules`` each record comes with the
+    module and the call's keyword arguments, so that it can be timed in isolation.
+    """
+    records: list[Any] = []
+    was_training = model.training
+    model.eval()
+
+    def hook(m: nn.Module, args: tuple, kwargs: dict, out: Any) -> None:
+        in_shape = _shape(args[0]) if args else _shape(next(iter(kwargs.values()), None))
+        rec = LayerRecord(key=layer_key(m, in_shape, kwargs), family=_family(m), macs=int(_macs(m, in_shape, out)),
+                          params=sum(p.numel() for p in m.parameters()),
+                          in_bytes=4 * _numel(args[0] if args else 0), out_bytes=4 * _numel(out), in_shape=in_shape)
+        records.append((rec, m, dict(kwargs)) if keep_modules else rec)
+
+    handles = [m.register_forward_hook(hook, with_kwargs=True) for m in _leaves(model)]
+    try:
+        with torch.inference_mode():
+            model(torch.zeros(*input_shape))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    if not records:
+        raise ValueError(f"{type(model).__name__} ran no layers (is it built from nn.Module layers?)")
+    return records
+
+
+def isolate(record: LayerRecord, module: nn.Module, kwargs: dict[str, Any]) -> nn.Module:
+    """A copy of a traced layer that a :class:`~ersam_lib.devices.Device` can time alone."""
+    import copy
+
+    layer = copy.deepcopy(module).eval()
+    # Time the layer itself when it takes one tensor: a wrapper would add its own call overhead to the entry.
+    return _Isolated(layer, record.key, kwargs) if isinstance(layer, nn.MultiheadAttention) else layer
+
+
+def model_size_bytes(model: nn.Module) -> int:
+    """Serialized size of the float32 weights (``torch.save`` of the state dict)."""
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    return buf.getbuffer().nbytes
+
+
+@dataclass
+class CostEstimate:
+    """What the cost model predicts for one network on one device (chapter 2; the search of chapter 5 uses it)."""
+
+    latency_ms: float
+    lut_latency_ms: float
+    energy_mj: float
+    avg_power_mw_12h: float
+    energy_12h_j: float
+    macs: int
+    params: int
+    size_bytes: int
+    peak_activation_bytes: int
+    n_layers: int
+    lut_coverage: float  # share of layers whose key was in the table (the rest came from the fallback fit)
+    device: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class LatencyLUT:
+    """Per-layer latency table ``key -> {count, mean, var, median, p90}`` (ms) with device metadata (OFA style)."""
+
+    entries: dict[str, dict[str, float]] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    families: dict[str, str] = field(default_factory=dict)
+    macs: dict[str, int] = field(default_factory=dict)
+
+    def add(self, record: LayerRecord, stats: Any) -> None:
+        self.entries[record.key] = {k: float(getattr(stats, k)) for k in ("count", "mean", "var", "median", "p90")}
+        self.families[record.key], self.macs[record.key] = record.family, record.macs
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.entries
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"metadata": self.metadata, "entries": {
+            k: v | {"family": self.families.get(k, "other"), "macs": self.macs.get(k, 0)}
+            for k, v in self.entries.items()}}
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> LatencyLUT:
+        lut = cls(metadata=doc.get("metadata", {}))
+        for k, v in doc["entries"].items():
+            lut.entries[k] = {s: float(v[s]) for s in ("count", "mean", "var", "median", "p90")}
+            lut.families[k], lut.macs[k] = v.get("family", "other"), int(v.get("macs", 0))
+        return lut
+
+
+class _Fallback:
+    """Latency of a layer missing from the LUT: per-family log-log fit of median latency on MACs."""
+
+    def __init__(self, lut: LatencyLUT):
+        self.coef: dict[str, np.ndarray] = {}
+        by_family: dict[str, list[tuple[float, float]]] = {}
+        for k, e in lut.entries.items():
+            by_family.setdefault(lut.families.get(k, "other"), []).append((lut.macs.get(k, 0), e["median"]))
+        all_pts = [p for pts in by_family.values() for p in pts]
+        for fam, pts in [*by_family.items(), ("*", all_pts)]:
+            if len(pts) >= 2:
+                x = np.log1p([p[0] for p in pts])
+                y = np.log([max(p[1], 1e-6) for p in pts])
+                a = np.vstack([np.ones_like(x), x]).T
+                self.coef[fam] = np.linalg.lstsq(a, y, rcond=None)[0]
+
+    def __call__(self, rec: LayerRecord) -> float:
+        coef = self.coef.get(rec.family, self.coef.get("*"))
+        if coef is None:
+            raise ValueError(f"layer {rec.key!r} is not in the LUT and the LUT is too small to extrapolate")
+        return float(np.exp(coef[0] + coef[1] * np.log1p(rec.macs)))
+
+
+class CostModel:
+    """LUT + learned correction + power model: ``predict(model, input_shape) -> CostEstimate`` (chapter 2).
+
+    Build one with :func:`ersam_lib.profiling.build_cost_model`; later chapters ``CostModel.load(RUN_DIR)``.
+    """
+
+    def __init__(self, lut: LatencyLUT, power_mw: float, power_source: str, forest: Any | None = None,
+                 feature_names: Sequence[str] | None = None):
+        if power_mw <= 0:
+            raise ValueError(f"active power must be positive, got {power_mw} mW")
+        self.lut, self.power_mw, self.power_source = lut, float(power_mw), power_source
+        self.forest, self.feature_names = forest, list(feature_names or [])
+        self._fallback = _Fallback(lut)
+
+    @property
+    def device(self) -> str:
+        return str(self.lut.metadata.get("device", "unknown"))
+
+    def missing_layers(self, model: nn.Module, input_shape: Sequence[int]) -> list[Any]:
+        """Traced layers (record, module, kwargs) whose key is not in the LUT yet."""
+        return [r for r in trace_layers(model, input_shape, keep_modules=True) if r[0].key not in self.lut]
+
+    def features(self, model: nn.Module, input_shape: Sequence[int]) -> dict[str, float]:
+        """Architecture features: LUT sum, FLOPs, size, memory and per-family counts and LUT sums."""
+        recs = trace_layers(model, input_shape)
+        lat = [self.lut.entries[r.key]["median"] if r.key in self.lut else self._fallback(r) for r in recs]
+        feats: dict[str, float] = {
+            "lut_ms": float(sum(lat)), "macs": float(sum(r.macs for r in recs)),
+            "params": float(sum(p.numel() for p in model.parameters())), "size_bytes": float(model_size_bytes(model)),
+            "peak_act_bytes": float(max(r.in_bytes + r.out_bytes for r in recs)), "n_layers": float(len(recs)),
+            "coverage": float(np.mean([r.key in self.lut for r in recs])),
+        }
+        for fam in FAMILIES:
+            feats[f"n_{fam}"] = float(sum(r.family == fam for r in recs))
+            feats[f"ms_{fam}"] = float(sum(t for r, t in zip(recs, lat) if r.family == fam))
+        return feats
+
+    def fit_correction(self, feats: Sequence[dict[str, float]], measured_ms: Sequence[float], seed: int = 0,
+                       n_estimators: int = 200) -> CostModel:
+        """Fit the random forest on log(measured / LUT sum) of architectures measured end to end."""
+        from sklearn.ensemble import RandomForestRegressor
+
+        if len(feats) != len(measured_ms) or len(feats) < 3:
+            raise ValueError(f"need >= 3 matching (features, latency) pairs, got {len(feats)}, {len(measured_ms)}")
+        self.feature_names = sorted(feats[0])
+        x = np.array([[f[n] for n in self.feature_names] for f in feats])
+        y = np.log(np.asarray(measured_ms, dtype=float) / x[:, self.feature_names.index("lut_ms")])
+        self.forest = RandomForestRegressor(n_estimators=n_estimators, min_samples_leaf=2, random_state=seed,
+                                            n_jobs=1).fit(x, y)
+        return self
+
+    def predict_latency(self, feats: dict[str, float]) -> float:
+        if self.forest is None:
+            return feats["lut_ms"]
+        x = np.array([[feats[n] for n in self.feature_names]])
+        return float(feats["lut_ms"] * np.exp(self.forest.predict(x)[0]))
+
+    def predict(self, model: nn.Module, input_shape: Sequence[int]) -> CostEstimate:
+        """Latency, energy, FLOPs, size and memory of ``model`` on an input of ``input_shape`` (one segment)."""
+        f = self.features(model, input_shape)
+        latency = self.predict_latency(f)
+        energy = latency * self.power_mw / 1000.0  # ms x mW = uJ
+        avg_mw = energy / SEGMENT_SECONDS  # mJ per 5 s -> mW
+        return CostEstimate(latency_ms=latency, lut_latency_ms=f["lut_ms"], energy_mj=energy,
+                            avg_power_mw_12h=avg_mw, energy_12h_j=avg_mw * 12 * 3600 / 1000.0, macs=int(f["macs"]),
+                            params=int(f["params"]), size_bytes=int(f["size_bytes"]),
+                            peak_activation_bytes=int(f["peak_act_bytes"]), n_layers=int(f["n_layers"]),
+                            lut_coverage=f["coverage"], device=self.device)
+
+    # -- persistence: RUN_DIR/profiling/{lut.json, costmodel.json, correction.pkl} --------------------------------
+    @staticmethod
+    def _dir(path: str | os.PathLike) -> Path:
+        path = Path(path)
+        return path if path.name == "profiling" else path / "profiling"
+
+    def save(self, run_dir: str | os.PathLike) -> Path:
+        d = self._dir(run_dir)
+        atomic_write_json(d / "lut.json", self.lut.to_json())
+        if self.forest is not None:
+            atomic_write_bytes(d / "correction.pkl", pickle.dumps(self.forest))
+        atomic_write_json(d / "costmodel.json", {"power_mw": self.power_mw, "power_source": self.power_source,
+                                                 "feature_names": self.feature_names,
+                                                 "has_correction": self.forest is not None})
+        return d
+
+    @classmethod
+    def load(cls, run_dir: str | os.PathLike) -> CostModel:
+        """The cost model chapter 2 saved in ``RUN_DIR/profiling`` (or a profiling folder measured elsewhere)."""
+        d = cls._dir(run_dir)
+        if not (d / "costmodel.json").exists():
+            raise FileNotFoundError(f"{d / 'costmodel.json'} is missing: run chapter 02 with this RUN_DIR first")
+        meta = read_json(d / "costmodel.json")
+        forest = pickle.loads((d / "correction.pkl").read_bytes()) if meta["has_correction"] else None
+        return cls(LatencyLUT.from_json(read_json(d / "lut.json")), meta["power_mw"], meta["power_source"],
+                   forest, meta["feature_names"])

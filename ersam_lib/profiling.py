@@ -1,0 +1,346 @@
+"""Operator cost profiling, the hardware-aware rule, and the validated cost model (chapter 2).
+
+The chapter's pipeline, one function per step:
+
+1. :func:`profile_operators` times each operator of an :class:`OperatorGrid` on a device (Conv1d over channels x
+   kernel x stride x sequence length, depthwise/pointwise convs, LSTM/GRU, self-attention, linear layers);
+2. :meth:`CostRule.fit` turns the Conv1d grid into ERSAM's rule (no operator where large channels, kernel and
+   sequence length coexist), saved as ``RUN_DIR/profiling/rule.json`` for chapter 4's search space;
+3. :func:`build_cost_model` fills the per-layer LUT and fits the learned correction on architectures measured
+   end to end; :func:`validate` checks it on held-out architectures (MAPE, Spearman, share within +-10 %).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import random
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from torch import nn
+
+from .costmodel import CostModel, LatencyLUT, isolate, trace_layers
+from .devices import Device, LatencyStats
+from .io import atomic_path, atomic_write_json, read_json
+from .progress import progress
+from .scales import check_scale
+
+__all__ = ["OperatorGrid", "ProfilingConfig", "CostRule", "operator_cases", "profile_operators",
+           "random_conv_net", "build_cost_model", "measure_models", "validate", "summarize_validation",
+           "save_table", "call_trace"]
+
+
+@dataclass
+class OperatorGrid:
+    """The operator configurations to time (chapter 2). Conv1d uses ``c_in = c_out = channels``."""
+
+    channels: tuple[int, ...] = (16, 32, 64, 128, 256)
+    kernels: tuple[int, ...] = (3, 5, 9, 15, 25)
+    seq_lens: tuple[int, ...] = (62, 125, 250, 500, 1000)
+    strides: tuple[int, ...] = (1, 2)
+    rnn_hidden: tuple[int, ...] = (32, 64, 128)
+    attn_dims: tuple[int, ...] = (32, 64, 128)
+    linear_dims: tuple[int, ...] = (64, 256, 1024)
+    batch: int = 1
+
+    @classmethod
+    def for_scale(cls, scale: str) -> OperatorGrid:
+        if check_scale(scale) == "smoke":
+            return cls(channels=(16, 64), kernels=(3, 9), seq_lens=(62, 250), strides=(1,), rnn_hidden=(32,),
+                       attn_dims=(32,), linear_dims=(64,))
+        if scale == "paper":
+            return cls(channels=(16, 32, 48, 64, 96, 128, 192, 256, 384, 512), kernels=(1, 3, 5, 7, 9, 15, 25, 31),
+                       seq_lens=(31, 62, 125, 250, 500, 1000, 2000), strides=(1, 2, 4))
+        return cls()
+
+
+@dataclass
+class ProfilingConfig:
+    """Chapter 2's knobs: input size, how many architectures, and the per-operator latency budget of the rule."""
+
+    n_features: int = 40
+    n_frames: int = 500  # 5 s at a 10-ms hop
+    n_classes: int = 11
+    n_train_archs: int = 40
+    n_heldout_archs: int = 60
+    # Rule threshold: one operator may take at most this share of ERSAM's 50 ms per 5-s segment.
+    segment_budget_ms: float = 50.0
+    max_op_share: float = 0.2
+    grid: OperatorGrid = field(default_factory=OperatorGrid)
+
+    @classmethod
+    def for_scale(cls, scale: str, **overrides: Any) -> ProfilingConfig:
+        sizes = {"smoke": dict(n_frames=200, n_train_archs=6, n_heldout_archs=4),
+                 "tutorial": {}, "paper": dict(n_train_archs=200, n_heldout_archs=200)}[check_scale(scale)]
+        return cls(grid=OperatorGrid.for_scale(scale), **(sizes | overrides))
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (1, self.n_features, self.n_frames)
+
+    @property
+    def max_op_ms(self) -> float:
+        return self.segment_budget_ms * self.max_op_share
+
+
+class _Transposed(nn.Module):
+    """(B, C, T) -> (B, T, C) before a sequence layer, as a network would feed it."""
+
+    def __init__(self, layer: nn.Module):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x):  # noqa: ANN001
+        y = self.layer(x.transpose(1, 2).contiguous())
+        return y
+
+
+def operator_cases(grid: OperatorGrid) -> list[dict[str, Any]]:
+    """Every ``{op, channels, kernel, stride, seq_len, module, input_shape}`` of the grid (modules built here)."""
+    b, cases = grid.batch, []
+    for c, k, s, t in itertools.product(grid.channels, grid.kernels, grid.strides, grid.seq_lens):
+        cases.append(dict(op="conv1d", channels=c, kernel=k, stride=s, seq_len=t,
+                          module=nn.Conv1d(c, c, k, s, k // 2), input_shape=(b, c, t)))
+    for c, k, t in itertools.product(grid.channels, (3, 9, 25), grid.seq_lens):
+        cases.append(dict(op="conv1d_dw", channels=c, kernel=k, stride=1, seq_len=t,
+                          module=nn.Conv1d(c, c, k, 1, k // 2, groups=c), input_shape=(b, c, t)))
+    for c, t in itertools.product(grid.channels, grid.seq_lens):
+        cases.append(dict(op="conv1d_pw", channels=c, kernel=1, stride=1, seq_len=t,
+                          module=nn.Conv1d(c, c, 1), input_shape=(b, c, t)))
+    for h, t, kind in itertools.product(grid.rnn_hidden, grid.seq_lens, ("lstm", "gru")):
+        layer = (nn.LSTM if kind == "lstm" else nn.GRU)(h, h, batch_first=True)
+        cases.append(dict(op=kind, channels=h, kernel=0, stride=1, seq_len=t, module=layer, input_shape=(b, t, h)))
+    for e, t in itertools.product(grid.attn_dims, grid.seq_lens):
+        layer = nn.MultiheadAttention(e, max(1, e // 32), batch_first=True)
+        cases.append(dict(op="attention", channels=e, kernel=0, stride=1, seq_len=t,
+                          module=_SelfAttention(layer), input_shape=(b, t, e)))
+    for d in grid.linear_dims:
+        cases.append(dict(op="linear", channels=d, kernel=0, stride=1, seq_len=1, module=nn.Linear(d, d),
+                          input_shape=(b, d)))
+    return cases
+
+
+class _SelfAttention(nn.Module):
+    def __init__(self, layer: nn.MultiheadAttention):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x):  # noqa: ANN001
+        return self.layer(x, x, x, need_weights=False)[0]
+
+
+def profile_operators(device: Device, grid: OperatorGrid) -> pd.DataFrame:
+    """Time every operator of ``grid`` on ``device``; one row per case with MACs and latency statistics."""
+    rows = []
+    for case in progress(operator_cases(grid), desc="operators"):
+        module, shape = case.pop("module"), case["input_shape"]
+        rec = trace_layers(module, shape)[0]
+        stats = device.measure(module, shape)
+        rows.append({k: v for k, v in case.items() if k != "input_shape"}
+                    | {"key": rec.key, "macs": rec.macs, "in_shape": "x".join(map(str, shape))}
+                    | _stats_row(stats))
+    df = pd.DataFrame(rows)
+    df["ns_per_mac"] = df["median"] * 1e6 / df["macs"].clip(lower=1)
+    return df
+
+
+def _stats_row(s: LatencyStats) -> dict[str, float]:
+    return {"count": s.count, "mean": s.mean, "var": s.var, "median": s.median, "p90": s.p90, "min": s.min}
+
+
+def save_table(df: pd.DataFrame, path: str | os.PathLike, metadata: dict[str, Any]) -> Path:
+    """Write a measurement table as CSV plus ``.meta.json`` (device metadata) atomically; an
+    :class:`~ersam_lib.devices.ImportedProfile` reads it back (a table from another device loads the same way)."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
+    atomic_write_json(path.with_suffix(".meta.json"), metadata)
+    return path
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The hardware-aware rule for chapter 4's search space
+# --------------------------------------------------------------------------------------------------------------------
+
+@dataclass
+class CostRule:
+    """ERSAM's operator rule: a Conv1d (c -> c channels, kernel k, sequence length L) is allowed when its
+    predicted latency on the profiled device stays under ``max_op_ms``.
+
+    The prediction is a power law fitted to the grid, ``log t = b0 + b1 log c + b2 log k + b3 log L``: the latency
+    grows with the *product* of the three, so any one may be large as long as the others are not.
+    """
+
+    coef: list[float]
+    max_op_ms: float
+    r2: float = float("nan")
+    device: str = "unknown"
+    n_points: int = 0
+
+    @classmethod
+    def fit(cls, grid: pd.DataFrame, max_op_ms: float, device: str = "unknown") -> CostRule:
+        """Least-squares fit on the stride-1 Conv1d rows of :func:`profile_operators`'s table."""
+        d = grid[(grid["op"] == "conv1d") & (grid["stride"] == 1)]
+        if len(d) < 4:
+            raise ValueError(f"need >= 4 stride-1 conv1d measurements to fit the rule, got {len(d)}")
+        x = cls._design(d["channels"].to_numpy(), d["kernel"].to_numpy(), d["seq_len"].to_numpy())
+        y = np.log(d["median"].to_numpy())
+        coef = np.linalg.lstsq(x, y, rcond=None)[0]
+        r2 = 1 - np.sum((y - x @ coef) ** 2) / max(np.sum((y - y.mean()) ** 2), 1e-12)
+        return cls(coef=[float(c) for c in coef], max_op_ms=float(max_op_ms), r2=float(r2), device=device,
+                   n_points=len(d))
+
+    @staticmethod
+    def _design(c: Any, k: Any, t: Any) -> np.ndarray:
+        c, k, t = (np.log(np.asarray(v, dtype=float)) for v in (c, k, t))
+        return np.stack([np.ones_like(c), c, k, t], axis=-1)
+
+    def predict_ms(self, channels: int, kernel: int, seq_len: int) -> float:
+        return float(np.exp(self._design([channels], [kernel], [seq_len])[0] @ np.asarray(self.coef)))
+
+    def allows(self, channels: int, kernel: int, seq_len: int) -> bool:
+        """True when a ``channels``-wide Conv1d with ``kernel`` over ``seq_len`` frames fits the budget."""
+        if min(channels, kernel, seq_len) < 1:
+            raise ValueError(f"channels, kernel and seq_len must be >= 1, got {channels}, {kernel}, {seq_len}")
+        return self.predict_ms(channels, kernel, seq_len) <= self.max_op_ms
+
+    def save(self, path: str | os.PathLike) -> Path:
+        return atomic_write_json(path, asdict(self))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> CostRule:
+        doc = read_json(path)
+        return cls(**doc)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Architectures, the cost model and its validation
+# --------------------------------------------------------------------------------------------------------------------
+
+def random_conv_net(rng: random.Random, n_features: int, n_classes: int) -> nn.Module:
+    """A random 1-D conv net in the spirit of chapter 4's space (strided encoder, then context blocks), used to
+    validate the cost model when no search space is given: plain/depthwise-separable convs, BN, ReLU/GELU,
+    optional GRU or self-attention, mean over time, linear head."""
+    layers: list[nn.Module] = []
+    c = n_features
+    for _ in range(rng.randint(1, 3)):  # encoder: strided convs
+        c_out, k = rng.choice((16, 32, 48, 64, 96, 128)), rng.choice((3, 5, 7, 9))
+        layers += [nn.Conv1d(c, c_out, k, rng.choice((1, 2)), k // 2), nn.BatchNorm1d(c_out), nn.ReLU()]
+        c = c_out
+    for _ in range(rng.randint(1, 4)):  # context: separable or plain convs
+        k = rng.choice((3, 5, 9, 15))
+        c_out = rng.choice((16, 32, 48, 64, 96, 128))
+        if rng.random() < 0.5:
+            layers += [nn.Conv1d(c, c, k, 1, k // 2, groups=c), nn.Conv1d(c, c_out, 1)]
+        else:
+            layers += [nn.Conv1d(c, c_out, k, 1, k // 2)]
+        layers += [nn.BatchNorm1d(c_out), rng.choice((nn.ReLU, nn.GELU))()]
+        c = c_out
+    seq: nn.Module | None = None
+    r = rng.random()
+    if r < 0.25:
+        seq = nn.GRU(c, c, batch_first=True)
+    elif r < 0.45 and c % 16 == 0:
+        seq = nn.MultiheadAttention(c, max(1, c // 32), batch_first=True)
+    return _RandomNet(nn.Sequential(*layers), seq, nn.Linear(c, n_classes))
+
+
+class _RandomNet(nn.Module):
+    def __init__(self, convs: nn.Sequential, seq: nn.Module | None, head: nn.Linear):
+        super().__init__()
+        self.convs, self.seq, self.head = convs, seq, head
+
+    def forward(self, x):  # noqa: ANN001
+        h = self.convs(x).transpose(1, 2)  # (B, T, C)
+        if isinstance(self.seq, nn.MultiheadAttention):
+            h = self.seq(h, h, h, need_weights=False)[0]
+        elif self.seq is not None:
+            h = self.seq(h)[0]
+        return self.head(h.mean(dim=1))
+
+
+def fill_lut(lut: LatencyLUT, models: Sequence[tuple[str, nn.Module, tuple]], device: Device) -> int:
+    """Time, alone on ``device``, every layer of ``models`` whose key is not in ``lut``; returns how many."""
+    todo: dict[str, tuple[Any, nn.Module, dict]] = {}
+    for _, model, shape in models:
+        for rec, module, kwargs in trace_layers(model, shape, keep_modules=True):
+            if rec.key not in lut and rec.key not in todo:
+                todo[rec.key] = (rec, module, kwargs)
+    for rec, module, kwargs in progress(todo.values(), desc="layers"):
+        lut.add(rec, device.measure(isolate(rec, module, kwargs), rec.in_shape))
+    return len(todo)
+
+
+def measure_models(models: Sequence[tuple[str, nn.Module, tuple]], device: Device) -> list[LatencyStats]:
+    """End-to-end latency of each ``(name, model, input_shape)``."""
+    return [device.measure(m, shape) for _, m, shape in progress(models, desc="models")]
+
+
+def build_cost_model(device: Device, train: Sequence[tuple[str, nn.Module, tuple]],
+                     layer_sources: Sequence[tuple[str, nn.Module, tuple]] = (), seed: int = 0,
+                     lut: LatencyLUT | None = None) -> tuple[CostModel, pd.DataFrame]:
+    """LUT over the layers of ``train`` and ``layer_sources`` (OFA profiles every layer its space can produce),
+    plus the random-forest correction fitted on ``train`` measured end to end. Returns the model and the training
+    table."""
+    lut = lut or LatencyLUT(metadata=device.metadata())
+    fill_lut(lut, [*train, *layer_sources], device)
+    power = device.power
+    if power is None:
+        raise ValueError(f"device {device.name!r} has no power model; give a host or phone device")
+    power_mw = power.active_mw_per_core * int(device.metadata().get("threads", 1))
+    cm = CostModel(lut, power_mw, power.source)
+    feats = [cm.features(m, shape) for _, m, shape in train]
+    measured = [s.median for s in measure_models(train, device)]
+    cm.fit_correction(feats, measured, seed=seed)
+    table = pd.DataFrame([{"name": n} | f | {"measured_ms": t} for (n, _, _), f, t in zip(train, feats, measured)])
+    return cm, table
+
+
+def validate(cost_model: CostModel, models: Sequence[tuple[str, nn.Module, tuple]], device: Device) -> pd.DataFrame:
+    """Measure ``models`` end to end on ``device`` and set them beside the cost model's predictions (chapter 2)."""
+    rows = []
+    for (name, model, shape), stats in zip(models, measure_models(models, device)):
+        est = cost_model.predict(model, shape)
+        rows.append({"name": name, "measured_ms": stats.median, "measured_var": stats.var,
+                     "measured_energy_mj": device.energy_mj(stats)} | est.to_dict())
+    df = pd.DataFrame(rows)
+    df["rel_err"] = (df["latency_ms"] - df["measured_ms"]) / df["measured_ms"]
+    df["lut_rel_err"] = (df["lut_latency_ms"] - df["measured_ms"]) / df["measured_ms"]
+    return df
+
+
+def summarize_validation(df: pd.DataFrame) -> dict[str, float]:
+    """MAPE, Spearman rank correlation and share within +-10 % (predictor and LUT sum), FLOPs' Spearman."""
+    from scipy.stats import spearmanr
+
+    if len(df) < 3:
+        raise ValueError(f"need >= 3 validated architectures, got {len(df)}")
+
+    def rho(a: str, b: str) -> float:
+        return float(spearmanr(df[a], df[b]).statistic)
+
+    return {"n": int(len(df)), "mape": float(df["rel_err"].abs().mean()),
+            "within10": float((df["rel_err"].abs() <= 0.10).mean()), "spearman": rho("latency_ms", "measured_ms"),
+            "lut_mape": float(df["lut_rel_err"].abs().mean()),
+            "lut_within10": float((df["lut_rel_err"].abs() <= 0.10).mean()),
+            "macs_spearman": rho("macs", "measured_ms"),
+            "median_abs_err": float(df["rel_err"].abs().median()),
+            "max_abs_err": float(df["rel_err"].abs().max())}
+
+
+def call_trace(model: nn.Module, input_shape: Sequence[int], n_calls: int = 30, threads: int = 1) -> list[float]:
+    """Eager latency (ms) of each of the first ``n_calls`` calls of ``model``, no warm-up: why warm-up matters."""
+    import torch
+
+    from .devices import TimingConfig, _time_calls, _torch_threads
+
+    cfg = TimingConfig(warmup=0, repeats=n_calls, min_repeats=n_calls, max_seconds=math.inf)
+    x = torch.randn(*input_shape)
+    with _torch_threads(threads), torch.inference_mode():
+        return _time_calls(lambda: model.eval()(x), cfg)

@@ -1,0 +1,125 @@
+"""The cost model (chapter 2): LUT keying, layer tracing, MACs, the predictor on a toy table, persistence."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from ersam_lib.costmodel import (CostModel, LatencyLUT, layer_key, layer_key_of, model_size_bytes, trace_layers)
+from ersam_lib.devices import LatencyStats
+
+torch.set_num_threads(1)
+
+
+def test_layer_key_depends_on_config_and_shape_not_weights():
+    a, b = nn.Conv1d(16, 32, 9, stride=2, padding=4), nn.Conv1d(16, 32, 9, stride=2, padding=4)
+    assert layer_key(a, (1, 16, 100)) == layer_key(b, (1, 16, 100))
+    assert layer_key(a, (1, 16, 100)) == "Conv1d|cin=16|cout=32|k=9|s=2|p=4|d=1|g=1|bias=1|in=1x16x100"
+    assert layer_key(a, (1, 16, 101)) != layer_key(a, (1, 16, 100))
+    assert layer_key(nn.Conv1d(16, 32, 9, groups=16), (1, 16, 100)) != layer_key(b, (1, 16, 100))
+    assert layer_key(nn.LSTM(8, 16, batch_first=True), (1, 10, 8)).startswith("LSTM|in=8|h=16|layers=1|bi=0|bf=1")
+    assert layer_key_of(nn.Sequential(a), (1, 16, 100)) is None  # a composite has no layer key
+    assert layer_key_of(nn.GRU(4, 4), (3, 1, 4)).startswith("GRU|")  # atomic layers do
+
+
+class _TwoCalls(nn.Module):
+    """Calls the same conv twice and an attention layer with need_weights=False."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(8, 8, 3, padding=1)
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = self.conv(self.conv(x)).transpose(1, 2)
+        h = self.attn(h, h, h, need_weights=False)[0]
+        return self.fc(h.mean(1))
+
+
+def test_trace_records_each_call_with_macs():
+    recs = trace_layers(_TwoCalls(), (2, 8, 20))
+    assert [r.family for r in recs] == ["conv1d", "conv1d", "attention", "linear"]
+    assert recs[0].key == recs[1].key  # same layer, same shape, twice the cost
+    assert recs[0].macs == 2 * 8 * 20 * 8 * 3  # out elements x c_in x k
+    assert recs[2].key.endswith("|nw=0|in=2x20x8")
+    assert recs[2].macs == 2 * (4 * 20 * 8 * 8 + 2 * 20 * 20 * 8)
+    assert recs[3].macs == 2 * 3 * 8
+    lstm = trace_layers(nn.LSTM(4, 6, batch_first=True), (1, 10, 4))[0]
+    assert lstm.macs == 10 * 4 * 6 * (4 + 6)
+
+
+def _stats(ms: float) -> LatencyStats:
+    return LatencyStats.from_samples([ms, ms, ms])
+
+
+def _toy_lut(model, shape, ms_per_mac=1e-5) -> LatencyLUT:
+    lut = LatencyLUT(metadata={"device": "toy"})
+    for rec in trace_layers(model, shape):
+        lut.add(rec, _stats(0.01 + rec.macs * ms_per_mac))
+    return lut
+
+
+def test_predictor_sums_the_table_and_reports_memory_and_energy():
+    model, shape = _TwoCalls(), (1, 8, 20)
+    lut = _toy_lut(model, shape)
+    cm = CostModel(lut, power_mw=2000.0, power_source="toy")
+    expected = sum(0.01 + r.macs * 1e-5 for r in trace_layers(model, shape))
+    est = cm.predict(model, shape)
+    assert est.latency_ms == pytest.approx(expected) and est.lut_coverage == 1.0
+    assert est.energy_mj == pytest.approx(expected * 2.0)  # ms x mW / 1000 = mJ
+    assert est.avg_power_mw_12h == pytest.approx(est.energy_mj / 5.0)
+    assert est.energy_12h_j == pytest.approx(est.avg_power_mw_12h * 43.2)
+    assert est.params == sum(p.numel() for p in model.parameters())
+    assert est.size_bytes == model_size_bytes(model) > 4 * est.params
+    assert est.peak_activation_bytes == max(r.in_bytes + r.out_bytes for r in trace_layers(model, shape))
+    assert est.device == "toy" and est.n_layers == 4
+
+
+def test_missing_layers_fall_back_to_the_family_fit():
+    lut = LatencyLUT()
+    for c in (4, 8, 16, 32):
+        conv = nn.Conv1d(c, c, 3)
+        lut.add(trace_layers(conv, (1, c, 50))[0], _stats(1e-4 * c * c))
+    cm = CostModel(lut, 1000.0, "toy")
+    new = nn.Conv1d(12, 12, 3)
+    assert [r[0].key for r in cm.missing_layers(new, (1, 12, 50))] == [layer_key(new, (1, 12, 50))]
+    est = cm.predict(new, (1, 12, 50))
+    assert est.lut_coverage == 0.0
+    assert est.latency_ms == pytest.approx(1e-4 * 144, rel=0.05)  # log-log fit interpolates the power law
+
+
+def test_correction_learns_a_systematic_overhead(tmp_path):
+    # Ten toy "architectures": conv stacks whose measured latency is 1.5 x their LUT sum.
+    models = [nn.Sequential(*[nn.Conv1d(8, 8, k, padding=k // 2) for _ in range(n)]) for n in (1, 2, 3, 4, 5)
+              for k in (3, 5)]
+    shape = (1, 8, 40)
+    lut = LatencyLUT(metadata={"device": "toy"})
+    for m in models:
+        for rec in trace_layers(m, shape):
+            lut.add(rec, _stats(0.01 * rec.macs / 1000))
+    cm = CostModel(lut, 1000.0, "toy")
+    feats = [cm.features(m, shape) for m in models]
+    cm.fit_correction(feats, [1.5 * f["lut_ms"] for f in feats])
+    for m, f in zip(models, feats):
+        assert cm.predict(m, shape).latency_ms == pytest.approx(1.5 * f["lut_ms"], rel=0.02)
+    cm.save(tmp_path)
+    back = CostModel.load(tmp_path)
+    assert back.predict(models[3], shape) == cm.predict(models[3], shape)
+    assert (tmp_path / "profiling" / "lut.json").exists()
+    entry = next(iter(back.lut.to_json()["entries"].values()))
+    assert set(entry) >= {"count", "mean", "var", "median", "p90", "family", "macs"}
+
+
+def test_bad_inputs_raise():
+    with pytest.raises(ValueError, match="power"):
+        CostModel(LatencyLUT(), 0.0, "x")
+    cm = CostModel(LatencyLUT(), 1.0, "x")
+    with pytest.raises(ValueError, match=">= 3"):
+        cm.fit_correction([{"lut_ms": 1.0}], [1.0])
+    with pytest.raises(ValueError, match="too small"):
+        cm.predict(nn.Conv1d(2, 2, 1), (1, 2, 5))
+    with pytest.raises(FileNotFoundError, match="chapter 02"):
+        CostModel.load("/nonexistent/run")
+    assert math.isfinite(model_size_bytes(nn.Linear(2, 2)))

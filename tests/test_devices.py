@@ -1,0 +1,75 @@
+"""Devices on the host (chapter 2): the statistics, the three backends, imported profiles and clear errors."""
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from ersam_lib.devices import (HostCPU, ImportedProfile, LatencyStats, PowerModel, TimingConfig, get_device,
+                               module_key)
+
+torch.set_num_threads(1)
+FAST = TimingConfig(warmup=1, repeats=5, min_repeats=3, max_seconds=0.05)
+
+
+def test_latency_stats_from_samples():
+    s = LatencyStats.from_samples([1.0, 2.0, 3.0, 4.0, 100.0])
+    assert (s.count, s.median, s.min) == (5, 3.0, 1.0)
+    assert s.mean == pytest.approx(22.0) and s.var == pytest.approx(1902.5)
+    assert 4.0 < s.p90 < 100.0
+    with pytest.raises(ValueError, match="non-negative"):
+        LatencyStats.from_samples([])
+    with pytest.raises(ValueError):
+        LatencyStats.from_samples([1.0, float("nan")])
+
+
+def test_unknown_device_and_backend_raise_clearly():
+    with pytest.raises(ValueError, match="unknown device 'tpu'.*host, adb, imported"):
+        get_device("tpu")
+    with pytest.raises(ValueError, match="unknown backend 'tensorrt'.*eager, executorch, onnxruntime"):
+        get_device("host", backend="tensorrt")
+    with pytest.raises(ValueError, match="threads"):
+        HostCPU(threads=0)
+
+
+@pytest.mark.parametrize("backend", ["eager", "onnxruntime", "executorch"])
+def test_host_backends_measure_and_record_metadata(backend):
+    model = nn.Sequential(nn.Conv1d(8, 16, 3, padding=1), nn.ReLU(), nn.Conv1d(16, 4, 1))
+    before = torch.get_num_threads()
+    stats = get_device("host", backend=backend, threads=1, timing=FAST).measure(model, (1, 8, 50))
+    assert 3 <= stats.count <= 5 and 0 < stats.min <= stats.median <= stats.p90
+    meta = stats.metadata
+    assert meta["backend"] == backend and meta["threads"] == 1 and meta["input_shape"] == [1, 8, 50]
+    assert meta["versions"]["torch"] == torch.__version__ and meta["cpu"]
+    assert torch.get_num_threads() == before  # the device restores the thread count
+
+
+def test_host_energy_uses_the_documented_power_model():
+    dev = HostCPU(power=PowerModel(active_mw_per_core=2000.0), threads=2, timing=FAST)
+    stats = LatencyStats.from_samples([10.0, 10.0], {"threads": 2})
+    assert dev.energy_mj(stats) == pytest.approx(10.0 * 2000.0 * 2 / 1000.0)  # 10 ms x 4 W = 40 mJ
+
+
+def test_imported_profile_roundtrip_csv_and_json(tmp_path):
+    conv = nn.Conv1d(4, 4, 3)
+    key = module_key(conv, (1, 4, 20))
+    assert key.startswith("Conv1d|cin=4|cout=4|k=3")
+    row = {"key": key, "count": 10, "mean": 1.5, "var": 0.01, "median": 1.4, "p90": 1.7, "energy_mj": 3.0}
+    (tmp_path / "p.json").write_text(json.dumps({"metadata": {"device": "pixel3"}, "entries": [row]}))
+    import pandas as pd
+
+    pd.DataFrame([row]).to_csv(tmp_path / "p.csv", index=False)
+    for name in ("p.json", "p.csv"):
+        dev = get_device("imported", path=tmp_path / name)
+        stats = dev.measure(nn.Conv1d(4, 4, 3), (1, 4, 20))  # fresh weights: same key
+        assert (stats.median, stats.count, stats.energy_mj) == (1.4, 10, 3.0)
+        assert dev.energy_mj(stats) == 3.0
+        with pytest.raises(KeyError, match="not measured"):
+            dev.measure(conv, (1, 4, 21))
+    assert get_device("imported", path=tmp_path / "p.json").name == "imported-pixel3"
+    with pytest.raises(FileNotFoundError):
+        ImportedProfile(tmp_path / "missing.csv")
+    (tmp_path / "bad.csv").write_text("key,mean\nx,1\n")
+    with pytest.raises(ValueError, match="lacks columns"):
+        ImportedProfile(tmp_path / "bad.csv")

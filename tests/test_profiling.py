@@ -1,0 +1,109 @@
+"""Chapter 2's pipeline on a deterministic fake device: operator grid, the rule, cost model, validation."""
+
+import random
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from ersam_lib.costmodel import trace_layers
+from ersam_lib.devices import Device, LatencyStats, PowerModel, TimingConfig
+from ersam_lib.profiling import (CostRule, OperatorGrid, ProfilingConfig, build_cost_model, call_trace,
+                                 operator_cases, profile_operators, random_conv_net, summarize_validation, validate)
+
+torch.set_num_threads(1)
+
+
+class FakeDevice(Device):
+    """Latency = 0.005 ms per layer + 1 ms per MMAC, and a model adds 0.02 ms of glue: a known truth."""
+
+    name = "fake"
+
+    def __init__(self):
+        self.power = PowerModel(active_mw_per_core=1000.0, source="test")
+
+    def measure(self, module, input_shape):
+        recs = trace_layers(module, input_shape)
+        ms = sum(0.005 + r.macs * 1e-6 for r in recs) + (0.02 if len(recs) > 1 else 0.0)
+        return LatencyStats.from_samples([ms, ms * 1.01, ms * 0.99], {"threads": 1})
+
+
+def test_config_for_scale():
+    smoke, tut = ProfilingConfig.for_scale("smoke"), ProfilingConfig.for_scale("tutorial")
+    assert tut.n_heldout_archs >= 50 and smoke.n_heldout_archs < tut.n_heldout_archs
+    assert tut.max_op_ms == pytest.approx(10.0) and tut.input_shape == (1, 40, 500)
+    assert ProfilingConfig.for_scale("smoke", n_features=64).n_features == 64
+    assert TimingConfig.for_scale("tutorial").repeats >= 20
+    with pytest.raises(ValueError, match="SCALE"):
+        ProfilingConfig.for_scale("huge")
+
+
+def test_operator_cases_cover_every_family():
+    grid = OperatorGrid.for_scale("smoke")
+    cases = operator_cases(grid)
+    assert {c["op"] for c in cases} == {"conv1d", "conv1d_dw", "conv1d_pw", "lstm", "gru", "attention", "linear"}
+    n_conv = sum(c["op"] == "conv1d" for c in cases)
+    assert n_conv == len(grid.channels) * len(grid.kernels) * len(grid.strides) * len(grid.seq_lens)
+    for c in cases:  # every module runs on its input shape
+        with torch.inference_mode():
+            c["module"](torch.zeros(*c["input_shape"]))
+
+
+def test_profile_operators_table():
+    df = profile_operators(FakeDevice(), OperatorGrid.for_scale("smoke"))
+    assert {"op", "channels", "kernel", "seq_len", "key", "macs", "median", "var", "ns_per_mac"} <= set(df.columns)
+    conv = df[df.op == "conv1d"].iloc[0]
+    assert conv["median"] == pytest.approx(0.005 + conv["macs"] * 1e-6)
+
+
+def _power_law_grid(b=(-18.0, 2.0, 1.0, 1.0)) -> pd.DataFrame:
+    rows = [dict(op="conv1d", stride=1, channels=c, kernel=k, seq_len=t,
+                 median=float(np.exp(b[0]) * c ** b[1] * k ** b[2] * t ** b[3]))
+            for c in (16, 64, 256) for k in (3, 9, 25) for t in (100, 500, 1000)]
+    return pd.DataFrame(rows)
+
+
+def test_rule_fits_the_power_law_and_forbids_the_costly_corner(tmp_path):
+    rule = CostRule.fit(_power_law_grid(), max_op_ms=10.0, device="fake")
+    assert rule.coef == pytest.approx([-18.0, 2.0, 1.0, 1.0], abs=1e-6) and rule.r2 == pytest.approx(1.0)
+    assert rule.allows(256, 3, 100) and rule.allows(16, 25, 1000)  # each large alone is fine
+    assert not rule.allows(256, 25, 1000)  # all three large together: blown budget
+    rule.save(tmp_path / "rule.json")
+    assert CostRule.load(tmp_path / "rule.json") == rule
+    with pytest.raises(ValueError, match=">= 1"):
+        rule.allows(0, 3, 100)
+    with pytest.raises(ValueError, match=">= 4"):
+        CostRule.fit(_power_law_grid().head(2), 10.0)
+
+
+def test_random_conv_net_runs_and_varies():
+    rng = random.Random(0)
+    nets = [random_conv_net(rng, 40, 11) for _ in range(8)]
+    with torch.inference_mode():
+        outs = [n.eval()(torch.randn(1, 40, 100)) for n in nets]
+    assert all(o.shape == (1, 11) for o in outs)
+    assert len({repr(n) for n in nets}) == 8
+
+
+def test_build_and_validate_recover_the_fake_truth():
+    rng = random.Random(1)
+    shape = (1, 40, 100)
+    make = lambda n, tag: [(f"{tag}{i}", random_conv_net(rng, 40, 11), shape) for i in range(n)]  # noqa: E731
+    train, held = make(12, "t"), make(6, "h")
+    dev = FakeDevice()
+    cm, table = build_cost_model(dev, train, layer_sources=held)
+    assert len(table) == 12 and (table["measured_ms"] > table["lut_ms"]).all()
+    df = validate(cm, held, dev)
+    s = summarize_validation(df)
+    assert s["n"] == 6 and s["lut_mape"] > 0  # the LUT sum misses the glue ...
+    assert s["mape"] < s["lut_mape"] and s["spearman"] > 0.8  # ... the correction learns it
+    assert (df["measured_energy_mj"] == df["measured_ms"] * 1000.0 / 1000.0).all()
+    with pytest.raises(ValueError, match=">= 3"):
+        summarize_validation(df.head(2))
+
+
+def test_call_trace_times_each_call():
+    t = call_trace(nn.Conv1d(4, 4, 3), (1, 4, 20), n_calls=5)
+    assert len(t) == 5 and all(x > 0 for x in t)
