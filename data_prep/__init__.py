@@ -21,7 +21,8 @@ Interface other chapters code against (keep it stable):
   ``build.open_run_source(run_dir)`` and ``build.load_manifest(run_dir)`` give its arguments.
 - ``rttm``: RTTM turns -> 5-s windows labelled with the max concurrent speaker count (chapter 6).
 - ``build.build_tiny(run_dir)``: a few-second data set (K = 2) for other chapters' unit tests.
-- CLI: ``python -m data_prep build --source tts|librispeech|folder --root DIR --out RUN_DIR --scale smoke``.
+- CLI: ``python -m data_prep build --source tts|librispeech|folder --root DIR --out RUN_DIR --scale smoke``;
+  ``python -m data_prep download --root DIR --subset dev-clean`` (SHA-256 verified; needs internet).
 """
 
 from __future__ import annotations

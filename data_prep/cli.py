@@ -23,11 +23,29 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--features", default="logmel", help="comma-separated feature kinds: logmel,stft")
     b.add_argument("--on-error", choices=["skip", "raise"], default="skip", help="unreadable audio files")
     b.add_argument("--workers", type=int, help="processes for synthesis and mixing")
+    d = sub.add_parser("download", help="download and verify LibriSpeech subsets (needs internet)")
+    d.add_argument("--root", required=True, help="folder that will hold LibriSpeech/<subset>")
+    d.add_argument("--subset", action="append", required=True,
+                   help="e.g. train-clean-360, dev-clean, test-clean (repeatable)")
     return p
+
+
+def _download(args: argparse.Namespace) -> int:
+    from .sources import SourceError, download_librispeech
+
+    for subset in args.subset:
+        try:
+            print(download_librispeech(subset, args.root) / subset)
+        except (SourceError, ValueError, OSError) as e:
+            print(f"error: {subset}: {e}", file=sys.stderr)
+            return 2
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command == "download":
+        return _download(args)
     overrides = {"source": args.source, "root": args.root, "seed": args.seed, "class_set": args.class_set,
                  "feature_kinds": tuple(k.strip() for k in args.features.split(",") if k.strip()),
                  "on_error": args.on_error}

@@ -172,3 +172,10 @@ def test_librispeech_splits_by_subset_like_libricount(tmp_path, speech):
                              subset_splits={"train": ["train-clean-360"], "val": ["dev-clean"], "test": ["dev-clean"]})
     with pytest.raises(SourceError, match="share speakers"):
         make_manifest(bad, dp.sources.open_source(bad))
+
+
+def test_cli_download_reports_a_bad_subset(tmp_path, capsys):
+    from data_prep.cli import main
+
+    assert main(["download", "--root", str(tmp_path), "--subset", "train-other-999"]) == 2
+    assert "no known checksum" in capsys.readouterr().err and not list(tmp_path.iterdir())
