@@ -33,7 +33,7 @@ from .scales import check_scale
 
 __all__ = ["OperatorGrid", "ProfilingConfig", "CostRule", "operator_cases", "profile_operators",
            "random_conv_net", "build_cost_model", "measure_models", "validate", "summarize_validation",
-           "save_table", "call_trace"]
+           "save_table", "call_trace", "sample_space_models", "baseline_models", "compare_backends", "fill_lut"]
 
 
 @dataclass
@@ -65,10 +65,11 @@ class ProfilingConfig:
     """Chapter 2's knobs: input size, how many architectures, and the per-operator latency budget of the rule."""
 
     n_features: int = 40
-    n_frames: int = 500  # 5 s at a 10-ms hop
+    n_frames: int = 251  # 5 s at chapter 1's 20-ms hop (centred frames)
     n_classes: int = 11
-    n_train_archs: int = 40
+    n_train_archs: int = 80
     n_heldout_archs: int = 60
+    rounds: int = 3  # interleaved measurement passes over all architectures
     # Rule threshold: one operator may take at most this share of ERSAM's 50 ms per 5-s segment.
     segment_budget_ms: float = 50.0
     max_op_share: float = 0.2
@@ -76,9 +77,15 @@ class ProfilingConfig:
 
     @classmethod
     def for_scale(cls, scale: str, **overrides: Any) -> ProfilingConfig:
-        sizes = {"smoke": dict(n_frames=200, n_train_archs=6, n_heldout_archs=4),
-                 "tutorial": {}, "paper": dict(n_train_archs=200, n_heldout_archs=200)}[check_scale(scale)]
-        return cls(grid=OperatorGrid.for_scale(scale), **(sizes | overrides))
+        """Sizes per scale; the input shape and class count follow chapter 1's features at that scale."""
+        from data_prep.config import DataConfig
+
+        data = DataConfig.for_scale(check_scale(scale))
+        shape = dict(n_features=data.features.n_mels, n_classes=data.max_count + 1,
+                     n_frames=int(data.duration_s * data.sample_rate) // data.features.hop_length + 1)
+        sizes = {"smoke": dict(n_train_archs=6, n_heldout_archs=4, rounds=1),
+                 "tutorial": {}, "paper": dict(n_train_archs=200, n_heldout_archs=200)}[scale]
+        return cls(grid=OperatorGrid.for_scale(scale), **(shape | sizes | overrides))
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -265,6 +272,52 @@ class _RandomNet(nn.Module):
         return self.head(h.mean(dim=1))
 
 
+Named = tuple[str, nn.Module, tuple]
+
+
+def sample_space_models(space: Any, n: int, rng: random.Random, tag: str,
+                        exclude: Sequence[Named] = ()) -> list[Named]:
+    """``n`` distinct architectures drawn from chapter 4's search space, as fresh static networks named
+    ``<tag><i>-<arch_id>``; none of those in ``exclude`` (held-out sets stay disjoint from training sets)."""
+    from .space import build_model
+
+    out: list[Named] = []
+    seen: set[str] = {name.rsplit("-", 1)[-1] for name, _, _ in exclude}
+    for _ in range(50 * n):
+        arch = space.sample(rng)
+        if arch.arch_id in seen:
+            continue
+        seen.add(arch.arch_id)
+        model = build_model(arch, space.n_features, space.n_classes, attn_dim=space.attn_dim)
+        out.append((f"{tag}{len(out)}-{arch.arch_id}", model.eval(), (1, space.n_features, space.n_frames)))
+        if len(out) == n:
+            return out
+    raise ValueError(f"the space yielded only {len(out)} distinct architectures, wanted {n}")
+
+
+def baseline_models(n_features: int, n_classes: int, n_frames: int) -> list[Named]:
+    """The baselines of :mod:`ersam_lib.baselines` with fresh weights, for profiling."""
+    from .baselines import BASELINES, build_baseline
+
+    return [(name, build_baseline(name, n_features, n_classes).eval(), (1, n_features, n_frames))
+            for name in BASELINES]
+
+
+def compare_backends(models: Sequence[Named], backends: Sequence[str], timing: Any, threads: int = 1
+                     ) -> pd.DataFrame:
+    """Median latency of each model under each host backend (eager, ExecuTorch + XNNPACK, ONNX Runtime)."""
+    from .devices import HostCPU
+
+    rows = []
+    for backend in backends:
+        dev = HostCPU(backend=backend, threads=threads, timing=timing)
+        for name, model, shape in progress(models, desc=backend):
+            s = dev.measure(model, shape)
+            rows.append({"model": name, "backend": backend, "median_ms": s.median, "p90_ms": s.p90,
+                         "count": s.count})
+    return pd.DataFrame(rows).pivot(index="model", columns="backend", values="median_ms")
+
+
 def fill_lut(lut: LatencyLUT, models: Sequence[tuple[str, nn.Module, tuple]], device: Device) -> int:
     """Time, alone on ``device``, every layer of ``models`` whose key is not in ``lut``; returns how many."""
     todo: dict[str, tuple[Any, nn.Module, dict]] = {}
@@ -277,14 +330,34 @@ def fill_lut(lut: LatencyLUT, models: Sequence[tuple[str, nn.Module, tuple]], de
     return len(todo)
 
 
-def measure_models(models: Sequence[tuple[str, nn.Module, tuple]], device: Device) -> list[LatencyStats]:
-    """End-to-end latency of each ``(name, model, input_shape)``."""
-    return [device.measure(m, shape) for _, m, shape in progress(models, desc="models")]
+def measure_models(models: Sequence[tuple[str, nn.Module, tuple]], device: Device,
+                   rounds: int = 1) -> list[LatencyStats]:
+    """End-to-end latency of each ``(name, model, input_shape)``, measured in ``rounds`` interleaved passes over
+    all models; the median of the per-round medians is kept, so a burst of load from another process spoils
+    one round of a model, not its number."""
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
+    per_round = [[device.measure(m, shape) for _, m, shape in models]
+                 for _ in progress(range(rounds), desc="rounds")]
+    return [_merge([r[i] for r in per_round]) for i in range(len(models))]
+
+
+def _merge(stats: Sequence[LatencyStats]) -> LatencyStats:
+    """Pool repeated measurements of one model: counts add, mean/var pool, median = median of round medians."""
+    if len(stats) == 1:
+        return stats[0]
+    n = np.array([s.count for s in stats], dtype=float)
+    mean = float(np.sum(n * [s.mean for s in stats]) / n.sum())
+    var = float(np.sum(n * (np.array([s.var for s in stats]) + (np.array([s.mean for s in stats]) - mean) ** 2))
+                / n.sum())
+    return LatencyStats(count=int(n.sum()), mean=mean, var=var, median=float(np.median([s.median for s in stats])),
+                        p90=float(np.median([s.p90 for s in stats])), min=float(min(s.min for s in stats)),
+                        energy_mj=stats[0].energy_mj, metadata=stats[0].metadata | {"rounds": len(stats)})
 
 
 def build_cost_model(device: Device, train: Sequence[tuple[str, nn.Module, tuple]],
                      layer_sources: Sequence[tuple[str, nn.Module, tuple]] = (), seed: int = 0,
-                     lut: LatencyLUT | None = None) -> tuple[CostModel, pd.DataFrame]:
+                     lut: LatencyLUT | None = None, rounds: int = 1) -> tuple[CostModel, pd.DataFrame]:
     """LUT over the layers of ``train`` and ``layer_sources`` (OFA profiles every layer its space can produce),
     plus the random-forest correction fitted on ``train`` measured end to end. Returns the model and the training
     table."""
@@ -296,16 +369,17 @@ def build_cost_model(device: Device, train: Sequence[tuple[str, nn.Module, tuple
     power_mw = power.active_mw_per_core * int(device.metadata().get("threads", 1))
     cm = CostModel(lut, power_mw, power.source)
     feats = [cm.features(m, shape) for _, m, shape in train]
-    measured = [s.median for s in measure_models(train, device)]
+    measured = [s.median for s in measure_models(train, device, rounds)]
     cm.fit_correction(feats, measured, seed=seed)
     table = pd.DataFrame([{"name": n} | f | {"measured_ms": t} for (n, _, _), f, t in zip(train, feats, measured)])
     return cm, table
 
 
-def validate(cost_model: CostModel, models: Sequence[tuple[str, nn.Module, tuple]], device: Device) -> pd.DataFrame:
+def validate(cost_model: CostModel, models: Sequence[tuple[str, nn.Module, tuple]], device: Device,
+             rounds: int = 1) -> pd.DataFrame:
     """Measure ``models`` end to end on ``device`` and set them beside the cost model's predictions (chapter 2)."""
     rows = []
-    for (name, model, shape), stats in zip(models, measure_models(models, device)):
+    for (name, model, shape), stats in zip(models, measure_models(models, device, rounds)):
         est = cost_model.predict(model, shape)
         rows.append({"name": name, "measured_ms": stats.median, "measured_var": stats.var,
                      "measured_energy_mj": device.energy_mj(stats)} | est.to_dict())

@@ -33,7 +33,7 @@ class FakeDevice(Device):
 def test_config_for_scale():
     smoke, tut = ProfilingConfig.for_scale("smoke"), ProfilingConfig.for_scale("tutorial")
     assert tut.n_heldout_archs >= 50 and smoke.n_heldout_archs < tut.n_heldout_archs
-    assert tut.max_op_ms == pytest.approx(10.0) and tut.input_shape == (1, 40, 500)
+    assert tut.max_op_ms == pytest.approx(10.0) and tut.input_shape == (1, 40, 251)  # chapter 1: 40 mels, 20-ms hop
     assert ProfilingConfig.for_scale("smoke", n_features=64).n_features == 64
     assert TimingConfig.for_scale("tutorial").repeats >= 20
     with pytest.raises(ValueError, match="SCALE"):
@@ -107,3 +107,32 @@ def test_build_and_validate_recover_the_fake_truth():
 def test_call_trace_times_each_call():
     t = call_trace(nn.Conv1d(4, 4, 3), (1, 4, 20), n_calls=5)
     assert len(t) == 5 and all(x > 0 for x in t)
+
+
+def test_measure_models_pools_rounds():
+    from ersam_lib.profiling import measure_models
+
+    class Drifting(FakeDevice):
+        calls = 0
+
+        def measure(self, module, input_shape):
+            Drifting.calls += 1
+            ms = 100.0 if Drifting.calls == 2 else 1.0  # one round hit by a burst of load
+            return LatencyStats.from_samples([ms] * 4)
+
+    [s] = measure_models([("m", nn.Linear(2, 2), (1, 2))], Drifting(), rounds=3)
+    assert s.count == 12 and s.median == 1.0 and s.mean == pytest.approx(34.0) and s.metadata["rounds"] == 3
+    with pytest.raises(ValueError, match="rounds"):
+        measure_models([], Drifting(), rounds=0)
+
+
+def test_space_models_are_distinct_and_disjoint():
+    from ersam_lib.profiling import sample_space_models
+    from ersam_lib.space import SearchSpace
+
+    space = SearchSpace.for_scale("smoke", n_features=16, n_classes=3, n_frames=50)
+    rng = random.Random(0)
+    a = sample_space_models(space, 4, rng, "t")
+    b = sample_space_models(space, 3, rng, "h", exclude=a)
+    ids = [n.rsplit("-", 1)[-1] for n, _, _ in a + b]
+    assert len(set(ids)) == 7 and all(shape == (1, 16, 50) for _, _, shape in a + b)
