@@ -318,6 +318,10 @@ class CostModel:
         self.forest, self.feature_names = forest, list(feature_names or [])
         self._fallback = _Fallback(lut)
 
+    def refit_fallback(self) -> None:
+        """Refit the extrapolation for unseen layers after entries were added to the LUT."""
+        self._fallback = _Fallback(self.lut)
+
     @property
     def device(self) -> str:
         return str(self.lut.metadata.get("device", "unknown"))

@@ -362,7 +362,7 @@ def build_cost_model(device: Device, train: Sequence[tuple[str, nn.Module, tuple
     plus the random-forest correction fitted on ``train`` measured end to end. Returns the model and the training
     table."""
     lut = lut or LatencyLUT(metadata=device.metadata())
-    fill_lut(lut, [*train, *layer_sources], device)
+    fill_lut(lut, [*train, *layer_sources], device)  # before CostModel(): its fallback fit reads the full LUT
     power = device.power
     if power is None:
         raise ValueError(f"device {device.name!r} has no power model; give a host or phone device")
