@@ -223,20 +223,39 @@ def export_executorch(module: nn.Module, x: torch.Tensor) -> bytes:
     return to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()]).to_executorch().buffer
 
 
-def _executorch_runner(module: Any, x: torch.Tensor, threads: int) -> Callable[[], Any]:
-    from executorch.extension.pybindings import portable_lib
-    from executorch.runtime import Runtime
+@contextlib.contextmanager
+def _quiet_executorch() -> Iterator[None]:
+    """Silence ExecuTorch's start-up chatter (cpuinfo probes, threadpool resets, a torch pytree deprecation)."""
+    import io
+    import logging
+    import warnings
 
-    if isinstance(module, nn.Module):
-        with torch.no_grad():  # export refuses inference-mode tensors
-            program_bytes = export_executorch(module, x.clone())
-    elif isinstance(module, bytes):
-        program_bytes = module
-    else:
-        program_bytes = Path(module).read_bytes()
-    portable_lib._unsafe_reset_threadpool(threads)  # XNNPACK's pool, else it uses every core
-    program = Runtime.get().load_program(program_bytes)
-    method = program.load_method("forward")
+    log = logging.getLogger("torch.utils._pytree")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        log.setLevel(level)
+
+
+def _executorch_runner(module: Any, x: torch.Tensor, threads: int) -> Callable[[], Any]:
+    with _quiet_executorch():
+        from executorch.extension.pybindings import portable_lib
+        from executorch.runtime import Runtime
+
+        if isinstance(module, nn.Module):
+            with torch.no_grad():  # export refuses inference-mode tensors
+                program_bytes = export_executorch(module, x.clone())
+        elif isinstance(module, bytes):
+            program_bytes = module
+        else:
+            program_bytes = Path(module).read_bytes()
+        portable_lib._unsafe_reset_threadpool(threads)  # XNNPACK's pool, else it uses every core
+        program = Runtime.get().load_program(program_bytes)
+        method = program.load_method("forward")
     inputs = (x.clone(),)
     # The closure keeps the program alive: a method outliving its program reads freed memory.
     return lambda: (program, method.execute(inputs))[1]

@@ -58,9 +58,10 @@ def plot_ops_vs_macs(grid: pd.DataFrame) -> plt.Figure:
 def plot_validation(val: pd.DataFrame, baselines: pd.DataFrame | None = None) -> plt.Figure:
     """Predicted vs measured latency (with the +-10 % band), MACs vs latency, latency vs energy."""
     fig, axes = plt.subplots(1, 3, figsize=(13, 4))
-    lo = min(val["measured_ms"].min(), val["latency_ms"].min()) * 0.8
-    hi = max(val["measured_ms"].max(), val["latency_ms"].max()) * 1.2
     extra = [] if baselines is None else [(baselines, "baselines", "s")]
+    both = pd.concat([val, *(e[0] for e in extra)])
+    lo = min(both["measured_ms"].min(), both["latency_ms"].min(), both["lut_latency_ms"].min()) * 0.8
+    hi = max(both["measured_ms"].max(), both["latency_ms"].max()) * 1.2
     for df, label, marker in [(val, "held-out space archs", "o"), *extra]:
         axes[0].scatter(df["measured_ms"], df["latency_ms"], s=14, marker=marker, label=label)
         axes[0].scatter(df["measured_ms"], df["lut_latency_ms"], s=8, marker=marker, alpha=0.35,
