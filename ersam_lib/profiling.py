@@ -158,7 +158,8 @@ def profile_operators(device: Device, grid: OperatorGrid) -> pd.DataFrame:
 
 
 def _stats_row(s: LatencyStats) -> dict[str, float]:
-    return {"count": s.count, "mean": s.mean, "var": s.var, "median": s.median, "p90": s.p90, "min": s.min}
+    row = {"count": s.count, "mean": s.mean, "var": s.var, "median": s.median, "p90": s.p90, "min": s.min}
+    return row | ({"energy_mj": s.energy_mj} if s.energy_mj is not None else {})
 
 
 def save_table(df: pd.DataFrame, path: str | os.PathLike, metadata: dict[str, Any]) -> Path:
@@ -363,16 +364,23 @@ def build_cost_model(device: Device, train: Sequence[tuple[str, nn.Module, tuple
     table."""
     lut = lut or LatencyLUT(metadata=device.metadata())
     fill_lut(lut, [*train, *layer_sources], device)  # before CostModel(): its fallback fit reads the full LUT
-    power = device.power
-    if power is None:
-        raise ValueError(f"device {device.name!r} has no power model; give a host or phone device")
-    power_mw = power.active_mw_per_core * int(device.metadata().get("threads", 1))
-    cm = CostModel(lut, power_mw, power.source)
+    stats = measure_models(train, device, rounds)
+    measured = [s.median for s in stats]
+    cm = CostModel(lut, *_active_power(device, stats))
     feats = [cm.features(m, shape) for _, m, shape in train]
-    measured = [s.median for s in measure_models(train, device, rounds)]
     cm.fit_correction(feats, measured, seed=seed)
     table = pd.DataFrame([{"name": n} | f | {"measured_ms": t} for (n, _, _), f, t in zip(train, feats, measured)])
     return cm, table
+
+
+def _active_power(device: Device, stats: Sequence[LatencyStats]) -> tuple[float, str]:
+    """(mW, source): the host's power model, or the mean power a phone measured over the training runs."""
+    if device.power is not None:
+        return device.power.active_mw_per_core * int(device.metadata().get("threads", 1)), device.power.source
+    energies = [(s.energy_mj, s.median) for s in stats if s.energy_mj is not None]
+    if not energies:
+        raise ValueError(f"device {device.name!r} has no power model and measured no energy")
+    return float(np.mean([e / t * 1000.0 for e, t in energies])), f"measured on {device.name}: battery I x V"
 
 
 def validate(cost_model: CostModel, models: Sequence[tuple[str, nn.Module, tuple]], device: Device,

@@ -136,3 +136,22 @@ def test_space_models_are_distinct_and_disjoint():
     b = sample_space_models(space, 3, rng, "h", exclude=a)
     ids = [n.rsplit("-", 1)[-1] for n, _, _ in a + b]
     assert len(set(ids)) == 7 and all(shape == (1, 16, 50) for _, _, shape in a + b)
+
+
+def test_phone_like_device_power_comes_from_measured_energy():
+    class Phone(FakeDevice):
+        def __init__(self):
+            self.power = None
+
+        def measure(self, module, input_shape):
+            s = super().measure(module, input_shape)
+            s.energy_mj = s.median * 0.5  # 500 mW while running
+            return s
+
+    rng = random.Random(2)
+    train = [(f"t{i}", random_conv_net(rng, 8, 3), (1, 8, 30)) for i in range(4)]
+    cm, _ = build_cost_model(Phone(), train)
+    assert cm.power_mw == pytest.approx(500.0) and cm.power_source.startswith("measured")
+    grid = profile_operators(Phone(), OperatorGrid(channels=(4,), kernels=(3,), seq_lens=(10,), strides=(1,),
+                                                   rnn_hidden=(4,), attn_dims=(32,), linear_dims=(4,)))
+    assert (grid["energy_mj"] == grid["median"] * 0.5).all()
