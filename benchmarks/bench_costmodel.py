@@ -45,13 +45,14 @@ def main() -> None:
     if args.run_dir is not None and (args.run_dir / "profiling" / "costmodel.json").exists():
         cm = CostModel.load(args.run_dir)
         rule = prof.CostRule.load(args.run_dir / "profiling" / "rule.json")
-        print(f"loaded cost model from {args.run_dir} ({len(cm.lut)} LUT entries, device {cm.device})")
+        print(f"loaded cost model from {args.run_dir} ({len(cm.lut)} LUT entries, device {cm.device}, "
+              f"statistic {cm.statistic})")
     space = SearchSpace.for_scale(args.scale, n_features=cfg.n_features, n_classes=cfg.n_classes, rule=rule,
                                   n_frames=cfg.n_frames)
     if rule is None:
         t0 = time.perf_counter()
         train = prof.sample_space_models(space, cfg.n_train_archs, rng, "train")
-        cm, _ = prof.build_cost_model(device, train, seed=args.seed, rounds=cfg.rounds)
+        cm, _ = prof.build_cost_model(device, train, seed=args.seed, rounds=cfg.rounds, statistic=cfg.statistic)
         print(f"built cost model: {len(cm.lut)} LUT entries, {len(train)} train archs, "
               f"{time.perf_counter() - t0:.1f} s")
     held = prof.sample_space_models(space, args.n, rng, "bench")
@@ -66,7 +67,7 @@ def main() -> None:
     fill_s = time.perf_counter() - t0
     after = [filled.predict(m, s) for _, m, s in held]
     t0 = time.perf_counter()
-    measured = [s.median for s in prof.measure_models(held, device, rounds=cfg.rounds)]
+    measured = [getattr(s, cm.statistic) for s in prof.measure_models(held, device, rounds=cfg.rounds)]
     measure_s = time.perf_counter() - t0
 
     print(f"held-out architectures: {len(held)} (seed {args.seed}); LUT coverage before filling "

@@ -38,6 +38,7 @@ __all__ = ["LayerRecord", "CostEstimate", "LatencyLUT", "CostModel", "trace_laye
 SEGMENT_SECONDS = 5.0  # one social-ambiance decision per 5-s segment
 # Layers treated as one operator even though some own children (MultiheadAttention owns out_proj).
 _ATOMIC = (nn.MultiheadAttention, nn.LSTM, nn.GRU, nn.RNN)
+_STATS = ("count", "mean", "var", "median", "p90", "min")
 # Op families used as features of the correction model.
 FAMILIES = ("conv1d", "conv1d_dw", "conv2d", "conv2d_dw", "linear", "rnn", "attention", "norm", "act", "pool",
             "other")
@@ -258,7 +259,7 @@ class LatencyLUT:
     macs: dict[str, int] = field(default_factory=dict)
 
     def add(self, record: LayerRecord, stats: Any) -> None:
-        self.entries[record.key] = {k: float(getattr(stats, k)) for k in ("count", "mean", "var", "median", "p90")}
+        self.entries[record.key] = {k: float(getattr(stats, k)) for k in _STATS}
         self.families[record.key], self.macs[record.key] = record.family, record.macs
 
     def __contains__(self, key: str) -> bool:
@@ -276,19 +277,19 @@ class LatencyLUT:
     def from_json(cls, doc: dict[str, Any]) -> LatencyLUT:
         lut = cls(metadata=doc.get("metadata", {}))
         for k, v in doc["entries"].items():
-            lut.entries[k] = {s: float(v[s]) for s in ("count", "mean", "var", "median", "p90")}
+            lut.entries[k] = {s: float(v.get(s, v["median"])) for s in _STATS}
             lut.families[k], lut.macs[k] = v.get("family", "other"), int(v.get("macs", 0))
         return lut
 
 
 class _Fallback:
-    """Latency of a layer missing from the LUT: per-family log-log fit of median latency on MACs."""
+    """Latency of a layer missing from the LUT: per-family log-log fit of its latency statistic on MACs."""
 
-    def __init__(self, lut: LatencyLUT):
+    def __init__(self, lut: LatencyLUT, statistic: str = "median"):
         self.coef: dict[str, np.ndarray] = {}
         by_family: dict[str, list[tuple[float, float]]] = {}
         for k, e in lut.entries.items():
-            by_family.setdefault(lut.families.get(k, "other"), []).append((lut.macs.get(k, 0), e["median"]))
+            by_family.setdefault(lut.families.get(k, "other"), []).append((lut.macs.get(k, 0), e[statistic]))
         all_pts = [p for pts in by_family.values() for p in pts]
         for fam, pts in [*by_family.items(), ("*", all_pts)]:
             if len(pts) >= 2:
@@ -311,16 +312,19 @@ class CostModel:
     """
 
     def __init__(self, lut: LatencyLUT, power_mw: float, power_source: str, forest: Any | None = None,
-                 feature_names: Sequence[str] | None = None):
+                 feature_names: Sequence[str] | None = None, statistic: str = "median"):
         if power_mw <= 0:
             raise ValueError(f"active power must be positive, got {power_mw} mW")
+        if statistic not in ("median", "min"):
+            raise ValueError(f"statistic must be 'median' or 'min', got {statistic!r}")
+        self.statistic = statistic  # which latency statistic the LUT sums and the model predicts
         self.lut, self.power_mw, self.power_source = lut, float(power_mw), power_source
         self.forest, self.feature_names = forest, list(feature_names or [])
-        self._fallback = _Fallback(lut)
+        self._fallback = _Fallback(lut, statistic)
 
     def refit_fallback(self) -> None:
         """Refit the extrapolation for unseen layers after entries were added to the LUT."""
-        self._fallback = _Fallback(self.lut)
+        self._fallback = _Fallback(self.lut, self.statistic)
 
     @property
     def device(self) -> str:
@@ -333,7 +337,7 @@ class CostModel:
     def features(self, model: nn.Module, input_shape: Sequence[int]) -> dict[str, float]:
         """Architecture features: LUT sum, FLOPs, size, memory and per-family counts and LUT sums."""
         recs = trace_layers(model, input_shape)
-        lat = [self.lut.entries[r.key]["median"] if r.key in self.lut else self._fallback(r) for r in recs]
+        lat = [self.lut.entries[r.key][self.statistic] if r.key in self.lut else self._fallback(r) for r in recs]
         feats: dict[str, float] = {
             "lut_ms": float(sum(lat)), "macs": float(sum(r.macs for r in recs)),
             "params": float(sum(p.numel() for p in model.parameters())), "size_bytes": float(model_size_bytes(model)),
@@ -390,7 +394,8 @@ class CostModel:
             atomic_write_bytes(d / "correction.pkl", pickle.dumps(self.forest))
         atomic_write_json(d / "costmodel.json", {"power_mw": self.power_mw, "power_source": self.power_source,
                                                  "feature_names": self.feature_names,
-                                                 "has_correction": self.forest is not None})
+                                                 "has_correction": self.forest is not None,
+                                                 "statistic": self.statistic})
         return d
 
     @classmethod
@@ -402,4 +407,4 @@ class CostModel:
         meta = read_json(d / "costmodel.json")
         forest = pickle.loads((d / "correction.pkl").read_bytes()) if meta["has_correction"] else None
         return cls(LatencyLUT.from_json(read_json(d / "lut.json")), meta["power_mw"], meta["power_source"],
-                   forest, meta["feature_names"])
+                   forest, meta["feature_names"], meta.get("statistic", "median"))

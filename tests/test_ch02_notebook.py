@@ -12,7 +12,7 @@ def test_ch02_measured_grid_rule_and_validation(smoke_run):
     assert m["grid_points"] >= 20 and m["conv_blowup_ratio"] > 1.5  # latency grows over the grid
     assert 0.0 < m["rule_allowed_share"] <= 1.0 and m["rule_max_op_ms"] > 0
     assert all(b > 0 for b in m["rule_exponents"])  # more channels / kernel / length never costs less
-    assert m["lut_entries"] > 20 and m["n_train_archs"] >= 3
+    assert m["lut_entries"] > 20 and m["n_train_archs"] >= 3 and m["statistic"] == "min"
     assert m["val_n"] >= 3 and 0.0 <= m["val_within10"] <= 1.0 and -1.0 <= m["val_spearman"] <= 1.0
     assert 0.0 < m["val_mape"] < 5.0 and m["val_max_abs_err"] >= m["val_median_abs_err"]
     assert m["first_call_over_median"] > 0

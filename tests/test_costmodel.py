@@ -123,3 +123,17 @@ def test_bad_inputs_raise():
     with pytest.raises(FileNotFoundError, match="chapter 02"):
         CostModel.load("/nonexistent/run")
     assert math.isfinite(model_size_bytes(nn.Linear(2, 2)))
+
+
+def test_statistic_choice_sums_the_chosen_entry(tmp_path):
+    model, shape = nn.Sequential(nn.Conv1d(4, 4, 3), nn.ReLU()), (1, 4, 20)
+    lut = LatencyLUT()
+    for rec in trace_layers(model, shape):
+        lut.add(rec, LatencyStats.from_samples([1.0, 2.0, 9.0]))  # min 1, median 2
+    assert CostModel(lut, 1.0, "x", statistic="min").predict(model, shape).latency_ms == pytest.approx(2.0)
+    cm = CostModel(lut, 1.0, "x", statistic="median")
+    assert cm.predict(model, shape).latency_ms == pytest.approx(4.0)
+    cm.save(tmp_path)
+    assert CostModel.load(tmp_path).statistic == "median"
+    with pytest.raises(ValueError, match="statistic"):
+        CostModel(lut, 1.0, "x", statistic="mean")
