@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -105,6 +106,7 @@ class PowerModel:
         return latency_ms * self.active_mw_per_core * threads / 1000.0
 
 
+@functools.lru_cache(maxsize=1)
 def library_versions() -> dict[str, str]:
     """Versions of the libraries whose kernels are being timed."""
     versions = {"python": platform.python_version(), "torch": torch.__version__}
@@ -122,6 +124,7 @@ def _executorch_version() -> str:
     return version("executorch")
 
 
+@functools.lru_cache(maxsize=1)
 def _cpu_name() -> str:
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -193,7 +196,7 @@ class HostCPU(Device):
 
     def metadata(self) -> dict[str, Any]:
         return {"device": self.name, "kind": "host", "cpu": _cpu_name(), "machine": platform.machine(),
-                "backend": self.backend, "threads": self.threads, "versions": library_versions(),
+                "backend": self.backend, "threads": self.threads, "versions": dict(library_versions()),
                 "power_mw_per_core": self.power.active_mw_per_core, "power_source": self.power.source,
                 "timing": dataclasses.asdict(self.timing)}
 
