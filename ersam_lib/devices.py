@@ -268,7 +268,10 @@ def export_onnx(module: nn.Module, x: torch.Tensor, path: str | os.PathLike) -> 
     """Export ``module`` to ONNX at ``path`` (TorchScript-based exporter: fast and handles LSTM/GRU)."""
     from .io import atomic_path
 
-    with torch.no_grad(), atomic_path(path) as tmp:
+    import warnings
+
+    with torch.no_grad(), atomic_path(path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter warns about RNN batch sizes it cannot check
         torch.onnx.export(module.eval(), (x,), str(tmp), dynamo=False, input_names=["x"])
     return Path(path)
 
