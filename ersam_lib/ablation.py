@@ -50,9 +50,13 @@ class AblationConfig:
 
     @classmethod
     def for_scale(cls, scale: str, kind: str = "entropy", taus: tuple[float, ...] | None = None) -> AblationConfig:
-        """``smoke``: none, full, one τ; ``tutorial``/``paper``: none, full and four τ."""
+        """``smoke``: none, full, one τ; ``tutorial``/``paper``: none, full and three τ.
+
+        With the gate on every subnet of the sandwich, entropy τ ≤ 0.8 still sends over 30 % of the training
+        samples to the teacher at tutorial scale (measured: 84 % at 0.5, 61 % at 0.7, 37 % at 0.8), hence the grid.
+        """
         check_scale(scale)
-        taus = taus or ((0.5,) if scale == "smoke" else (0.5, 0.6, 0.7, 0.8))
+        taus = taus or ((0.5,) if scale == "smoke" else (0.6, 0.8, 0.9))
         sel = tuple(DistillConfig(mode="selective", tau=t, kind=kind) for t in taus)  # type: ignore[arg-type]
         return cls(variants=(DistillConfig(mode="none"), DistillConfig(mode="full")) + sel,
                    n_bn_batches=4 if scale == "smoke" else 16)
