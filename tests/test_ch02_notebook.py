@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import chapter_metrics
+from .conftest import chapter_metrics
 
 pytestmark = pytest.mark.notebooks
 
