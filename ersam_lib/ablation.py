@@ -49,7 +49,8 @@ class AblationConfig:
     bn_batch_size: int = 64
 
     @classmethod
-    def for_scale(cls, scale: str, kind: str = "entropy", taus: tuple[float, ...] | None = None) -> AblationConfig:
+    def for_scale(cls, scale: str, kind: str = "entropy", taus: tuple[float, ...] | None = None,
+                  gate_on: str = "student") -> AblationConfig:
         """``smoke``: none, full, one τ; ``tutorial``/``paper``: none, full and three τ.
 
         With the gate on every subnet of the sandwich, entropy τ ≤ 0.8 still sends over 30 % of the training
@@ -57,7 +58,8 @@ class AblationConfig:
         """
         check_scale(scale)
         taus = taus or ((0.5,) if scale == "smoke" else (0.6, 0.8, 0.9))
-        sel = tuple(DistillConfig(mode="selective", tau=t, kind=kind) for t in taus)  # type: ignore[arg-type]
+        sel = tuple(DistillConfig(mode="selective", tau=t, kind=kind, gate_on=gate_on)  # type: ignore[arg-type]
+                    for t in taus)
         return cls(variants=(DistillConfig(mode="none"), DistillConfig(mode="full")) + sel,
                    n_bn_batches=4 if scale == "smoke" else 16)
 
@@ -77,7 +79,9 @@ class AblationConfig:
 
 def variant_name(d: DistillConfig) -> str:
     """Folder-safe name of a variant: ``none``, ``full``, ``selective-entropy-tau0.5``."""
-    return f"selective-{d.kind}-tau{d.tau:g}" if d.mode == "selective" else d.mode
+    if d.mode != "selective":
+        return d.mode
+    return f"selective-{d.kind}-tau{d.tau:g}" + ("-largest" if d.gate_on == "largest" else "")
 
 
 def middle_arch(space: Any, n: int = 101, seed: int = 12345) -> Any:

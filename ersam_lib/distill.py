@@ -30,8 +30,10 @@ __all__ = [
 
 Mode = Literal["none", "full", "selective"]
 UncertaintyKind = Literal["entropy", "margin"]
+GateOn = Literal["student", "largest"]
 MODES: tuple[str, ...] = ("none", "full", "selective")
 KINDS: tuple[str, ...] = ("entropy", "margin")
+GATES: tuple[str, ...] = ("student", "largest")
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,9 @@ class DistillConfig:
     ``mode``: ``"none"`` (in-place distillation from the largest subnet only, BigNAS), ``"full"`` (teacher on every
     sample) or ``"selective"`` (teacher only where the student's uncertainty exceeds ``tau``).
     ``alpha`` weighs the teacher's KD term for the largest subnet against its label loss.
+    ``gate_on``: whose uncertainty opens the gate: ``"student"`` (each trained subnet, on its own logits) or
+    ``"largest"`` (the largest subnet once per step; its mask then holds for every subnet of the sandwich, i.e. the
+    teacher stands in for the in-place teacher exactly where the in-place teacher is unsure).
     """
 
     mode: Mode = "selective"
@@ -48,12 +53,15 @@ class DistillConfig:
     kind: UncertaintyKind = "entropy"
     temperature: float = 1.0
     alpha: float = 1.0
+    gate_on: GateOn = "student"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"unknown distillation mode {self.mode!r}; expected one of {', '.join(MODES)}")
         if self.kind not in KINDS:
             raise ValueError(f"unknown uncertainty {self.kind!r}; expected one of {', '.join(KINDS)}")
+        if self.gate_on not in GATES:
+            raise ValueError(f"unknown gate_on {self.gate_on!r}; expected one of {', '.join(GATES)}")
         if not 0.0 <= self.tau <= 1.0:
             raise ValueError(f"tau must lie in [0, 1] (uncertainties are normalised), got {self.tau}")
         if self.temperature <= 0 or self.alpha < 0:
@@ -65,7 +73,9 @@ class DistillConfig:
 
     def label(self) -> str:
         """Short name for tables and plots (``selective τ=0.5``)."""
-        return f"selective τ={self.tau:g}" if self.mode == "selective" else self.mode
+        if self.mode != "selective":
+            return self.mode
+        return f"selective τ={self.tau:g}" + (" (largest gates)" if self.gate_on == "largest" else "")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -133,7 +133,8 @@ def sandwich_step(model: nn.Module, archs: Sequence[Any], batch: Sequence[torch.
     for i, arch in enumerate(archs):
         net.set_active_subnet(arch)
         logits = model(x)
-        mask, t_logits = teacher.targets(logits)
+        if i == 0 or cfg.distill.gate_on == "student":
+            mask, t_logits = teacher.targets(logits)
         if soft is None:  # the largest subnet: labels (+ teacher where it is uncertain)
             loss = F.cross_entropy(logits, y)
             if t_logits is not None:
@@ -392,6 +393,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--mode", default="selective", choices=["none", "full", "selective"])
     p.add_argument("--tau", type=float, default=0.5)
     p.add_argument("--uncertainty", default="entropy", choices=["entropy", "margin"])
+    p.add_argument("--gate-on", default="student", choices=["student", "largest"],
+                   help="whose uncertainty opens the gate: each trained subnet, or the largest for all")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--name", default=None, help="sub-folder of RUN_DIR/supernet/runs (default: from mode and tau)")
     p.add_argument("--seed", type=int, default=0)
@@ -405,7 +408,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = _parse(argv)
     init_distributed()
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
-    dcfg = DistillConfig(mode=args.mode, tau=args.tau, kind=args.uncertainty)
+    dcfg = DistillConfig(mode=args.mode, tau=args.tau, kind=args.uncertainty, gate_on=args.gate_on)
     overrides = {"seed": args.seed} | ({"epochs": args.epochs} if args.epochs else {})
     cfg = TrainConfig.for_scale(args.scale, distill=dcfg, **overrides)
     row = train_variant(args.run_dir, args.scale, cfg, name=args.name)

@@ -83,6 +83,26 @@ def test_sandwich_step_updates_shared_weights_and_queries_teacher():
     assert sel.stats()["teacher_samples"] == 8
 
 
+def test_largest_gate_queries_only_where_the_largest_is_uncertain():
+    from ersam_lib.distill import uncertainty
+
+    net, space = make_supernet()
+    x, y = make_data(8).tensors
+    cfg = DistillConfig(mode="selective", tau=0.9, gate_on="largest")
+    teacher = MeanTeacher()
+    sel = SelectiveTeacher(teacher, cfg)
+    net.set_active_subnet(space.largest())
+    with torch.no_grad():
+        expected = int((uncertainty(net(x)) > cfg.tau).sum())
+    opt = torch.optim.SGD(net.parameters(), lr=0.0)
+    sandwich_step(net, sandwich_archs(space, random.Random(0), 1), (x, y), opt, sel, small_cfg(distill=cfg))
+    assert 0 < expected  # an untrained net is unsure about most of them
+    assert teacher.calls == 1  # one gate per step, decided by the largest subnet alone
+    assert sel.stats()["teacher_samples"] == expected
+    with pytest.raises(ValueError, match="gate_on"):
+        DistillConfig(gate_on="smallest")
+
+
 def test_gradients_are_clipped():
     net, space = make_supernet()
     x, y = make_data(8).tensors
