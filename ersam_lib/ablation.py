@@ -30,7 +30,9 @@ from .train import (
     train_supernet,
 )
 
-__all__ = ["AblationConfig", "middle_arch", "run_ablation", "train_variant", "uncertainty_profile", "variant_name"]
+__all__ = [
+    "AblationConfig", "claim_check", "middle_arch", "run_ablation", "train_variant", "uncertainty_profile", "variant_name",
+]
 
 
 @dataclass(frozen=True)
@@ -167,6 +169,24 @@ def run_ablation(run_dir: str | os.PathLike, scale: str, seed: int = 0, acfg: Ab
     atomic_write_json(folder / "ablation.json", {"train_config": base.to_dict(), "rows": rows})
     _save_final(run_dir, scale, data, base, acfg.pick_final(df), df)
     return df
+
+
+def claim_check(df: pd.DataFrame, max_query_rate: float = 0.3, tol: float = 0.01) -> pd.DataFrame:
+    """ERSAM's claim, checked per selective variant of an ablation table (chapter 4).
+
+    The claim: the selective scheme queries the teacher on at most ``max_query_rate`` of the samples while each
+    subnet's accuracy stays within ``tol`` of full distillation. Returns one row per selective variant with its query
+    rate, the accuracy gap to *full* per subnet size (negative = worse) and whether the claim holds.
+    """
+    by = df.set_index("variant")
+    if "full" not in by.index:
+        raise ValueError("the ablation table has no 'full' variant to compare with")
+    rows = []
+    for name, r in by[by["mode"] == "selective"].iterrows():
+        gaps = {f"gap_{s}": r[f"acc_{s}"] - by.loc["full", f"acc_{s}"] for s in ("smallest", "middle", "largest")}
+        rows.append({"variant": name, "label": r["label"], "query_rate": r["query_rate"]} | gaps
+                    | {"claim_holds": bool(r["query_rate"] <= max_query_rate and min(gaps.values()) >= -tol)})
+    return pd.DataFrame(rows)
 
 
 def _save_final(run_dir: str | os.PathLike, scale: str, data: FeatureData, base: TrainConfig, final: DistillConfig,

@@ -7,7 +7,9 @@ import pandas as pd
 import pytest
 import torch
 
-from ersam_lib.ablation import AblationConfig, gate_curve, middle_arch, run_ablation, uncertainty_profile, variant_name
+from ersam_lib.ablation import (
+    AblationConfig, claim_check, gate_curve, middle_arch, run_ablation, uncertainty_profile, variant_name,
+)
 from ersam_lib.distill import DistillConfig
 from ersam_lib.space import SearchSpace
 from ersam_lib.teacher import TeacherConfig, fit_teacher, teacher_info
@@ -54,6 +56,11 @@ def test_ablation_table_final_supernet_and_gate_curve(tiny_run):
     again = run_ablation(tiny_run, "smoke", acfg=acfg, train_cfg=cfg)
     assert (again["resumed_from_epoch"] == 1).all()
     assert again["acc_largest"].tolist() == df["acc_largest"].tolist()
+    check = claim_check(df, max_query_rate=1.0, tol=1.0)
+    assert list(check["variant"]) == ["selective-entropy-tau0.5"] and check["claim_holds"].all()
+    assert check["gap_largest"].iloc[0] == pytest.approx(by.loc["selective-entropy-tau0.5", "acc_largest"]
+                                                         - by.loc["full", "acc_largest"])
+    assert not claim_check(df, max_query_rate=-0.1)["claim_holds"].any()
     prof = uncertainty_profile(tiny_run, "smoke", variant="none", n_bn_batches=2)
     assert prof["entropy"].between(0, 1).all() and len(prof) > 0
     curve = gate_curve(prof)

@@ -23,6 +23,11 @@ def test_ch04_ablation_is_consistent(smoke_run, smoke_run_dir):
     assert m["final_minus_full_acc_largest"] == pytest.approx(
         m["acc_largest"][m["final_variant"]] - m["acc_largest"]["full"])
     assert m["total_train_s"] == pytest.approx(sum(m["wall_s"].values()))
+    selective = [v for v in variants if v.startswith("selective")]
+    assert sorted(m["claim_holds"]) == sorted(selective)
+    for v in selective:  # the recorded verdict follows from the recorded numbers
+        gaps = [m[f"acc_{s}"][v] - m[f"acc_{s}"]["full"] for s in ("smallest", "middle", "largest")]
+        assert m["claim_holds"][v] == (m["query_rate"][v] <= 0.3 and min(gaps) >= -0.01)
     assert m["space_size"] > 1 and m["supernet_params"] > 0 and 0 <= m["smallest_errors_teacher_right"] <= 1
 
 
