@@ -4,6 +4,7 @@ and the book's table of contents lists every chapter and only files that exist."
 from __future__ import annotations
 
 import ast
+import json
 from pathlib import Path
 
 import nbformat
@@ -26,6 +27,13 @@ def test_notebook_has_no_outputs(path: Path) -> None:
     nb = nbformat.read(path, as_version=4)
     dirty = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and (c.outputs or c.execution_count)]
     assert not dirty, f"{path.name}: cells {dirty} carry outputs or execution counts; clear them before committing"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_notebook_cells_have_unique_ids(path: Path) -> None:
+    raw = json.loads(path.read_text())  # read raw: nbformat.read would fill in missing ids with a warning
+    ids = [c.get("id") for c in raw["cells"]]
+    assert None not in ids and len(set(ids)) == len(ids), f"{path.name}: cells without ids or with repeated ids"
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
