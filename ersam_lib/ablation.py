@@ -128,17 +128,19 @@ def score_subnets(supernet: Any, space: Any, data: FeatureData, n_bn_batches: in
 
 
 def train_variant(run_dir: str | os.PathLike, scale: str, cfg: TrainConfig, name: str | None = None,
-                  data: FeatureData | None = None, n_bn_batches: int = 16, bn_batch_size: int = 64
-                  ) -> dict[str, Any]:
+                  data: FeatureData | None = None, n_bn_batches: int = 16, bn_batch_size: int = 64,
+                  device: str | None = "auto") -> dict[str, Any]:
     """Train one supernet variant into ``RUN_DIR/supernet/runs/<name>`` and score it (chapter 4; also the CLI).
 
-    Returns one row of the ablation table. Under ``torchrun`` every rank trains; rank 0 scores.
+    Returns one row of the ablation table. Under ``torchrun`` every rank trains; rank 0 scores. Training and
+    scoring run on ``device`` (the GPU when there is one, see :func:`~ersam_lib.repro.pick_device`).
     """
     data = data or load_feature_data(run_dir)
     name = name or variant_name(cfg.distill)
     supernet, space = _build(run_dir, scale, data, cfg.seed)
     ckpt_dir = stage_dir(run_dir, "supernet") / "runs" / name
-    res = train_supernet(supernet, space, data.train, cfg, ckpt_dir, teacher=_teacher_for(run_dir, cfg.distill))
+    res = train_supernet(supernet, space, data.train, cfg, ckpt_dir, teacher=_teacher_for(run_dir, cfg.distill),
+                         device=device)
     row: dict[str, Any] = {"variant": name, "label": cfg.distill.label(), "mode": cfg.distill.mode,
                            "tau": cfg.distill.tau if cfg.distill.mode == "selective" else None,
                            "uncertainty": cfg.distill.kind, "epochs": cfg.epochs, "wall_s": res.wall_s,
@@ -153,7 +155,7 @@ def train_variant(run_dir: str | os.PathLike, scale: str, cfg: TrainConfig, name
 
 
 def run_ablation(run_dir: str | os.PathLike, scale: str, seed: int = 0, acfg: AblationConfig | None = None,
-                 train_cfg: TrainConfig | None = None) -> pd.DataFrame:
+                 train_cfg: TrainConfig | None = None, device: str | None = "auto") -> pd.DataFrame:
     """Train and score every variant, write ``ablation.csv``/``ablation.json``, save the final supernet (chapter 4)."""
     acfg = acfg or AblationConfig.for_scale(scale)
     base = train_cfg or TrainConfig.for_scale(scale, seed=seed)
@@ -161,7 +163,7 @@ def run_ablation(run_dir: str | os.PathLike, scale: str, seed: int = 0, acfg: Ab
     rows = []
     for d in progress(acfg.variants, desc="ablation variants"):
         rows.append(train_variant(run_dir, scale, replace(base, distill=d), data=data,
-                                  n_bn_batches=acfg.n_bn_batches, bn_batch_size=acfg.bn_batch_size))
+                                  n_bn_batches=acfg.n_bn_batches, bn_batch_size=acfg.bn_batch_size, device=device))
     df = pd.DataFrame(rows)
     folder = stage_dir(run_dir, "supernet")
     with atomic_path(folder / "ablation.csv") as tmp:

@@ -182,7 +182,7 @@ class SelectiveTeacher:
     def _query(self, need: torch.Tensor, n_classes: int) -> None:
         assert self.teacher is not None and self._inputs is not None and self._have is not None
         with torch.no_grad():
-            out = self.teacher(self._inputs[need]).float()
+            out = self.teacher(self._inputs[need.to(self._inputs.device)]).float()
         if out.shape[1] != n_classes:
             raise ValueError(f"teacher has {out.shape[1]} classes, student {n_classes}")
         if self._logits is None:

@@ -175,13 +175,18 @@ class FitReport:
     wall_s: float = 0.0
 
 
-def train_classifier(model: nn.Module, train_ds: Dataset, val_ds: Dataset, cfg: TeacherConfig) -> FitReport:
+def train_classifier(model: nn.Module, train_ds: Dataset, val_ds: Dataset, cfg: TeacherConfig,
+                     device: str | None = "auto") -> FitReport:
     """Supervised training with AdamW, cosine LR, clipping; keeps the weights of the best validation epoch.
 
-    Introduced in chapter 3 for the teacher; ``train_ds``/``val_ds`` yield ``(input, label)``.
+    Introduced in chapter 3 for the teacher; ``train_ds``/``val_ds`` yield ``(input, label)``. The model is moved
+    to ``device`` (:func:`~ersam_lib.repro.pick_device`: the GPU when there is one) and stays there.
     """
+    from .repro import pick_device
     from .train import evaluate, eval_loader
 
+    dev = pick_device(device)
+    model.to(dev)
     gen = torch.Generator().manual_seed(cfg.seed)
     loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=RandomSampler(train_ds, generator=gen),
                         drop_last=len(train_ds) > cfg.batch_size)  # type: ignore[arg-type]
@@ -193,6 +198,7 @@ def train_classifier(model: nn.Module, train_ds: Dataset, val_ds: Dataset, cfg: 
         model.train()
         total, n = 0.0, 0
         for x, y in progress(loader, desc=f"teacher epoch {epoch + 1}/{cfg.epochs}", leave=False):
+            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
             loss = F.cross_entropy(model(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -289,7 +295,7 @@ class WaveformDataset(Dataset):
         return torch.from_numpy(render_mixture(row, self.source)), int(row["label"])
 
 
-def fit_teacher(run_dir: str | os.PathLike, cfg: TeacherConfig) -> dict[str, Any]:
+def fit_teacher(run_dir: str | os.PathLike, cfg: TeacherConfig, device: str | None = "auto") -> dict[str, Any]:
     """Chapter 3 in one call: build the teacher ``cfg`` asks for (falling back to the CRNN when the pretrained
     wav2vec2 cannot be loaded), train it, score it on val and test, save it to ``RUN_DIR/teacher/``.
 
@@ -317,7 +323,7 @@ def fit_teacher(run_dir: str | os.PathLike, cfg: TeacherConfig) -> dict[str, Any
         if cfg.max_train_samples is not None and cfg.max_train_samples < len(train_ds):  # type: ignore[arg-type]
             idx = torch.randperm(len(train_ds), generator=torch.Generator().manual_seed(cfg.seed))  # type: ignore
             train_ds = Subset(train_ds, sorted(idx[: cfg.max_train_samples].tolist()))
-    fit = train_classifier(model, train_ds, val_ds, cfg)
+    fit = train_classifier(model, train_ds, val_ds, cfg, device)
     test = evaluate(model, eval_loader(test_ds, 128))
     info |= {"kind": kind, "input": "waveform" if kind == "wav2vec2" else "logmel", "fallback_reason": fallback,
              "val_acc": fit.best_val_acc, "best_epoch": fit.best_epoch, "test_acc": test["acc"],
@@ -328,7 +334,8 @@ def fit_teacher(run_dir: str | os.PathLike, cfg: TeacherConfig) -> dict[str, Any
     return teacher_info(run_dir)
 
 
-def fit_largest_student(run_dir: str | os.PathLike, scale: str, cfg: TeacherConfig) -> dict[str, Any]:
+def fit_largest_student(run_dir: str | os.PathLike, scale: str, cfg: TeacherConfig,
+                        device: str | None = "auto") -> dict[str, Any]:
     """Train the largest architecture of chapter 4's space alone on the labels, with the teacher's data and schedule.
 
     Chapter 3 compares it with the teacher: distillation can only help if the teacher is clearly better.
@@ -347,7 +354,7 @@ def fit_largest_student(run_dir: str | os.PathLike, scale: str, cfg: TeacherConf
     if cfg.max_train_samples is not None and cfg.max_train_samples < len(train_ds):  # type: ignore[arg-type]
         idx = torch.randperm(len(train_ds), generator=torch.Generator().manual_seed(cfg.seed))  # type: ignore
         train_ds = Subset(train_ds, sorted(idx[: cfg.max_train_samples].tolist()))
-    fit = train_classifier(model, train_ds, data.val, cfg)
+    fit = train_classifier(model, train_ds, data.val, cfg, device)
     test = evaluate(model, eval_loader(data.test, 128))
     return {"arch": space.largest().describe(), "params": count_params(model), "macs": space.macs(space.largest()),
             "val_acc": fit.best_val_acc, "test_acc": test["acc"], "test_mae": test["mae"], "wall_s": fit.wall_s,

@@ -38,6 +38,7 @@ from torch.utils.data.distributed import DistributedSampler
 from .distill import DistillConfig, SelectiveTeacher, kd_loss, teacher_flops_per_sample
 from .io import atomic_torch_save, atomic_write_json, read_json
 from .progress import progress
+from .repro import pick_device
 from .scales import check_scale
 
 __all__ = [
@@ -187,23 +188,30 @@ def _subset(ds: Dataset, n: int | None, seed: int) -> Dataset:
 
 
 def train_supernet(supernet: nn.Module, space: Any, train_ds: Dataset, cfg: TrainConfig, ckpt_dir: str | os.PathLike,
-                   teacher: nn.Module | None = None, stop_after_epoch: int | None = None) -> TrainResult:
+                   teacher: nn.Module | None = None, stop_after_epoch: int | None = None,
+                   device: str | None = "auto") -> TrainResult:
     """Train ``supernet`` over ``space`` with the sandwich rule; checkpoint each epoch into ``ckpt_dir``; resume.
 
     Introduced in chapter 4. ``train_ds`` yields ``(x, y)`` or ``(x, y, teacher_x)``. ``stop_after_epoch`` ends the
-    run early (as a kill would, but cleanly) to demonstrate and test resuming.
+    run early (as a kill would, but cleanly) to demonstrate and test resuming. The supernet and the teacher are
+    moved to ``device`` (:func:`~ersam_lib.repro.pick_device`: the GPU when there is one) and stay there.
     """
     rank, world = dist_info()
+    dev = pick_device(device)
     ckpt_dir = Path(ckpt_dir)
     train_ds = _subset(train_ds, cfg.max_train_samples, cfg.seed)
+    flops = teacher_flops_per_sample(teacher, train_ds[0][-1][None] if len(train_ds[0]) > 2
+                                     else train_ds[0][0][None]) if teacher is not None else None
+    supernet.to(dev)
+    if teacher is not None:
+        teacher.to(dev)
     model: nn.Module = supernet
     if world > 1:
-        model = nn.parallel.DistributedDataParallel(supernet, find_unused_parameters=True)
+        model = nn.parallel.DistributedDataParallel(supernet, device_ids=[dev.index] if dev.type == "cuda" else None,
+                                                    find_unused_parameters=True)
     steps = len(_loader(train_ds, cfg, 0))
     optimizer = torch.optim.AdamW(supernet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, steps))
-    flops = teacher_flops_per_sample(teacher, train_ds[0][-1][None] if len(train_ds[0]) > 2
-                                     else train_ds[0][0][None]) if teacher is not None else None
     selective = SelectiveTeacher(teacher if cfg.distill.uses_teacher else None, cfg.distill, flops)
     state = _load_checkpoint(ckpt_dir, cfg, supernet, optimizer, scheduler, selective)
     history, wall, start = state["history"], state["wall_s"], state["epoch"]
@@ -211,7 +219,7 @@ def train_supernet(supernet: nn.Module, space: Any, train_ds: Dataset, cfg: Trai
         if stop_after_epoch is not None and epoch >= stop_after_epoch:
             break
         t0 = time.perf_counter()
-        stats = _train_epoch(model, space, train_ds, cfg, epoch, optimizer, scheduler, selective)
+        stats = _train_epoch(model, space, train_ds, cfg, epoch, optimizer, scheduler, selective, dev)
         wall += time.perf_counter() - t0
         history.append({"epoch": epoch + 1, "wall_s": wall, **stats, **selective.stats()})
         if rank == 0:
@@ -235,7 +243,8 @@ def _global_stats(selective: SelectiveTeacher) -> dict[str, float]:
 
 
 def _train_epoch(model: nn.Module, space: Any, ds: Dataset, cfg: TrainConfig, epoch: int,
-                 optimizer: torch.optim.Optimizer, scheduler: Any, selective: SelectiveTeacher) -> dict[str, float]:
+                 optimizer: torch.optim.Optimizer, scheduler: Any, selective: SelectiveTeacher,
+                 device: torch.device) -> dict[str, float]:
     torch.manual_seed(cfg.seed * 1000 + epoch)  # dropout and friends: the same after a resume
     rng = random.Random(cfg.seed * 1000 + epoch)  # the same subnets on every rank and after a resume
     model.train()
@@ -246,6 +255,7 @@ def _train_epoch(model: nn.Module, space: Any, ds: Dataset, cfg: TrainConfig, ep
     bar = progress(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, **quiet)
     for batch in bar:
         archs = sandwich_archs(space, rng, cfg.n_random)
+        batch = [t.to(device, non_blocking=True) for t in batch]
         step = sandwich_step(model, archs, batch, optimizer, selective, cfg)
         scheduler.step()
         for k, v in step.items():
@@ -282,13 +292,19 @@ def _load_checkpoint(ckpt_dir: Path, cfg: TrainConfig, supernet: nn.Module, opti
 
 
 # --------------------------------------------------------------------------------------------- evaluation
+def _device_of(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable) -> dict[str, float]:
     """Exact-count accuracy and mean absolute count error of ``model`` on ``loader`` (chapters 3-5)."""
     model.eval()
+    device = _device_of(model)
     correct = err = n = 0
     for batch in loader:
-        pred = model(batch[0]).argmax(1)
+        pred = model(batch[0].to(device)).argmax(1).cpu()
         y = batch[1]
         correct += int((pred == y).sum())
         err += float((pred - y).abs().sum())
@@ -302,9 +318,10 @@ def evaluate(model: nn.Module, loader: Iterable) -> dict[str, float]:
 def predict(model: nn.Module, loader: Iterable) -> tuple[np.ndarray, np.ndarray]:
     """``(y_true, y_pred)`` over ``loader`` (chapters 3-5 draw confusion matrices from them)."""
     model.eval()
+    device = _device_of(model)
     ys, ps = [], []
     for batch in loader:
-        ps.append(model(batch[0]).argmax(1).numpy())
+        ps.append(model(batch[0].to(device)).argmax(1).cpu().numpy())
         ys.append(np.asarray(batch[1]))
     return np.concatenate(ys), np.concatenate(ps)
 
@@ -398,6 +415,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--name", default=None, help="sub-folder of RUN_DIR/supernet/runs (default: from mode and tau)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="'auto' (the GPU when there is one), 'cpu', 'cuda' or 'cuda:N'")
     return p.parse_args(argv)
 
 
@@ -411,7 +429,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     dcfg = DistillConfig(mode=args.mode, tau=args.tau, kind=args.uncertainty, gate_on=args.gate_on)
     overrides = {"seed": args.seed} | ({"epochs": args.epochs} if args.epochs else {})
     cfg = TrainConfig.for_scale(args.scale, distill=dcfg, **overrides)
-    row = train_variant(args.run_dir, args.scale, cfg, name=args.name)
+    row = train_variant(args.run_dir, args.scale, cfg, name=args.name, device=args.device)
     if dist_info()[0] == 0:
         print({k: v for k, v in row.items() if not isinstance(v, dict)})
     if torch.distributed.is_initialized():

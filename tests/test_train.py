@@ -166,3 +166,34 @@ def test_evaluate_arch_leaves_the_supernet_untouched_and_save_load_round_trips(t
         assert torch.allclose(net(x), loaded(x))
     with pytest.raises(FileNotFoundError, match="chapter 04"):
         load_supernet(tmp_path / "nothing")
+
+
+def test_pick_device_auto_explicit_and_errors(monkeypatch):
+    from ersam_lib.repro import pick_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pick_device("auto") == torch.device("cpu") and pick_device(None) == torch.device("cpu")
+    assert pick_device("cpu") == torch.device("cpu")
+    with pytest.raises(RuntimeError, match="no CUDA GPU"):
+        pick_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("LOCAL_RANK", "1")  # under torchrun each process takes its own GPU
+    assert pick_device("auto") == torch.device("cuda", 1)
+    assert pick_device("cuda:0") == torch.device("cuda", 0)
+    with pytest.raises(RuntimeError):
+        pick_device("tpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the GPU machine)")
+def test_training_on_the_gpu_matches_the_cpu_loosely_and_stays_on_the_gpu(tmp_path):
+    cfg, data = small_cfg(epochs=3), make_data(32)
+    net_cpu, space = make_supernet()
+    cpu = train_supernet(net_cpu, space, data, cfg, tmp_path / "cpu", teacher=MeanTeacher(), device="cpu")
+    net_gpu, _ = make_supernet()
+    teacher = MeanTeacher()
+    gpu = train_supernet(net_gpu, space, data, cfg, tmp_path / "gpu", teacher=teacher, device="cuda")
+    assert next(net_gpu.parameters()).is_cuda and next(teacher.parameters()).is_cuda
+    assert gpu.teacher["samples_seen"] == cpu.teacher["samples_seen"] == 3 * 32
+    assert gpu.history[-1]["loss_largest"] == pytest.approx(cpu.history[-1]["loss_largest"], rel=0.05)
+    scores = evaluate_arch(net_gpu, space.smallest(), eval_loader(data, 8), eval_loader(data, 8), n_bn_batches=2)
+    assert scores["n"] == 32
