@@ -1,5 +1,6 @@
 """Chapter 4's ablation and chapter 3's one-call teacher on a real (tiny) data set built by data_prep."""
 
+import os
 import subprocess
 import sys
 
@@ -78,8 +79,8 @@ def test_middle_arch_is_between_smallest_and_largest():
 def test_train_cli_runs_one_variant(tiny_run):
     cmd = [sys.executable, "-m", "ersam_lib.train", "--run-dir", str(tiny_run), "--scale", "smoke", "--mode", "none",
            "--epochs", "1", "--name", "cli"]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env={"OMP_NUM_THREADS": "1",
-                                                                               "PATH": "/usr/bin:/bin"})
+    env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"} | {k: v for k, v in os.environ.items() if k == "PYTHONPATH"}
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     assert (tiny_run / "supernet" / "runs" / "cli" / "checkpoint.pt").exists()
     assert "acc_largest" in out.stdout

@@ -92,7 +92,7 @@ def test_crnn_learns_and_round_trips_through_run_dir(tmp_path):
                                "val_acc": rep.best_val_acc})
     loaded = load_teacher(tmp_path)
     assert not loaded.training and not any(p.requires_grad for p in loaded.parameters())
-    m.eval()
+    m.cpu().eval()  # training left it on the GPU where there is one
     with torch.no_grad():
         assert torch.allclose(m(x[:5]), loaded(x[:5]))
     assert teacher_info(tmp_path)["params"] == sum(p.numel() for p in m.parameters())

@@ -160,7 +160,7 @@ def test_evaluate_arch_leaves_the_supernet_untouched_and_save_load_round_trips(t
     loaded, space2, info = load_supernet(tmp_path / "run")
     assert info == {"variant": "none"} and space2.to_dict() == space.to_dict()
     x = data.tensors[0][:4]
-    net.eval().set_active_subnet(space.largest())
+    net.cpu().eval().set_active_subnet(space.largest())  # training left it on the GPU where there is one
     loaded.set_active_subnet(space.largest())
     with torch.no_grad():
         assert torch.allclose(net(x), loaded(x))
