@@ -27,10 +27,13 @@ import torch
 from data_prep import DataConfig, build
 from ersam_lib.ablation import claim_check, train_variant, variant_name
 from ersam_lib.distill import DistillConfig
+from ersam_lib.data import load_feature_data
 from ersam_lib.io import atomic_path
+from ersam_lib.fit import fit_teacher
 from ersam_lib.repro import pick_device, seed_everything
-from ersam_lib.teacher import TeacherConfig, fit_teacher
-from ersam_lib.train import TrainConfig, load_feature_data
+from ersam_lib.rundir import run_file
+from ersam_lib.teacher import TeacherConfig
+from ersam_lib.train import TrainConfig
 
 COLS = ["variant", "epochs", "acc_smallest", "acc_middle", "acc_largest", "query_rate", "wall_s"]
 
@@ -47,17 +50,17 @@ def parse_variants(text: str, kind: str) -> list[DistillConfig]:
 
 def prepare(run_dir: Path, args: argparse.Namespace) -> None:
     """Data, cost rule and teacher in ``run_dir``, each made only when missing."""
-    if not (run_dir / "data" / "dataset.json").exists():
+    if not run_file(run_dir, "dataset").exists():
         t0 = time.perf_counter()
         build(DataConfig.for_scale("tutorial", seed=args.seed,
                                    **({"workers": args.workers} if args.workers else {})), run_dir)
         print(f"data built in {time.perf_counter() - t0:.0f} s", flush=True)
-    if args.rule and not (run_dir / "profiling" / "rule.json").exists():
-        (run_dir / "profiling").mkdir(parents=True, exist_ok=True)
-        shutil.copy(args.rule, run_dir / "profiling" / "rule.json")
-    if args.teacher_from and not (run_dir / "teacher" / "teacher.json").exists():
-        shutil.copytree(args.teacher_from, run_dir / "teacher", dirs_exist_ok=True)
-    if not (run_dir / "teacher" / "teacher.json").exists():
+    if args.rule and not run_file(run_dir, "rule").exists():
+        run_file(run_dir, "rule").parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(args.rule, run_file(run_dir, "rule"))
+    if args.teacher_from and not run_file(run_dir, "teacher_info").exists():
+        shutil.copytree(args.teacher_from, run_file(run_dir, "teacher_info").parent, dirs_exist_ok=True)
+    if not run_file(run_dir, "teacher_info").exists():
         cfg = TeacherConfig.for_scale("tutorial", seed=args.seed,
                                       **({"epochs": args.teacher_epochs} if args.teacher_epochs else {}))
         rep = fit_teacher(run_dir, cfg)

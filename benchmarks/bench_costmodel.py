@@ -34,7 +34,8 @@ def main() -> None:
 
     from ersam_lib import profiling as prof
     from ersam_lib.costmodel import CostModel
-    from ersam_lib.devices import TimingConfig, get_device
+    from ersam_lib.devices import get_device
+    from ersam_lib.export import TimingConfig
     from ersam_lib.space import SearchSpace
 
     torch.set_num_threads(1)

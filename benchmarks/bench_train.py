@@ -20,10 +20,11 @@ import torch
 import torch.nn.functional as F
 
 from ersam_lib.ablation import AblationConfig
+from ersam_lib.complexity import macs_per_sample
 from ersam_lib.distill import DistillConfig, SelectiveTeacher
 from ersam_lib.space import SearchSpace
 from ersam_lib.supernet import Supernet
-from ersam_lib.teacher import CRNNTeacher, TeacherConfig, macs_per_sample
+from ersam_lib.teacher import CRNNTeacher, TeacherConfig
 from ersam_lib.train import TrainConfig, sandwich_archs, sandwich_step
 
 SHAPES = {"smoke": (32, 126, 4), "tutorial": (40, 250, 11), "paper": (64, 501, 11)}  # (F, T, classes)

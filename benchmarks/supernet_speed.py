@@ -15,7 +15,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from ersam_lib.space import SearchSpace, build_model, count_params
+from ersam_lib.complexity import count_params
+from ersam_lib.space import SearchSpace, build_model
 from ersam_lib.supernet import Supernet
 
 

@@ -2,7 +2,7 @@
 
 Interface other chapters code against (keep it stable):
 
-- ``build(DataConfig.for_scale(scale), run_dir)`` writes ``stage_dir(run_dir, "data")``:
+- ``build(DataConfig.for_scale(scale), run_dir)`` writes ``RUN_DIR/data`` (layout: :mod:`ersam_lib.rundir`):
 
   - ``manifest.parquet``: one row per mixture recipe: ``example_id``, ``split``, ``label`` (class index),
     ``count`` (max concurrent speakers), ``n_drawn``, ``placement`` (fill | sparse | none), ``speakers``,

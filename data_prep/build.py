@@ -9,13 +9,12 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from ersam_lib.io import atomic_path, atomic_write_json, atomic_write_text, read_json
-from ersam_lib.rundir import require_stage, stage_dir
+from ersam_lib.rundir import require, run_file, stage_dir
 
 from .config import SPLITS, DataConfig
 from .features import build_features
@@ -44,13 +43,12 @@ class BuildReport:
 
 
 def build(cfg: DataConfig, run_dir: str | os.PathLike) -> BuildReport:
-    """Build the data set described by ``cfg`` into ``stage_dir(run_dir, "data")`` and return a report."""
+    """Build the data set described by ``cfg`` into ``RUN_DIR/data`` and return a report."""
     cfg.validate()
     t0 = time.perf_counter()
     source = open_source(cfg)
     t_source = time.perf_counter() - t0
-    data_dir = Path(run_dir) / "data"
-    manifest, reused = _cached_manifest(data_dir, cfg), True
+    manifest, reused = _cached_manifest(run_dir, cfg), True
     t1 = time.perf_counter()
     if manifest is None:
         manifest, reused = make_manifest(cfg, source), False  # raises before anything is written
@@ -58,24 +56,24 @@ def build(cfg: DataConfig, run_dir: str | os.PathLike) -> BuildReport:
     data_dir = stage_dir(run_dir, "data")
     sha = manifest_hash(manifest)
     if not reused:
-        atomic_write_json(data_dir / "config.json", cfg.to_json())
-        with atomic_path(data_dir / "manifest.parquet") as tmp:
+        atomic_write_json(run_file(run_dir, "data_config"), cfg.to_json())
+        with atomic_path(run_file(run_dir, "manifest")) as tmp:
             manifest.to_parquet(tmp, index=False)
-        atomic_write_text(data_dir / "manifest.sha256", f"{sha}  manifest.parquet\n")
-    feats = build_features(data_dir, manifest, source, cfg.features, cfg.feature_kinds, sha, cfg.workers,
+        atomic_write_text(run_file(run_dir, "manifest_sha"), f"{sha}  manifest.parquet\n")
+    feats = build_features(run_dir, manifest, source, cfg.features, cfg.feature_kinds, sha, cfg.workers,
                            cfg.shard_size)
     report = BuildReport(str(data_dir), len(manifest), int(source.index()["speaker"].nunique()),
                          len(source.index()), t_source, t_manifest, feats["render_s"],
                          time.perf_counter() - t0, reused)
-    atomic_write_json(data_dir / "dataset.json", _dataset_json(cfg, manifest, source, sha, report))
+    atomic_write_json(run_file(run_dir, "dataset"), _dataset_json(cfg, manifest, source, sha, report))
     return report
 
 
-def _cached_manifest(data_dir: Path, cfg: DataConfig) -> pd.DataFrame | None:
+def _cached_manifest(run_dir: str | os.PathLike, cfg: DataConfig) -> pd.DataFrame | None:
     """The manifest of an earlier build with the same config (resume), else ``None``."""
-    if (data_dir / "config.json").exists() and (data_dir / "manifest.parquet").exists():
-        if read_json(data_dir / "config.json") == cfg.to_json():
-            return pd.read_parquet(data_dir / "manifest.parquet")
+    config, manifest = run_file(run_dir, "data_config"), run_file(run_dir, "manifest")
+    if config.exists() and manifest.exists() and read_json(config) == cfg.to_json():
+        return pd.read_parquet(manifest)
     return None
 
 
@@ -95,12 +93,12 @@ def _dataset_json(cfg: DataConfig, manifest: pd.DataFrame, source: SpeechSource,
 
 def load_manifest(run_dir: str | os.PathLike) -> pd.DataFrame:
     """The manifest chapter 1 wrote (chapters 3 and 6 render waveforms from it)."""
-    return pd.read_parquet(require_stage(run_dir, "data", "manifest.parquet", "01"))
+    return pd.read_parquet(require(run_dir, "manifest"))
 
 
 def load_dataset_info(run_dir: str | os.PathLike) -> dict[str, Any]:
     """``dataset.json``: classes, K, counts per split and class, the source, speakers per split."""
-    return read_json(require_stage(run_dir, "data", "dataset.json", "01"))
+    return read_json(require(run_dir, "dataset"))
 
 
 def open_run_source(run_dir: str | os.PathLike) -> SpeechSource:
@@ -114,7 +112,7 @@ def add_features(run_dir: str | os.PathLike, kinds: tuple[str, ...] = ("stft",),
     info = load_dataset_info(run_dir)
     cfg = DataConfig.from_json(info["config"])
     manifest = load_manifest(run_dir)
-    return build_features(Path(run_dir) / "data", manifest, open_run_source(run_dir), cfg.features, kinds,
+    return build_features(run_dir, manifest, open_run_source(run_dir), cfg.features, kinds,
                           info["manifest_sha256"], workers, cfg.shard_size)
 
 

@@ -23,7 +23,7 @@ import pandas as pd
 
 from ersam_lib.io import atomic_path, atomic_write_json, read_json
 from ersam_lib.progress import progress
-from ersam_lib.rundir import require_stage
+from ersam_lib.rundir import feature_dir, require
 
 from .config import SPLITS, FeatureConfig
 from .render import render_mixture
@@ -93,14 +93,13 @@ def _render_shard(rows: list[dict], source: SpeechSource, cfg: FeatureConfig, ki
     return time.perf_counter() - t0
 
 
-def build_features(data_dir: str | os.PathLike, manifest: pd.DataFrame, source: SpeechSource, cfg: FeatureConfig,
+def build_features(run_dir: str | os.PathLike, manifest: pd.DataFrame, source: SpeechSource, cfg: FeatureConfig,
                    kinds: tuple[str, ...], manifest_sha: str, workers: int = 1, shard_size: int = 512) -> dict:
     """Render every mixture of ``manifest`` once and write the feature cache of each kind (resumable)."""
-    data_dir = Path(data_dir)
-    kinds = tuple(k for k in kinds if not _complete(data_dir, k, manifest_sha))
+    kinds = tuple(k for k in kinds if not _complete(run_dir, k, manifest_sha))
     if not kinds:
         return {"render_s": 0.0, "n_rendered": 0}
-    parts = {k: data_dir / "features" / k / ".parts" for k in kinds}
+    parts = {k: feature_dir(run_dir, k) / ".parts" for k in kinds}
     for p in parts.values():
         p.mkdir(parents=True, exist_ok=True)
     records = manifest.to_dict("records")
@@ -120,12 +119,13 @@ def build_features(data_dir: str | os.PathLike, manifest: pd.DataFrame, source: 
     bar.close()
     render_s = time.perf_counter() - t0
     for k in kinds:
-        _finalize(data_dir / "features" / k, manifest, [parts[k] / f"{i:06d}.npy" for i, _ in shards], manifest_sha, k, cfg)
+        _finalize(feature_dir(run_dir, k), manifest, [parts[k] / f"{i:06d}.npy" for i, _ in shards], manifest_sha, k,
+                  cfg)
     return {"render_s": render_s, "n_rendered": sum(len(r) for _, r in todo)}
 
 
-def _complete(data_dir: Path, kind: str, manifest_sha: str) -> bool:
-    meta = data_dir / "features" / kind / "meta.json"
+def _complete(run_dir: str | os.PathLike, kind: str, manifest_sha: str) -> bool:
+    meta = feature_dir(run_dir, kind) / "meta.json"
     return meta.exists() and read_json(meta).get("manifest_sha256") == manifest_sha
 
 
@@ -190,8 +190,8 @@ def load_features(run_dir: str | os.PathLike, split: str, kind: str = "logmel", 
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    dataset = read_json(require_stage(run_dir, "data", "dataset.json", "01"))
-    folder = Path(run_dir) / "data" / "features" / kind
+    dataset = read_json(require(run_dir, "dataset"))
+    folder = feature_dir(run_dir, kind)
     if not (folder / "meta.json").exists():
         raise FileNotFoundError(f"{folder} has no {kind!r} features; build them with "
                                 f"data_prep.build.add_features(run_dir, ({kind!r},))")

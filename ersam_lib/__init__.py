@@ -1,25 +1,25 @@
 """ersam_lib: the helper library of the ERSAM book.
 
-All logic that the chapter notebooks use lives here, one module per pipeline stage:
+All logic that the chapter notebooks use lives here, one module per concern. Imports flow one way, from the top of
+this list to the bottom: a module imports only from its own layer or the ones below it, and never another module's
+private (``_name``) names (``tests/layering.py`` holds the map and the test that enforces it).
 
-- ``io``        atomic writes (nothing half-written on disk after a crash)
-- ``scales``    the three run scales (smoke | tutorial | paper)
-- ``rundir``    the layout of ``RUN_DIR`` and how chapters record metrics for the run summary
-- ``progress``  tqdm progress bars that stay quiet when nobody watches
-- ``runner``    executes the chapter notebooks with papermill and writes ``summary.json``
-- ``cli``       ``python -m ersam_lib`` / ``ersam``
-
-Stages:
-
-- ``devices``, ``profiling``, ``costmodel``, ``profiling_plots``   chapter 2: measuring, the operator grid and the
-  hardware-aware rule, the per-layer lookup table with its learned correction
-- ``baselines``   CountNet CRNN / F-CRNN, TC-ResNet8/14, a MobileNetV2-style net (chapters 2, 3, 5)
-- ``teacher``     chapter 3: the wav2vec2 teacher, or the offline CRNN teacher
-- ``space``, ``supernet``   chapter 4: the search space and the weight-sharing supernet
-- ``distill``, ``train``, ``ablation``   chapter 4: uncertainty-gated distillation, the sandwich-rule trainer
-  (``torchrun``-ready), the distillation ablation
-
-Chapters 5 (search) and 6 (deployment) add ``search`` and ``deploy``.
+0. **core**: ``io`` (atomic writes), ``rundir`` (the ``RUN_DIR`` layout, well-known files, recorded metrics),
+   ``scales`` (smoke | tutorial | paper), ``progress`` (quiet progress bars), ``repro`` (seeds, device),
+   ``records`` (results recorded elsewhere that ship with the package)
+1. **data, evaluation, measurement**: ``data_prep`` (chapter 1's data set), ``data`` (features and waveforms as
+   torch datasets, the one subset rule), ``evaluation`` (accuracy, MAE, predictions), ``complexity`` (parameters
+   and MACs), ``export`` (ExecuTorch/ONNX exporters, runtime runners, the timing protocol), ``devices`` (host,
+   phone over adb, imported profiles), ``costmodel`` (per-layer LUT + learned correction), ``costrule`` (ERSAM's
+   operator rule)
+2. **models**: ``space`` (chapter 4's search space and static networks), ``supernet`` (weight sharing, BN
+   recalibration, the hand-off to chapter 5), ``baselines`` (CountNet, TC-ResNet, MobileNetV2-style), ``teacher``
+   (the teacher networks and their hand-off)
+3. **training**: ``distill`` (uncertainty-gated distillation), ``train`` (the sandwich-rule supernet trainer,
+   ``torchrun``-ready), ``fit`` (supervised training of one classifier: the teacher, the largest student)
+4. **experiments**: ``profiling`` + ``profiling_plots`` (chapter 2), ``ablation`` (chapter 4); chapters 5 and 6 add
+   ``search`` and ``deploy``
+5. **runner and CLI**: ``runner`` (papermill), ``book`` (Jupyter Book), ``cli`` (``python -m ersam_lib`` / ``ersam``)
 """
 
 __version__ = "0.1.0"

@@ -3,8 +3,9 @@
 Each variant trains a fresh supernet with the same data, seed and schedule (:func:`train_variant`), then scores
 its smallest, a middle and its largest subnet on the validation split after BN recalibration. :func:`run_ablation`
 writes ``RUN_DIR/supernet/ablation.csv``/``.json`` and saves the ``final`` variant as ``RUN_DIR/supernet/supernet.pt``
-for chapter 5 (:func:`ersam_lib.train.load_supernet`). Finished variants are not retrained: their checkpoints are
-reused, so a re-run (or a resumed run after a kill) costs only what is missing.
+for chapter 5 (:func:`ersam_lib.supernet.load_supernet`). Finished variants are not retrained: their checkpoints are
+reused, so a re-run (or a resumed run after a kill) costs only what is missing. ``ersam train`` (see
+:mod:`ersam_lib.cli`) trains one variant from the command line, under ``torchrun`` too.
 """
 
 from __future__ import annotations
@@ -20,18 +21,21 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 
+from .data import FeatureData, load_feature_data
 from .distill import DistillConfig, uncertainty
+from .evaluation import eval_loader
 from .io import atomic_path, atomic_write_json
 from .progress import progress
-from .rundir import stage_dir
+from .rundir import CHECKPOINT, run_file, variant_dir
 from .scales import check_scale
-from .train import (
-    FeatureData, TrainConfig, _load_rule, dist_info, eval_loader, evaluate_arch, load_feature_data, save_supernet,
-    train_supernet,
-)
+from .space import SearchSpace, space_for_run
+from .supernet import Supernet, evaluate_arch, recalibrate_bn, save_supernet
+from .teacher import load_teacher, teacher_info
+from .train import TrainConfig, dist_info, train_supernet
 
 __all__ = [
-    "AblationConfig", "claim_check", "middle_arch", "run_ablation", "train_variant", "uncertainty_profile", "variant_name",
+    "AblationConfig", "claim_check", "gate_curve", "middle_arch", "run_ablation", "score_subnets", "train_variant",
+    "uncertainty_profile", "variant_name",
 ]
 
 
@@ -93,21 +97,24 @@ def middle_arch(space: Any, n: int = 101, seed: int = 12345) -> Any:
     return archs[len(archs) // 2]
 
 
-def _build(run_dir: str | os.PathLike, scale: str, data: FeatureData, seed: int) -> tuple[Any, Any]:
-    from .space import SearchSpace
-    from .supernet import Supernet
-
-    space = SearchSpace.for_scale(scale, data.n_features, data.n_classes, rule=_load_rule(run_dir),
-                                  n_frames=data.n_frames)
+def _build(run_dir: str | os.PathLike, scale: str, data: FeatureData, seed: int) -> tuple[Supernet, SearchSpace]:
+    space = space_for_run(run_dir, scale, data)
     torch.manual_seed(seed)
     return Supernet(space), space
+
+
+def _load_variant(run_dir: str | os.PathLike, scale: str, data: FeatureData, seed: int,
+                  name: str) -> tuple[Supernet, SearchSpace]:
+    """A fresh supernet with the weights of variant ``name``'s last checkpoint."""
+    supernet, space = _build(run_dir, scale, data, seed)
+    ck = torch.load(variant_dir(run_dir, name) / CHECKPOINT, map_location="cpu", weights_only=False)
+    supernet.load_state_dict(ck["model"])
+    return supernet, space
 
 
 def _teacher_for(run_dir: str | os.PathLike, d: DistillConfig) -> torch.nn.Module | None:
     if not d.uses_teacher:
         return None
-    from .teacher import load_teacher, teacher_info
-
     if teacher_info(run_dir).get("input", "logmel") != "logmel":
         raise ValueError("chapter 4 feeds the teacher the students' log-mel batches; a waveform teacher "
                          "(wav2vec2) needs a dataset that yields (features, label, waveform) triples")
@@ -138,19 +145,20 @@ def train_variant(run_dir: str | os.PathLike, scale: str, cfg: TrainConfig, name
     data = data or load_feature_data(run_dir)
     name = name or variant_name(cfg.distill)
     supernet, space = _build(run_dir, scale, data, cfg.seed)
-    ckpt_dir = stage_dir(run_dir, "supernet") / "runs" / name
+    ckpt_dir = variant_dir(run_dir, name)
     res = train_supernet(supernet, space, data.train, cfg, ckpt_dir, teacher=_teacher_for(run_dir, cfg.distill),
                          device=device)
     row: dict[str, Any] = {"variant": name, "label": cfg.distill.label(), "mode": cfg.distill.mode,
                            "tau": cfg.distill.tau if cfg.distill.mode == "selective" else None,
                            "uncertainty": cfg.distill.kind, "epochs": cfg.epochs, "wall_s": res.wall_s,
-                           "resumed_from_epoch": res.resumed_from, "final_loss_largest": res.history[-1]["loss_largest"]}
+                           "resumed_from_epoch": res.resumed_from,
+                           "final_loss_largest": res.history[-1]["loss_largest"]}
     row |= {k: res.teacher[k] for k in ("samples_seen", "teacher_samples", "teacher_forward_passes", "query_rate",
                                         "teacher_compute_saved")}
     row["teacher_gflops"] = res.teacher.get("teacher_gflops", 0.0)
     if dist_info()[0] == 0:
         row |= score_subnets(supernet, space, data, n_bn_batches, bn_batch_size, cfg.seed)
-    row["checkpoint"] = str(ckpt_dir / "checkpoint.pt")
+    row["checkpoint"] = str(ckpt_dir / CHECKPOINT)
     return row
 
 
@@ -165,10 +173,9 @@ def run_ablation(run_dir: str | os.PathLike, scale: str, seed: int = 0, acfg: Ab
         rows.append(train_variant(run_dir, scale, replace(base, distill=d), data=data,
                                   n_bn_batches=acfg.n_bn_batches, bn_batch_size=acfg.bn_batch_size, device=device))
     df = pd.DataFrame(rows)
-    folder = stage_dir(run_dir, "supernet")
-    with atomic_path(folder / "ablation.csv") as tmp:
+    with atomic_path(run_file(run_dir, "ablation_csv")) as tmp:
         df.to_csv(tmp, index=False)
-    atomic_write_json(folder / "ablation.json", {"train_config": base.to_dict(), "rows": rows})
+    atomic_write_json(run_file(run_dir, "ablation_json"), {"train_config": base.to_dict(), "rows": rows})
     _save_final(run_dir, scale, data, base, acfg.pick_final(df), df)
     return df
 
@@ -194,14 +201,11 @@ def claim_check(df: pd.DataFrame, max_query_rate: float = 0.3, tol: float = 0.01
 def _save_final(run_dir: str | os.PathLike, scale: str, data: FeatureData, base: TrainConfig, final: DistillConfig,
                 df: pd.DataFrame) -> Path:
     name = variant_name(final)
-    supernet, space = _build(run_dir, scale, data, base.seed)
-    ck = torch.load(stage_dir(run_dir, "supernet") / "runs" / name / "checkpoint.pt", map_location="cpu",
-                    weights_only=False)
-    supernet.load_state_dict(ck["model"])
+    supernet, space = _load_variant(run_dir, scale, data, base.seed, name)
     row = df[df["variant"] == name].iloc[0].to_dict()
     info = {"variant": name, "distill": final.to_dict(), "train_config": replace(base, distill=final).to_dict(),
             "scores": {k: v for k, v in row.items() if k.startswith(("acc_", "mae_"))}}
-    return save_supernet(stage_dir(run_dir, "supernet") / "supernet.pt", supernet, space, info)
+    return save_supernet(run_file(run_dir, "supernet"), supernet, space, info)
 
 
 @torch.no_grad()
@@ -212,14 +216,8 @@ def uncertainty_profile(run_dir: str | os.PathLike, scale: str, variant: str = "
     Chapter 4 uses it to check ERSAM's observation before relying on it: is the student wrong where it is uncertain,
     and is the teacher right there?
     """
-    from .supernet import recalibrate_bn
-    from .teacher import load_teacher
-
     data = load_feature_data(run_dir)
-    supernet, space = _build(run_dir, scale, data, seed)
-    ck = torch.load(stage_dir(run_dir, "supernet") / "runs" / variant / "checkpoint.pt", map_location="cpu",
-                    weights_only=False)
-    supernet.load_state_dict(ck["model"])
+    supernet, space = _load_variant(run_dir, scale, data, seed, variant)
     arch = {"smallest": space.smallest(), "middle": middle_arch(space), "largest": space.largest()}[subnet]
     model = supernet.get_active_subnet(arch)
     bn = DataLoader(data.train, batch_size=64,

@@ -18,12 +18,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-__all__ = ["BASELINES", "build_baseline", "count_params"]
-
-
-def count_params(model: nn.Module) -> int:
-    """Number of trainable parameters (chapter 2 reports it next to latency)."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+__all__ = ["BASELINES", "CountNetCRNN", "CountNetFCRNN", "MobileNetV2Audio", "TCResNet", "build_baseline"]
 
 
 class _TimeMeanHead(nn.Module):

@@ -16,7 +16,10 @@ from pathlib import Path
 import yaml
 
 from .io import read_json
+from .rundir import summary_path
 from .runner import REPO_ROOT
+
+__all__ = ["build_book", "stage_executed", "toc_chapters", "toc_files"]
 
 BOOK_DIR = REPO_ROOT / "book"
 
@@ -48,7 +51,7 @@ def toc_chapters(book_dir: Path = BOOK_DIR) -> list[str]:
 def stage_executed(run_dir: str | os.PathLike, book_dir: Path = BOOK_DIR) -> list[Path]:
     """Copy the run's executed notebooks into ``book/chapters``; fail clearly if one is missing or failed."""
     run_dir = Path(run_dir)
-    summary = read_json(run_dir / "summary.json")
+    summary = read_json(summary_path(run_dir))
     target = book_dir / "chapters"
     if target.exists():
         shutil.rmtree(target)

@@ -1,12 +1,24 @@
-"""Command line: ``python -m ersam_lib run|book`` (also installed as ``ersam``). Chapter 0 documents it."""
+"""Command line: ``python -m ersam_lib run|book|train`` (also installed as ``ersam``). Chapter 0 documents it.
+
+- ``run``: execute the chapter notebooks with papermill (:mod:`ersam_lib.runner`);
+- ``book``: render the executed notebooks of a run (:mod:`ersam_lib.book`);
+- ``train``: train one supernet variant of chapter 4's ablation from a ``RUN_DIR``
+  (:func:`ersam_lib.ablation.train_variant`); it works as is under ``torchrun``::
+
+      torchrun --nproc_per_node 2 -m ersam_lib train --run-dir runs/tutorial --scale tutorial --mode selective
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
+from .rundir import summary_path
 from .runner import DEFAULT_NOTEBOOKS, NotebookFailed, run_pipeline
 from .scales import SCALES
+
+__all__ = ["build_parser", "main", "train"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,7 +36,44 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cell-timeout", type=float, default=None, help="limit per cell, seconds (default: --timeout)")
     book = sub.add_parser("book", help="render the executed notebooks of a run as a Jupyter Book")
     book.add_argument("--run-dir", required=True)
+    _add_train_parser(sub)
     return parser
+
+
+def _add_train_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train one supernet variant of chapter 4 (works under torchrun)")
+    p.add_argument("--run-dir", required=True, help="RUN_DIR with chapter 1's features (and chapter 3's teacher)")
+    p.add_argument("--scale", choices=SCALES, default="tutorial")
+    p.add_argument("--mode", default="selective", choices=["none", "full", "selective"])
+    p.add_argument("--tau", type=float, default=0.5)
+    p.add_argument("--uncertainty", default="entropy", choices=["entropy", "margin"])
+    p.add_argument("--gate-on", default="student", choices=["student", "largest"],
+                   help="whose uncertainty opens the gate: each trained subnet, or the largest for all")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--name", default=None, help="sub-folder of RUN_DIR/supernet/runs (default: from mode and tau)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="'auto' (the GPU when there is one), 'cpu', 'cuda' or 'cuda:N'")
+
+
+def train(args: argparse.Namespace) -> int:
+    """``ersam train``: one variant from a RUN_DIR; under ``torchrun --nproc_per_node N`` every rank trains."""
+    import torch
+
+    from .ablation import train_variant
+    from .distill import DistillConfig
+    from .train import TrainConfig, dist_info, init_distributed
+
+    init_distributed()
+    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+    dcfg = DistillConfig(mode=args.mode, tau=args.tau, kind=args.uncertainty, gate_on=args.gate_on)
+    overrides = {"seed": args.seed} | ({"epochs": args.epochs} if args.epochs else {})
+    cfg = TrainConfig.for_scale(args.scale, distill=dcfg, **overrides)
+    row = train_variant(args.run_dir, args.scale, cfg, name=args.name, device=args.device)
+    if dist_info()[0] == 0:
+        print({k: v for k, v in row.items() if not isinstance(v, dict)})
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,8 +91,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[ersam] error: {exc}", file=sys.stderr)
             return 2
         total = sum(c["wall_s"] for c in summary["chapters"].values())
-        print(f"[ersam] done: {len(summary['chapters'])} chapters, {total:.0f} s; summary in {args.run_dir}/summary.json")
+        print(f"[ersam] done: {len(summary['chapters'])} chapters, {total:.0f} s; "
+              f"summary in {summary_path(args.run_dir)}")
         return 0
+    if args.command == "train":
+        return train(args)
     from .book import build_book
 
     print(f"[ersam] book: {build_book(args.run_dir)}")

@@ -31,9 +31,12 @@ import torch
 from torch import nn
 
 from .io import atomic_write_bytes, atomic_write_json, read_json
+from .rundir import missing_message, run_file
 
-__all__ = ["LayerRecord", "CostEstimate", "LatencyLUT", "CostModel", "trace_layers", "layer_key_of",
-           "isolate", "model_size_bytes", "SEGMENT_SECONDS"]
+__all__ = [
+    "CostEstimate", "CostModel", "isolate", "LatencyLUT", "layer_key", "layer_key_of", "LayerRecord",
+    "model_size_bytes", "SEGMENT_SECONDS", "trace_layers"
+]
 
 SEGMENT_SECONDS = 5.0  # one social-ambiance decision per 5-s segment
 # Layers treated as one operator even though some own children (MultiheadAttention owns out_proj).
@@ -383,28 +386,27 @@ class CostModel:
 
     # -- persistence: RUN_DIR/profiling/{lut.json, costmodel.json, correction.pkl} --------------------------------
     @staticmethod
-    def _dir(path: str | os.PathLike) -> Path:
+    def _file(path: str | os.PathLike, key: str) -> Path:
+        """The file ``key`` of :data:`ersam_lib.rundir.FILES` in a run folder or in a profiling folder itself."""
         path = Path(path)
-        return path if path.name == "profiling" else path / "profiling"
+        name = run_file(path, key).name
+        return path / name if path.name == "profiling" else run_file(path, key)
 
     def save(self, run_dir: str | os.PathLike) -> Path:
-        d = self._dir(run_dir)
-        atomic_write_json(d / "lut.json", self.lut.to_json())
+        atomic_write_json(self._file(run_dir, "lut"), self.lut.to_json())
         if self.forest is not None:
-            atomic_write_bytes(d / "correction.pkl", pickle.dumps(self.forest))
-        atomic_write_json(d / "costmodel.json", {"power_mw": self.power_mw, "power_source": self.power_source,
-                                                 "feature_names": self.feature_names,
-                                                 "has_correction": self.forest is not None,
-                                                 "statistic": self.statistic})
-        return d
+            atomic_write_bytes(self._file(run_dir, "correction"), pickle.dumps(self.forest))
+        meta = {"power_mw": self.power_mw, "power_source": self.power_source, "feature_names": self.feature_names,
+                "has_correction": self.forest is not None, "statistic": self.statistic}
+        return atomic_write_json(self._file(run_dir, "costmodel"), meta).parent
 
     @classmethod
     def load(cls, run_dir: str | os.PathLike) -> CostModel:
         """The cost model chapter 2 saved in ``RUN_DIR/profiling`` (or a profiling folder measured elsewhere)."""
-        d = cls._dir(run_dir)
-        if not (d / "costmodel.json").exists():
-            raise FileNotFoundError(f"{d / 'costmodel.json'} is missing: run chapter 02 with this RUN_DIR first")
-        meta = read_json(d / "costmodel.json")
-        forest = pickle.loads((d / "correction.pkl").read_bytes()) if meta["has_correction"] else None
-        return cls(LatencyLUT.from_json(read_json(d / "lut.json")), meta["power_mw"], meta["power_source"],
+        meta_path = cls._file(run_dir, "costmodel")
+        if not meta_path.exists():
+            raise FileNotFoundError(missing_message(meta_path, run_dir, "02"))
+        meta = read_json(meta_path)
+        forest = pickle.loads(cls._file(run_dir, "correction").read_bytes()) if meta["has_correction"] else None
+        return cls(LatencyLUT.from_json(read_json(cls._file(run_dir, "lut"))), meta["power_mw"], meta["power_source"],
                    forest, meta["feature_names"], meta.get("statistic", "median"))

@@ -4,9 +4,10 @@ Every device answers ``measure(module_or_program, input_shape) -> LatencyStats``
 a ``(B, F, T)`` input, summarised OFA-style as ``{count, mean, var}`` plus the median and p90, with the metadata
 needed to trust the number (device, backend, threads, library versions, input shape, repeats, machine load).
 
-Timing protocol (why, see chapter 2): a fixed, small thread count (1 by default) so that timings do not depend on
-what else runs; warm-up calls first, because the first calls pay for allocation, lazy initialisation and cold
-caches; many repeats and the *median*, because interference from other processes only ever adds time.
+The timing protocol (a fixed thread count, warm-up, many repeats) and the exporters live in :mod:`ersam_lib.export`;
+this module adds the devices and what they record: every statistic of the repeats is kept, and chapter 2's cost
+model chooses which one it predicts (the minimum by default, because interference from other processes only ever
+adds time).
 """
 
 from __future__ import annotations
@@ -22,9 +23,8 @@ import re
 import shlex
 import subprocess
 import tempfile
-import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,12 +34,14 @@ import pandas as pd
 import torch
 from torch import nn
 
-__all__ = [
-    "BACKENDS", "DEVICES", "LatencyStats", "TimingConfig", "PowerModel", "Device", "HostCPU", "AdbPhone",
-    "ImportedProfile", "get_device", "library_versions",
-]
+from .costmodel import layer_key_of
+from .export import BACKENDS, TimingConfig, export_executorch, runner_for, time_calls, torch_threads
 
-BACKENDS: tuple[str, ...] = ("eager", "executorch", "onnxruntime")
+__all__ = [
+    "AdbPhone", "battery_energy_mj", "Device", "DEVICES", "get_device", "HostCPU", "ImportedProfile", "LatencyStats",
+    "library_versions", "module_key", "parse_battery_samples", "parse_dumpsys_battery", "parse_runner_output",
+    "PowerModel"
+]
 
 
 @dataclass
@@ -67,25 +69,6 @@ class LatencyStats:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-@dataclass
-class TimingConfig:
-    """How many calls to make: ``warmup`` untimed calls, then ``repeats`` timed calls, cut short (but never below
-    ``min_repeats``) when the timed calls exceed ``max_seconds``, so one huge operator cannot stall a grid."""
-
-    warmup: int = 5
-    repeats: int = 30
-    min_repeats: int = 5
-    max_seconds: float = 1.0
-
-    @classmethod
-    def for_scale(cls, scale: str) -> TimingConfig:
-        from .scales import check_scale
-
-        return {"smoke": cls(warmup=1, repeats=5, min_repeats=3, max_seconds=0.1),
-                "tutorial": cls(warmup=5, repeats=30, min_repeats=7, max_seconds=0.6),
-                "paper": cls(warmup=10, repeats=100, min_repeats=20, max_seconds=5.0)}[check_scale(scale)]
 
 
 @dataclass
@@ -133,31 +116,6 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-@contextlib.contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
-def _time_calls(fn: Callable[[], Any], cfg: TimingConfig) -> list[float]:
-    """Warm up, then time calls of ``fn`` in ms (see :class:`TimingConfig`)."""
-    for _ in range(cfg.warmup):
-        fn()
-    samples: list[float] = []
-    budget_end = time.perf_counter() + cfg.max_seconds
-    for i in range(cfg.repeats):
-        t0 = time.perf_counter_ns()
-        fn()
-        samples.append((time.perf_counter_ns() - t0) / 1e6)
-        if i + 1 >= cfg.min_repeats and time.perf_counter() > budget_end:
-            break
-    return samples
-
-
 class Device(ABC):
     """Something that measures the latency of a model on a ``(B, F, T)`` input (chapter 2)."""
 
@@ -202,98 +160,12 @@ class HostCPU(Device):
 
     def measure(self, module: nn.Module | str | os.PathLike | bytes, input_shape: Sequence[int]) -> LatencyStats:
         x = torch.randn(*input_shape)
-        with _torch_threads(self.threads):
-            fn = _RUNNERS[self.backend](module, x, self.threads)  # exporters refuse inference-mode tensors
+        with torch_threads(self.threads):
+            fn = runner_for(self.backend, module, x, self.threads)  # exporters refuse inference-mode tensors
             with torch.inference_mode():
-                samples = _time_calls(fn, self.timing)
+                samples = time_calls(fn, self.timing)
         meta = self.metadata() | {"input_shape": list(input_shape), "load_avg_1m": os.getloadavg()[0]}
         return LatencyStats.from_samples(samples, meta)
-
-
-def _eager_runner(module: Any, x: torch.Tensor, threads: int) -> Callable[[], Any]:
-    if not isinstance(module, nn.Module):
-        raise TypeError(f"the eager backend runs an nn.Module, got {type(module).__name__}")
-    module.eval()
-    return lambda: module(x)
-
-
-def export_executorch(module: nn.Module, x: torch.Tensor) -> bytes:
-    """``torch.export`` -> XNNPACK-lowered ExecuTorch program (.pte bytes); chapter 2 times it, chapter 6 ships it."""
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import to_edge_transform_and_lower
-
-    exported = torch.export.export(module.eval(), (x,))
-    return to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()]).to_executorch().buffer
-
-
-@contextlib.contextmanager
-def _quiet_executorch() -> Iterator[None]:
-    """Silence ExecuTorch's start-up chatter (cpuinfo probes, threadpool resets, a torch pytree deprecation)."""
-    import io
-    import logging
-    import warnings
-
-    log = logging.getLogger("torch.utils._pytree")
-    level = log.level
-    log.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        log.setLevel(level)
-
-
-def _executorch_runner(module: Any, x: torch.Tensor, threads: int) -> Callable[[], Any]:
-    with _quiet_executorch():
-        from executorch.extension.pybindings import portable_lib
-        from executorch.runtime import Runtime
-
-        if isinstance(module, nn.Module):
-            with torch.no_grad():  # export refuses inference-mode tensors
-                program_bytes = export_executorch(module, x.clone())
-        elif isinstance(module, bytes):
-            program_bytes = module
-        else:
-            program_bytes = Path(module).read_bytes()
-        portable_lib._unsafe_reset_threadpool(threads)  # XNNPACK's pool, else it uses every core
-        program = Runtime.get().load_program(program_bytes)
-        method = program.load_method("forward")
-    inputs = (x.clone(),)
-    # The closure keeps the program alive: a method outliving its program reads freed memory.
-    return lambda: (program, method.execute(inputs))[1]
-
-
-def export_onnx(module: nn.Module, x: torch.Tensor, path: str | os.PathLike) -> Path:
-    """Export ``module`` to ONNX at ``path`` (TorchScript-based exporter: fast and handles LSTM/GRU)."""
-    from .io import atomic_path
-
-    import warnings
-
-    with torch.no_grad(), atomic_path(path) as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript exporter warns about RNN batch sizes it cannot check
-        torch.onnx.export(module.eval(), (x,), str(tmp), dynamo=False, input_names=["x"])
-    return Path(path)
-
-
-def _onnx_runner(module: Any, x: torch.Tensor, threads: int) -> Callable[[], Any]:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-    with tempfile.TemporaryDirectory() as tmp:
-        if isinstance(module, nn.Module):
-            path = export_onnx(module, x.clone(), Path(tmp) / "model.onnx")
-        else:
-            path = Path(module)
-        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    feed = {session.get_inputs()[0].name: x.numpy()}
-    return lambda: session.run(None, feed)
-
-
-_RUNNERS: dict[str, Callable[[Any, torch.Tensor, int], Callable[[], Any]]] = {
-    "eager": _eager_runner, "executorch": _executorch_runner, "onnxruntime": _onnx_runner,
-}
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -444,8 +316,6 @@ class AdbPhone(Device):
 
 def module_key(module: nn.Module, input_shape: Sequence[int]) -> str:
     """Key of a measured module: its layer key when it is one supported layer, else a hash of its structure."""
-    from .costmodel import layer_key_of
-
     key = layer_key_of(module, input_shape)
     if key is not None:
         return key

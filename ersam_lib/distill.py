@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .complexity import macs_per_sample
+
 __all__ = [
     "DistillConfig", "SelectiveTeacher", "kd_loss", "select_uncertain", "teacher_flops_per_sample", "uncertainty",
 ]
@@ -119,16 +121,8 @@ def kd_loss(student_logits: torch.Tensor, target_logits: torch.Tensor, temperatu
 
 
 def teacher_flops_per_sample(teacher: nn.Module, example: torch.Tensor) -> int:
-    """FLOPs of one teacher forward pass on one sample, counted by ``torch.utils.flop_counter`` (chapter 4)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    was_training = teacher.training
-    teacher.eval()
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        teacher(example[:1])
-    teacher.train(was_training)
-    return int(counter.get_total_flops())
+    """FLOPs (2 x multiply-accumulates) of one teacher forward pass on one sample (chapter 4's cost accounting)."""
+    return 2 * macs_per_sample(teacher, example)
 
 
 class SelectiveTeacher:

@@ -14,6 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+__all__ = [
+    "atomic_path", "atomic_torch_save", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "read_json"
+]
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:

@@ -4,8 +4,8 @@ The chapter's pipeline, one function per step:
 
 1. :func:`profile_operators` times each operator of an :class:`OperatorGrid` on a device (Conv1d over channels x
    kernel x stride x sequence length, depthwise/pointwise convs, LSTM/GRU, self-attention, linear layers);
-2. :meth:`CostRule.fit` turns the Conv1d grid into ERSAM's rule (no operator where large channels, kernel and
-   sequence length coexist), saved as ``RUN_DIR/profiling/rule.json`` for chapter 4's search space;
+2. :meth:`ersam_lib.costrule.CostRule.fit` turns the Conv1d grid into ERSAM's rule (no operator where large
+   channels, kernel and sequence length coexist), saved as ``RUN_DIR/profiling/rule.json`` for chapter 4's space;
 3. :func:`build_cost_model` fills the per-layer LUT and fits the learned correction on architectures measured
    end to end; :func:`validate` checks it on held-out architectures (MAPE, Spearman, share within +-10 %).
 """
@@ -17,21 +17,27 @@ import math
 import os
 import random
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from torch import nn
 
+from data_prep.config import DataConfig
+
+from .baselines import BASELINES, build_baseline
 from .costmodel import CostModel, LatencyLUT, isolate, trace_layers
-from .devices import Device, LatencyStats
-from .io import atomic_path, atomic_write_json, read_json
+from .devices import Device, HostCPU, LatencyStats
+from .export import TimingConfig, time_calls, torch_threads
+from .io import atomic_path, atomic_write_json
 from .progress import progress
 from .scales import check_scale
+from .space import build_model
 
-__all__ = ["OperatorGrid", "ProfilingConfig", "CostRule", "operator_cases", "profile_operators",
+__all__ = ["OperatorGrid", "ProfilingConfig", "operator_cases", "profile_operators",
            "random_conv_net", "build_cost_model", "measure_models", "validate", "summarize_validation",
            "save_table", "call_trace", "sample_space_models", "baseline_models", "compare_backends", "fill_lut"]
 
@@ -81,8 +87,6 @@ class ProfilingConfig:
     @classmethod
     def for_scale(cls, scale: str, **overrides: Any) -> ProfilingConfig:
         """Sizes per scale; the input shape and class count follow chapter 1's features at that scale."""
-        from data_prep.config import DataConfig
-
         data = DataConfig.for_scale(check_scale(scale))
         shape = dict(n_features=data.features.n_mels, n_classes=data.max_count + 1,
                      n_frames=int(data.duration_s * data.sample_rate) // data.features.hop_length + 1)
@@ -176,61 +180,6 @@ def save_table(df: pd.DataFrame, path: str | os.PathLike, metadata: dict[str, An
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# The hardware-aware rule for chapter 4's search space
-# --------------------------------------------------------------------------------------------------------------------
-
-@dataclass
-class CostRule:
-    """ERSAM's operator rule: a Conv1d (c -> c channels, kernel k, sequence length L) is allowed when its
-    predicted latency on the profiled device stays under ``max_op_ms``.
-
-    The prediction is a power law fitted to the grid, ``log t = b0 + b1 log c + b2 log k + b3 log L``: the latency
-    grows with the *product* of the three, so any one may be large as long as the others are not.
-    """
-
-    coef: list[float]
-    max_op_ms: float
-    r2: float = float("nan")
-    device: str = "unknown"
-    n_points: int = 0
-
-    @classmethod
-    def fit(cls, grid: pd.DataFrame, max_op_ms: float, device: str = "unknown") -> CostRule:
-        """Least-squares fit on the stride-1 Conv1d rows of :func:`profile_operators`'s table."""
-        d = grid[(grid["op"] == "conv1d") & (grid["stride"] == 1)]
-        if len(d) < 4:
-            raise ValueError(f"need >= 4 stride-1 conv1d measurements to fit the rule, got {len(d)}")
-        x = cls._design(d["channels"].to_numpy(), d["kernel"].to_numpy(), d["seq_len"].to_numpy())
-        y = np.log(d["median"].to_numpy())
-        coef = np.linalg.lstsq(x, y, rcond=None)[0]
-        r2 = 1 - np.sum((y - x @ coef) ** 2) / max(np.sum((y - y.mean()) ** 2), 1e-12)
-        return cls(coef=[float(c) for c in coef], max_op_ms=float(max_op_ms), r2=float(r2), device=device,
-                   n_points=len(d))
-
-    @staticmethod
-    def _design(c: Any, k: Any, t: Any) -> np.ndarray:
-        c, k, t = (np.log(np.asarray(v, dtype=float)) for v in (c, k, t))
-        return np.stack([np.ones_like(c), c, k, t], axis=-1)
-
-    def predict_ms(self, channels: int, kernel: int, seq_len: int) -> float:
-        return float(np.exp(self._design([channels], [kernel], [seq_len])[0] @ np.asarray(self.coef)))
-
-    def allows(self, channels: int, kernel: int, seq_len: int) -> bool:
-        """True when a ``channels``-wide Conv1d with ``kernel`` over ``seq_len`` frames fits the budget."""
-        if min(channels, kernel, seq_len) < 1:
-            raise ValueError(f"channels, kernel and seq_len must be >= 1, got {channels}, {kernel}, {seq_len}")
-        return self.predict_ms(channels, kernel, seq_len) <= self.max_op_ms
-
-    def save(self, path: str | os.PathLike) -> Path:
-        return atomic_write_json(path, asdict(self))
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> CostRule:
-        doc = read_json(path)
-        return cls(**doc)
-
-
-# --------------------------------------------------------------------------------------------------------------------
 # Architectures, the cost model and its validation
 # --------------------------------------------------------------------------------------------------------------------
 
@@ -283,8 +232,6 @@ def sample_space_models(space: Any, n: int, rng: random.Random, tag: str,
                         exclude: Sequence[Named] = ()) -> list[Named]:
     """``n`` distinct architectures drawn from chapter 4's search space, as fresh static networks named
     ``<tag><i>-<arch_id>``; none of those in ``exclude`` (held-out sets stay disjoint from training sets)."""
-    from .space import build_model
-
     out: list[Named] = []
     seen: set[str] = {name.rsplit("-", 1)[-1] for name, _, _ in exclude}
     for _ in range(50 * n):
@@ -301,8 +248,6 @@ def sample_space_models(space: Any, n: int, rng: random.Random, tag: str,
 
 def baseline_models(n_features: int, n_classes: int, n_frames: int) -> list[Named]:
     """The baselines of :mod:`ersam_lib.baselines` with fresh weights, for profiling."""
-    from .baselines import BASELINES, build_baseline
-
     return [(name, build_baseline(name, n_features, n_classes).eval(), (1, n_features, n_frames))
             for name in BASELINES]
 
@@ -310,8 +255,6 @@ def baseline_models(n_features: int, n_classes: int, n_frames: int) -> list[Name
 def compare_backends(models: Sequence[Named], backends: Sequence[str], timing: Any, threads: int = 1
                      ) -> pd.DataFrame:
     """Median latency of each model under each host backend (eager, ExecuTorch + XNNPACK, ONNX Runtime)."""
-    from .devices import HostCPU
-
     rows = []
     for backend in backends:
         dev = HostCPU(backend=backend, threads=threads, timing=timing)
@@ -422,11 +365,7 @@ def summarize_validation(df: pd.DataFrame) -> dict[str, float]:
 
 def call_trace(model: nn.Module, input_shape: Sequence[int], n_calls: int = 30, threads: int = 1) -> list[float]:
     """Eager latency (ms) of each of the first ``n_calls`` calls of ``model``, no warm-up: why warm-up matters."""
-    import torch
-
-    from .devices import TimingConfig, _time_calls, _torch_threads
-
     cfg = TimingConfig(warmup=0, repeats=n_calls, min_repeats=n_calls, max_seconds=math.inf)
     x = torch.randn(*input_shape)
-    with _torch_threads(threads), torch.inference_mode():
-        return _time_calls(lambda: model.eval()(x), cfg)
+    with torch_threads(threads), torch.inference_mode():
+        return time_calls(lambda: model.eval()(x), cfg)

@@ -8,7 +8,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from .profiling import CostRule
+from .costrule import CostRule
+
+__all__ = ["plot_blowup", "plot_call_trace", "plot_ops_vs_macs", "plot_validation"]
 
 
 def plot_call_trace(samples_ms: Sequence[float], title: str = "") -> plt.Figure:

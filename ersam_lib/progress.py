@@ -13,6 +13,8 @@ from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
+__all__ = ["progress", "progress_enabled"]
+
 T = TypeVar("T")
 
 

@@ -11,6 +11,8 @@ import random
 
 import numpy as np
 
+__all__ = ["pick_device", "seed_everything"]
+
 
 def seed_everything(seed: int, threads: int | None = None) -> np.random.Generator:
     """Seed Python, NumPy and torch with ``seed``; optionally fix torch's intra-op threads.

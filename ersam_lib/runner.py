@@ -24,8 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from .io import atomic_write_json, read_json
-from .rundir import load_metrics
+from .rundir import executed_path, load_metrics, log_path, summary_path
 from .scales import check_scale
+
+__all__ = [
+    "ChapterResult", "discover_notebooks", "environment_info", "execute_notebook", "locate_error", "NotebookFailed",
+    "run_pipeline", "select_notebooks"
+]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_NOTEBOOKS = REPO_ROOT / "notebooks"
@@ -120,7 +125,7 @@ def run_pipeline(
         result = execute_notebook(nb, run_dir, scale, seed, timeout_s, cell_timeout_s or timeout_s)
         summary["chapters"][nb.stem] = asdict(result)
         summary["updated"] = _now()
-        atomic_write_json(run_dir / "summary.json", summary)
+        atomic_write_json(summary_path(run_dir), summary)
         if result.status != "ok":
             raise NotebookFailed(nb.name, result)
         print(f"[ersam] {nb.name} ok in {result.wall_s:.1f} s", flush=True)
@@ -131,8 +136,8 @@ def execute_notebook(
     notebook: Path, run_dir: Path, scale: str, seed: int, timeout_s: float, cell_timeout_s: float
 ) -> ChapterResult:
     """Run one notebook in a papermill subprocess (a hard wall-clock limit needs a process we can kill)."""
-    executed = run_dir / "executed" / notebook.name
-    log = run_dir / "logs" / f"{notebook.stem}.log"
+    executed = executed_path(run_dir, notebook.name)
+    log = log_path(run_dir, notebook.stem)
     executed.parent.mkdir(parents=True, exist_ok=True)
     log.parent.mkdir(parents=True, exist_ok=True)
     params = {"SCALE": scale, "RUN_DIR": str(run_dir), "SEED": seed}
@@ -182,7 +187,7 @@ def locate_error(executed: Path, log: Path) -> dict[str, Any]:
 
 
 def _open_summary(run_dir: Path, scale: str, seed: int) -> dict[str, Any]:
-    path = run_dir / "summary.json"
+    path = summary_path(run_dir)
     if path.exists():
         summary = read_json(path)
         if (summary.get("scale"), summary.get("seed")) != (scale, seed):

@@ -1,4 +1,4 @@
-"""The three run scales of the book (see MISSION.md, "Scales").
+"""The three run scales of the book (the README's table; chapter 0 introduces them).
 
 - ``smoke``: seconds to minutes per notebook on 2 CPU cores; what CI runs. Numbers are meaningless, paths are real.
 - ``tutorial``: the default; the whole book in about an hour on a laptop CPU on the built-in offline speech.
@@ -11,6 +11,8 @@ scales and validates them, so that a typo fails loudly instead of silently runni
 from __future__ import annotations
 
 from typing import Literal
+
+__all__ = ["check_scale"]
 
 Scale = Literal["smoke", "tutorial", "paper"]
 SCALES: tuple[str, ...] = ("smoke", "tutorial", "paper")

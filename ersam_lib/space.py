@@ -23,9 +23,10 @@ and ``smallest`` only return allowed ones, and ``contains`` checks it.
 
 Names other chapters use: :class:`Arch` (a frozen, hashable, JSON-serialisable value with a stable ``arch_id``),
 :class:`SearchSpace` (``for_scale``, ``sample``, ``largest``, ``smallest``, ``mutate``, ``crossover``, ``contains``,
-``size``, ``operators``, ``macs``), :func:`build_model` (a plain static network with fresh weights, used by
-profiling in chapter 2, export and deployment in chapter 6) and :func:`count_params`. The weight-sharing version of
-the same networks is :class:`ersam_lib.supernet.Supernet`.
+``size``, ``operators``, ``macs``), :func:`space_for_run` (the space of a run, with chapter 2's rule: chapters 3-5
+call it), :func:`build_model` (a plain static network with fresh weights, used by profiling in chapter 2, export and
+deployment in chapter 6). Parameters are counted by :func:`ersam_lib.complexity.count_params`. The weight-sharing
+version of the same networks is :class:`ersam_lib.supernet.Supernet`.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -42,6 +44,14 @@ from typing import Any, Protocol
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .costrule import load_rule
+from .scales import check_scale
+
+__all__ = [
+    "Arch", "attention", "AttentionBlock", "build_model", "check_input", "EncoderBlock", "InvertedResidual", "MIXERS",
+    "OpSpec", "Rule", "SearchSpace", "space_for_run", "StageArch", "StageSpace", "StaticNet"
+]
 
 MIXERS: tuple[str, ...] = ("none", "attn")
 _MAX_TRIES = 10_000
@@ -254,8 +264,6 @@ class SearchSpace:
 
         ``tutorial`` keeps the largest subnet near 0.2 M parameters so that chapter 4 trains it on 2 CPU cores.
         """
-        from .scales import check_scale
-
         presets = {"smoke": _smoke_stages, "tutorial": _tutorial_stages, "paper": _paper_stages}
         enc, ctx, attn_dim = presets[check_scale(scale)]()
         return cls(enc, ctx, n_features, n_classes, n_frames, ("none", "attn"), attn_dim, rule)
@@ -400,6 +408,14 @@ class SearchSpace:
         return math.log10(n) if n else float("-inf")
 
 
+def space_for_run(run_dir: str | os.PathLike, scale: str, data: Any) -> SearchSpace:
+    """The search space of ``scale`` for the features of a run (``data``: anything with ``n_features``,
+    ``n_classes`` and ``n_frames``, such as :class:`ersam_lib.data.FeatureData`), filtered by chapter 2's rule
+    when ``RUN_DIR/profiling/rule.json`` exists. The one way chapters 3, 4 and 5 obtain their space."""
+    return SearchSpace.for_scale(scale, data.n_features, data.n_classes, rule=load_rule(run_dir),
+                                 n_frames=data.n_frames)
+
+
 def _mutate_stage(s: StageArch, sp: StageSpace, rng: random.Random, prob: float) -> StageArch:
     r = lambda cur, choices: rng.choice(choices) if rng.random() < prob else cur  # noqa: E731
     return StageArch(r(s.width, sp.widths), r(s.kernel, sp.kernels), r(s.stride, sp.strides),
@@ -537,8 +553,3 @@ def build_model(arch: Arch, n_features: int, n_classes: int, attn_dim: int = 32)
     if arch.mixer not in MIXERS:
         raise ValueError(f"unknown mixer {arch.mixer!r}; expected one of {MIXERS}")
     return StaticNet(arch, n_features, n_classes, attn_dim)
-
-
-def count_params(model: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)

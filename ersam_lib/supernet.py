@@ -26,8 +26,10 @@ attention block (when ``mixer="none"``) get no gradient, so wrap the supernet in
 from __future__ import annotations
 
 import dataclasses
+import os
 import random
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -35,10 +37,19 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from .costrule import load_rule
+from .evaluation import evaluate
+from .io import atomic_torch_save
+from .rundir import require
 from .space import (
     Arch, AttentionBlock, EncoderBlock, InvertedResidual, SearchSpace, StageArch, StaticNet, attention, build_model,
     check_input,
 )
+
+__all__ = [
+    "DynamicBatchNorm1d", "ElasticAttention", "ElasticConv1d", "ElasticEncoderBlock", "ElasticInvertedResidual",
+    "ElasticLinear", "evaluate_arch", "load_supernet", "recalibrate_bn", "save_supernet", "Supernet"
+]
 
 
 # --------------------------------------------------------------------------------------------- elastic layers
@@ -303,3 +314,32 @@ def recalibrate_bn(model: nn.Module, batches: Iterable[Any], n_batches: int) -> 
     if used == 0:
         raise ValueError("recalibrate_bn got no batches")
     return used
+
+
+def evaluate_arch(supernet: Supernet, arch: Arch, bn_loader: Iterable, eval_loader: Iterable,
+                  n_bn_batches: int = 20) -> dict[str, float]:
+    """Score one subnet: extract it, recalibrate its BatchNorm on ``n_bn_batches`` training batches, evaluate.
+
+    Introduced in chapter 4 (ablation), used by the search in chapter 5. The supernet itself is left untouched.
+    """
+    sub = supernet.get_active_subnet(arch)
+    recalibrate_bn(sub, (b[0] for b in bn_loader), n_bn_batches)
+    return evaluate(sub, eval_loader)
+
+
+# --------------------------------------------------------------------------------------------- hand-off to chapter 5
+def save_supernet(path: str | os.PathLike, supernet: Supernet, space: SearchSpace, info: dict[str, Any]) -> Path:
+    """Save the trained supernet with its space description so :func:`load_supernet` rebuilds it (chapter 4)."""
+    return atomic_torch_save({"model": supernet.state_dict(), "space": space.to_dict(), "info": info}, path)
+
+
+def load_supernet(run_dir: str | os.PathLike) -> tuple[Supernet, SearchSpace, dict]:
+    """``(supernet, space, info)`` from chapter 4's ``RUN_DIR/supernet/supernet.pt``, in eval mode (chapter 5).
+
+    The space carries chapter 2's cost rule again when ``RUN_DIR/profiling/rule.json`` exists.
+    """
+    ck = torch.load(require(run_dir, "supernet"), map_location="cpu", weights_only=False)
+    space = SearchSpace.from_dict(ck["space"], rule=load_rule(run_dir))
+    net = Supernet(space, space.n_features, space.n_classes)
+    net.load_state_dict(ck["model"])
+    return net.eval(), space, ck["info"]

@@ -8,31 +8,28 @@ ERSAM distils from wav2vec2. Two teachers share one interface (``(B, ...) -> log
 - :class:`CRNNTeacher`: the offline default, a CountNet-style CRNN on the log-mel features that pools the frequency
   axis early (a full-resolution 2-D CRNN costs ~100 s per epoch on 2 CPU cores), then a bidirectional GRU.
 
-:func:`train_classifier` fits either one; :func:`save_teacher` / :func:`load_teacher` hand it to chapter 4 through
-``RUN_DIR/teacher/`` (``teacher.pt`` + ``teacher.json`` with its kind, size and accuracy).
+:func:`ersam_lib.fit.fit_teacher` trains either one; :func:`save_teacher` / :func:`load_teacher` hand it to
+chapter 4 through ``RUN_DIR/teacher/`` (``teacher.pt`` + ``teacher.json`` with its kind, size and accuracy).
 """
 
 from __future__ import annotations
 
-import copy
 import os
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, RandomSampler
 
+from .complexity import count_params
 from .io import atomic_torch_save, atomic_write_json, read_json
-from .progress import progress
+from .rundir import require, run_file, stage_dir
 from .scales import check_scale
 
 __all__ = [
     "CRNNTeacher", "TeacherConfig", "TeacherUnavailable", "Wav2Vec2Counter", "build_teacher", "build_wav2vec2",
-    "load_teacher", "save_teacher", "tiny_wav2vec2", "train_classifier",
+    "load_teacher", "save_teacher", "teacher_info", "tiny_wav2vec2",
 ]
 
 KINDS: tuple[str, ...] = ("crnn", "wav2vec2")
@@ -164,80 +161,22 @@ def build_teacher(kind: str, n_features: int, n_classes: int, cfg: TeacherConfig
     raise ValueError(f"unknown teacher kind {kind!r}; expected one of {', '.join(KINDS)}")
 
 
-# --------------------------------------------------------------------------------------------- training
-@dataclass
-class FitReport:
-    """What :func:`train_classifier` measured: per-epoch history, best validation accuracy, wall time."""
-
-    history: list[dict[str, float]] = field(default_factory=list)
-    best_val_acc: float = 0.0
-    best_epoch: int = 0
-    wall_s: float = 0.0
-
-
-def train_classifier(model: nn.Module, train_ds: Dataset, val_ds: Dataset, cfg: TeacherConfig,
-                     device: str | None = "auto") -> FitReport:
-    """Supervised training with AdamW, cosine LR, clipping; keeps the weights of the best validation epoch.
-
-    Introduced in chapter 3 for the teacher; ``train_ds``/``val_ds`` yield ``(input, label)``. The model is moved
-    to ``device`` (:func:`~ersam_lib.repro.pick_device`: the GPU when there is one) and stays there.
-    """
-    from .repro import pick_device
-    from .train import evaluate, eval_loader
-
-    dev = pick_device(device)
-    model.to(dev)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=RandomSampler(train_ds, generator=gen),
-                        drop_last=len(train_ds) > cfg.batch_size)  # type: ignore[arg-type]
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * len(loader),
-                                                pct_start=0.15)
-    report, best, t0 = FitReport(), copy.deepcopy(model.state_dict()), time.perf_counter()
-    for epoch in range(cfg.epochs):
-        model.train()
-        total, n = 0.0, 0
-        for x, y in progress(loader, desc=f"teacher epoch {epoch + 1}/{cfg.epochs}", leave=False):
-            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-            loss = F.cross_entropy(model(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            sched.step()
-            total, n = total + float(loss.detach()) * len(y), n + len(y)
-        val = evaluate(model, eval_loader(val_ds, 128))
-        report.history.append({"epoch": epoch + 1, "train_loss": total / n, "val_acc": val["acc"],
-                               "val_mae": val["mae"], "wall_s": time.perf_counter() - t0})
-        if val["acc"] >= report.best_val_acc:
-            report.best_val_acc, report.best_epoch = val["acc"], epoch + 1
-            best = copy.deepcopy(model.state_dict())
-    model.load_state_dict(best)
-    report.wall_s = time.perf_counter() - t0
-    return report
-
-
 # --------------------------------------------------------------------------------------------- hand-off to chapter 4
 def save_teacher(run_dir: str | os.PathLike, model: nn.Module, info: dict[str, Any]) -> Path:
     """Write ``RUN_DIR/teacher/teacher.pt`` and ``teacher.json`` (``info`` must hold ``kind``, ``n_features``,
     ``n_classes`` and, for the CRNN, ``channels``/``hidden``) (chapter 3)."""
-    from .rundir import stage_dir
-
     missing = {"kind", "n_features", "n_classes"} - set(info)
     if missing:
         raise ValueError(f"teacher info lacks {sorted(missing)}")
-    folder = stage_dir(run_dir, "teacher")
-    info = dict(info, params=sum(p.numel() for p in model.parameters()))
-    atomic_torch_save(model.state_dict(), folder / "teacher.pt")
-    atomic_write_json(folder / "teacher.json", info)
-    return folder
+    info = dict(info, params=count_params(model))
+    atomic_torch_save(model.state_dict(), run_file(run_dir, "teacher_weights"))
+    atomic_write_json(run_file(run_dir, "teacher_info"), info)
+    return stage_dir(run_dir, "teacher")
 
 
 def load_teacher(run_dir: str | os.PathLike) -> nn.Module:
     """The trained teacher of chapter 3, frozen and in eval mode (used by chapter 4's distillation)."""
-    from .rundir import require_stage
-
-    info = read_json(require_stage(run_dir, "teacher", "teacher.json", "03"))
+    info = teacher_info(run_dir)
     if info["kind"] == "crnn":
         model: nn.Module = CRNNTeacher(info["n_features"], info["n_classes"], tuple(info["channels"]), info["hidden"])
     elif info["kind"] == "wav2vec2":
@@ -245,7 +184,7 @@ def load_teacher(run_dir: str | os.PathLike) -> nn.Module:
             build_wav2vec2(info["n_classes"])
     else:
         raise ValueError(f"teacher.json names an unknown kind {info['kind']!r}")
-    state = torch.load(Path(run_dir) / "teacher" / "teacher.pt", map_location="cpu", weights_only=True)
+    state = torch.load(require(run_dir, "teacher_weights"), map_location="cpu", weights_only=True)
     model.load_state_dict(state)
     for p in model.parameters():
         p.requires_grad_(False)
@@ -254,108 +193,4 @@ def load_teacher(run_dir: str | os.PathLike) -> nn.Module:
 
 def teacher_info(run_dir: str | os.PathLike) -> dict[str, Any]:
     """The ``teacher.json`` chapter 3 wrote (kind, params, accuracy)."""
-    from .rundir import require_stage
-
-    return read_json(require_stage(run_dir, "teacher", "teacher.json", "03"))
-
-
-def macs_per_sample(model: nn.Module, example: torch.Tensor) -> float:
-    """Multiply-accumulates of one forward pass on one sample (FLOPs / 2, by ``torch.utils.flop_counter``)."""
-    from .distill import teacher_flops_per_sample
-
-    return teacher_flops_per_sample(model, example) / 2
-
-
-
-# --------------------------------------------------------------------------------------------- chapter 3 in one call
-class WaveformDataset(Dataset):
-    """Items ``(float32 waveform (samples,), label)`` rendered on the fly from chapter 1's manifest (chapter 3).
-
-    The wav2vec2 teacher reads waveforms, not features; rendering is deterministic, so nothing is cached.
-    """
-
-    def __init__(self, run_dir: str | os.PathLike, split: str, limit: int | None = None):
-        from data_prep.build import load_manifest, open_run_source
-
-        rows = load_manifest(run_dir)
-        self.rows = rows[rows["split"] == split].reset_index(drop=True)
-        if limit is not None:
-            self.rows = self.rows.iloc[:limit]
-        if len(self.rows) == 0:
-            raise ValueError(f"split {split!r} of {run_dir} has no rows")
-        self.source = open_run_source(run_dir)
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        from data_prep.render import render_mixture
-
-        row = self.rows.iloc[i]
-        return torch.from_numpy(render_mixture(row, self.source)), int(row["label"])
-
-
-def fit_teacher(run_dir: str | os.PathLike, cfg: TeacherConfig, device: str | None = "auto") -> dict[str, Any]:
-    """Chapter 3 in one call: build the teacher ``cfg`` asks for (falling back to the CRNN when the pretrained
-    wav2vec2 cannot be loaded), train it, score it on val and test, save it to ``RUN_DIR/teacher/``.
-
-    Returns the report that ``teacher.json`` holds (kind, params, accuracies, wall time, why a fallback happened).
-    """
-    from torch.utils.data import Subset
-
-    from .train import evaluate, eval_loader, load_feature_data
-
-    torch.manual_seed(cfg.seed)
-    data = load_feature_data(run_dir)
-    kind, fallback = cfg.kind, None
-    info: dict[str, Any] = {"n_features": data.n_features, "n_classes": data.n_classes}
-    if kind == "wav2vec2":
-        try:
-            model = build_wav2vec2(data.n_classes)
-            train_ds: Dataset = WaveformDataset(run_dir, "train", cfg.max_train_samples)
-            val_ds, test_ds = WaveformDataset(run_dir, "val"), WaveformDataset(run_dir, "test")
-        except TeacherUnavailable as e:
-            kind, fallback = "crnn", str(e)
-    if kind == "crnn":
-        model = CRNNTeacher(data.n_features, data.n_classes, tuple(cfg.channels), cfg.hidden)
-        train_ds, val_ds, test_ds = data.train, data.val, data.test
-        info |= {"channels": list(cfg.channels), "hidden": cfg.hidden}
-        if cfg.max_train_samples is not None and cfg.max_train_samples < len(train_ds):  # type: ignore[arg-type]
-            idx = torch.randperm(len(train_ds), generator=torch.Generator().manual_seed(cfg.seed))  # type: ignore
-            train_ds = Subset(train_ds, sorted(idx[: cfg.max_train_samples].tolist()))
-    fit = train_classifier(model, train_ds, val_ds, cfg, device)
-    test = evaluate(model, eval_loader(test_ds, 128))
-    info |= {"kind": kind, "input": "waveform" if kind == "wav2vec2" else "logmel", "fallback_reason": fallback,
-             "val_acc": fit.best_val_acc, "best_epoch": fit.best_epoch, "test_acc": test["acc"],
-             "test_mae": test["mae"], "train_samples": len(train_ds), "wall_s": fit.wall_s,  # type: ignore[arg-type]
-             "history": fit.history, "config": {k: (list(v) if isinstance(v, tuple) else v)
-                                                for k, v in cfg.__dict__.items()}}
-    save_teacher(run_dir, model, info)
-    return teacher_info(run_dir)
-
-
-def fit_largest_student(run_dir: str | os.PathLike, scale: str, cfg: TeacherConfig,
-                        device: str | None = "auto") -> dict[str, Any]:
-    """Train the largest architecture of chapter 4's space alone on the labels, with the teacher's data and schedule.
-
-    Chapter 3 compares it with the teacher: distillation can only help if the teacher is clearly better.
-    """
-    from torch.utils.data import Subset
-
-    from .space import SearchSpace, build_model, count_params
-    from .train import _load_rule, evaluate, eval_loader, load_feature_data
-
-    data = load_feature_data(run_dir)
-    space = SearchSpace.for_scale(scale, data.n_features, data.n_classes, rule=_load_rule(run_dir),
-                                  n_frames=data.n_frames)
-    torch.manual_seed(cfg.seed)
-    model = build_model(space.largest(), data.n_features, data.n_classes, space.attn_dim)
-    train_ds: Dataset = data.train
-    if cfg.max_train_samples is not None and cfg.max_train_samples < len(train_ds):  # type: ignore[arg-type]
-        idx = torch.randperm(len(train_ds), generator=torch.Generator().manual_seed(cfg.seed))  # type: ignore
-        train_ds = Subset(train_ds, sorted(idx[: cfg.max_train_samples].tolist()))
-    fit = train_classifier(model, train_ds, data.val, cfg, device)
-    test = evaluate(model, eval_loader(data.test, 128))
-    return {"arch": space.largest().describe(), "params": count_params(model), "macs": space.macs(space.largest()),
-            "val_acc": fit.best_val_acc, "test_acc": test["acc"], "test_mae": test["mae"], "wall_s": fit.wall_s,
-            "history": fit.history}
+    return read_json(require(run_dir, "teacher_info"))

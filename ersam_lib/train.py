@@ -10,43 +10,43 @@ One optimiser step (:func:`sandwich_step`), BigNAS/AttentiveNAS style:
 
 :func:`train_supernet` loops over epochs with a checkpoint after each (written atomically, so a kill leaves the
 previous one intact) and resumes from it to the same state: data order, subnet draws and dropout are seeded per
-epoch from ``(seed, epoch)``. Under ``torchrun`` it runs DistributedDataParallel on gloo (CPU) or NCCL (GPU)::
+epoch from ``(seed, epoch)``. Under ``torchrun`` it runs DistributedDataParallel on gloo (CPU) or NCCL (GPU); the
+command line that trains one variant of chapter 4's ablation that way is ``ersam train``
+(:func:`ersam_lib.ablation.train_variant`)::
 
-    torchrun --nproc_per_node 2 -m ersam_lib.train --run-dir runs/tutorial --scale tutorial --mode selective
+    torchrun --nproc_per_node 2 -m ersam_lib train --run-dir runs/tutorial --scale tutorial --mode selective
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 import os
 import random
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 from torch.utils.data.distributed import DistributedSampler
 
+from .data import subset
 from .distill import DistillConfig, SelectiveTeacher, kd_loss, teacher_flops_per_sample
-from .io import atomic_torch_save, atomic_write_json, read_json
+from .io import atomic_torch_save, atomic_write_json
 from .progress import progress
 from .repro import pick_device
+from .rundir import CHECKPOINT, HISTORY
 from .scales import check_scale
 
 __all__ = [
-    "TrainConfig", "TrainResult", "evaluate", "evaluate_arch", "load_supernet", "sandwich_step", "save_supernet",
+    "TrainConfig", "TrainResult", "dist_info", "init_distributed", "sandwich_archs", "sandwich_step",
     "train_supernet",
 ]
-
-CHECKPOINT = "checkpoint.pt"
 
 
 @dataclass(frozen=True)
@@ -180,13 +180,6 @@ def _lr_lambda(cfg: TrainConfig, steps_per_epoch: int):
     return f
 
 
-def _subset(ds: Dataset, n: int | None, seed: int) -> Dataset:
-    if n is None or n >= len(ds):  # type: ignore[arg-type]
-        return ds
-    idx = np.random.default_rng(seed).permutation(len(ds))[:n]  # type: ignore[arg-type]
-    return torch.utils.data.Subset(ds, sorted(idx.tolist()))
-
-
 def train_supernet(supernet: nn.Module, space: Any, train_ds: Dataset, cfg: TrainConfig, ckpt_dir: str | os.PathLike,
                    teacher: nn.Module | None = None, stop_after_epoch: int | None = None,
                    device: str | None = "auto") -> TrainResult:
@@ -199,7 +192,7 @@ def train_supernet(supernet: nn.Module, space: Any, train_ds: Dataset, cfg: Trai
     rank, world = dist_info()
     dev = pick_device(device)
     ckpt_dir = Path(ckpt_dir)
-    train_ds = _subset(train_ds, cfg.max_train_samples, cfg.seed)
+    train_ds = subset(train_ds, cfg.max_train_samples, cfg.seed)
     flops = teacher_flops_per_sample(teacher, train_ds[0][-1][None] if len(train_ds[0]) > 2
                                      else train_ds[0][0][None]) if teacher is not None else None
     supernet.to(dev)
@@ -272,7 +265,7 @@ def _save_checkpoint(ckpt_dir: Path, cfg: TrainConfig, supernet: nn.Module, opti
         "scheduler": scheduler.state_dict(), "teacher_stats": selective.state_dict(), "history": history,
         "wall_s": wall,
     }, ckpt_dir / CHECKPOINT)
-    atomic_write_json(ckpt_dir / "history.json", {"config": cfg.to_dict(), "history": history})
+    atomic_write_json(ckpt_dir / HISTORY, {"config": cfg.to_dict(), "history": history})
 
 
 def _load_checkpoint(ckpt_dir: Path, cfg: TrainConfig, supernet: nn.Module, optimizer: Any, scheduler: Any,
@@ -289,152 +282,3 @@ def _load_checkpoint(ckpt_dir: Path, cfg: TrainConfig, supernet: nn.Module, opti
     scheduler.load_state_dict(ck["scheduler"])
     selective.load_state_dict(ck["teacher_stats"])
     return ck
-
-
-# --------------------------------------------------------------------------------------------- evaluation
-def _device_of(model: nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, loader: Iterable) -> dict[str, float]:
-    """Exact-count accuracy and mean absolute count error of ``model`` on ``loader`` (chapters 3-5)."""
-    model.eval()
-    device = _device_of(model)
-    correct = err = n = 0
-    for batch in loader:
-        pred = model(batch[0].to(device)).argmax(1).cpu()
-        y = batch[1]
-        correct += int((pred == y).sum())
-        err += float((pred - y).abs().sum())
-        n += len(y)
-    if n == 0:
-        raise ValueError("cannot evaluate on an empty loader")
-    return {"acc": correct / n, "mae": err / n, "n": n}
-
-
-@torch.no_grad()
-def predict(model: nn.Module, loader: Iterable) -> tuple[np.ndarray, np.ndarray]:
-    """``(y_true, y_pred)`` over ``loader`` (chapters 3-5 draw confusion matrices from them)."""
-    model.eval()
-    device = _device_of(model)
-    ys, ps = [], []
-    for batch in loader:
-        ps.append(model(batch[0].to(device)).argmax(1).cpu().numpy())
-        ys.append(np.asarray(batch[1]))
-    return np.concatenate(ys), np.concatenate(ps)
-
-
-def evaluate_arch(supernet: nn.Module, arch: Any, bn_loader: Iterable, eval_loader: Iterable,
-                  n_bn_batches: int = 20) -> dict[str, float]:
-    """Score one subnet: extract it, recalibrate its BatchNorm on ``n_bn_batches`` training batches, evaluate.
-
-    Introduced in chapter 4 (ablation), used by the search in chapter 5. The supernet itself is left untouched.
-    """
-    from .supernet import recalibrate_bn
-
-    sub = supernet.get_active_subnet(arch)
-    recalibrate_bn(sub, (b[0] for b in bn_loader), n_bn_batches)
-    return evaluate(sub, eval_loader)
-
-
-def eval_loader(ds: Dataset, batch_size: int = 256) -> DataLoader:
-    """Deterministic loader for scoring (no shuffle)."""
-    return DataLoader(ds, batch_size=batch_size, sampler=SequentialSampler(ds))
-
-
-@dataclass
-class FeatureData:
-    """Chapter 1's log-mel features as torch datasets, with the sizes the models need (chapters 3-5)."""
-
-    train: Dataset
-    val: Dataset
-    test: Dataset
-    n_features: int
-    n_frames: int
-    classes: list[str]
-
-    @property
-    def n_classes(self) -> int:
-        return len(self.classes)
-
-
-def load_feature_data(run_dir: str | os.PathLike, kind: str = "logmel") -> FeatureData:
-    """Train/val/test :class:`data_prep.features.FeatureDataset` of ``RUN_DIR`` (chapter 1 must have run)."""
-    from data_prep.features import FeatureDataset, load_features
-
-    sets = {s: load_features(run_dir, s, kind) for s in ("train", "val", "test")}
-    _, n_features, n_frames = sets["train"].x.shape
-    return FeatureData(*(FeatureDataset(sets[s]) for s in ("train", "val", "test")), int(n_features), int(n_frames),
-                       list(sets["train"].classes))
-
-
-# --------------------------------------------------------------------------------------------- saving for chapter 5
-def save_supernet(path: str | os.PathLike, supernet: nn.Module, space: Any, info: dict[str, Any]) -> Path:
-    """Save the trained supernet with its space description so :func:`load_supernet` rebuilds it (chapter 4)."""
-    return atomic_torch_save({"model": supernet.state_dict(), "space": space.to_dict(), "info": info}, path)
-
-
-def load_supernet(run_dir: str | os.PathLike, filename: str = "supernet.pt") -> tuple[nn.Module, Any, dict]:
-    """``(supernet, space, info)`` from chapter 4's ``RUN_DIR/supernet/supernet.pt``, in eval mode (chapter 5).
-
-    The space carries chapter 2's cost rule again when ``RUN_DIR/profiling/rule.json`` exists.
-    """
-    from .rundir import require_stage
-    from .space import SearchSpace
-    from .supernet import Supernet
-
-    path = require_stage(run_dir, "supernet", filename, "04")
-    ck = torch.load(path, map_location="cpu", weights_only=False)
-    space = SearchSpace.from_dict(ck["space"], rule=_load_rule(run_dir))
-    net = Supernet(space, space.n_features, space.n_classes)
-    net.load_state_dict(ck["model"])
-    return net.eval(), space, ck["info"]
-
-
-def _load_rule(run_dir: str | os.PathLike) -> Any:
-    path = Path(run_dir) / "profiling" / "rule.json"
-    if not path.exists():
-        return None
-    from .profiling import CostRule
-
-    return CostRule.load(path)
-
-
-# --------------------------------------------------------------------------------------------- CLI
-def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m ersam_lib.train", description=__doc__.split("\n")[0])
-    p.add_argument("--run-dir", required=True, help="RUN_DIR with chapter 1's features (and chapter 3's teacher)")
-    p.add_argument("--scale", default="tutorial")
-    p.add_argument("--mode", default="selective", choices=["none", "full", "selective"])
-    p.add_argument("--tau", type=float, default=0.5)
-    p.add_argument("--uncertainty", default="entropy", choices=["entropy", "margin"])
-    p.add_argument("--gate-on", default="student", choices=["student", "largest"],
-                   help="whose uncertainty opens the gate: each trained subnet, or the largest for all")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--name", default=None, help="sub-folder of RUN_DIR/supernet/runs (default: from mode and tau)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", help="'auto' (the GPU when there is one), 'cpu', 'cuda' or 'cuda:N'")
-    return p.parse_args(argv)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """CLI: train one supernet variant from a RUN_DIR; works as is under ``torchrun --nproc_per_node N``."""
-    from .ablation import train_variant
-
-    args = _parse(argv)
-    init_distributed()
-    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
-    dcfg = DistillConfig(mode=args.mode, tau=args.tau, kind=args.uncertainty, gate_on=args.gate_on)
-    overrides = {"seed": args.seed} | ({"epochs": args.epochs} if args.epochs else {})
-    cfg = TrainConfig.for_scale(args.scale, distill=dcfg, **overrides)
-    row = train_variant(args.run_dir, args.scale, cfg, name=args.name, device=args.device)
-    if dist_info()[0] == 0:
-        print({k: v for k, v in row.items() if not isinstance(v, dict)})
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
-
-
-if __name__ == "__main__":
-    main()

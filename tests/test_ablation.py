@@ -13,8 +13,10 @@ from ersam_lib.ablation import (
 )
 from ersam_lib.distill import DistillConfig
 from ersam_lib.space import SearchSpace
-from ersam_lib.teacher import TeacherConfig, fit_teacher, teacher_info
-from ersam_lib.train import TrainConfig, load_supernet
+from ersam_lib.fit import fit_teacher
+from ersam_lib.supernet import load_supernet
+from ersam_lib.teacher import TeacherConfig, teacher_info
+from ersam_lib.train import TrainConfig
 
 torch.set_num_threads(1)
 
@@ -77,7 +79,7 @@ def test_middle_arch_is_between_smallest_and_largest():
 
 
 def test_train_cli_runs_one_variant(tiny_run):
-    cmd = [sys.executable, "-m", "ersam_lib.train", "--run-dir", str(tiny_run), "--scale", "smoke", "--mode", "none",
+    cmd = [sys.executable, "-m", "ersam_lib", "train", "--run-dir", str(tiny_run), "--scale", "smoke", "--mode", "none",
            "--epochs", "1", "--name", "cli"]
     env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"} | {k: v for k, v in os.environ.items() if k == "PYTHONPATH"}
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from ersam_lib.baselines import BASELINES, build_baseline, count_params
+from ersam_lib.baselines import BASELINES, build_baseline
+from ersam_lib.complexity import count_params
 
 torch.set_num_threads(1)
 

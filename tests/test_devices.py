@@ -6,8 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from ersam_lib.devices import (HostCPU, ImportedProfile, LatencyStats, PowerModel, TimingConfig, get_device,
+from ersam_lib.devices import (HostCPU, ImportedProfile, LatencyStats, PowerModel, get_device,
                                module_key)
+from ersam_lib.export import TimingConfig
 
 torch.set_num_threads(1)
 FAST = TimingConfig(warmup=1, repeats=5, min_repeats=3, max_seconds=0.05)

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from ersam_lib.io import atomic_path, atomic_write_json, read_json
-from ersam_lib.rundir import load_metrics, record_metrics, require_stage, stage_dir
+from ersam_lib.rundir import load_metrics, record_metrics, require, stage_dir
 from ersam_lib.scales import check_scale
 
 
@@ -31,6 +31,6 @@ def test_layout_errors_are_clear(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown stage"):
         stage_dir(tmp_path, "nonsense")
     with pytest.raises(FileNotFoundError, match="run chapter 01"):
-        require_stage(tmp_path, "data", "manifest.parquet", "01")
+        require(tmp_path, "manifest")
     with pytest.raises(ValueError, match="smoke, tutorial, paper"):
         check_scale("huge")

@@ -9,8 +9,10 @@ import torch
 from torch import nn
 
 from ersam_lib.costmodel import trace_layers
-from ersam_lib.devices import Device, LatencyStats, PowerModel, TimingConfig
-from ersam_lib.profiling import (CostRule, OperatorGrid, ProfilingConfig, build_cost_model, call_trace,
+from ersam_lib.costrule import CostRule
+from ersam_lib.devices import Device, LatencyStats, PowerModel
+from ersam_lib.export import TimingConfig
+from ersam_lib.profiling import (OperatorGrid, ProfilingConfig, build_cost_model, call_trace,
                                  operator_cases, profile_operators, random_conv_net, summarize_validation, validate)
 
 torch.set_num_threads(1)

@@ -10,7 +10,8 @@ import random
 import pytest
 import torch
 
-from ersam_lib.space import Arch, SearchSpace, StageArch, StageSpace, build_model, count_params
+from ersam_lib.complexity import count_params, macs_per_sample
+from ersam_lib.space import Arch, SearchSpace, StageArch, StageSpace, build_model
 
 torch.set_num_threads(1)
 
@@ -161,3 +162,14 @@ def test_space_serialises_and_validates():
         SearchSpace.for_scale("huge", 16, 5)
     with pytest.raises(TypeError):
         SearchSpace.for_scale("smoke", 16, 5, rule=object())
+
+
+def test_the_space_mac_formula_equals_the_traced_count():
+    """One MAC count: the space's per-operator formula agrees with torch's flop counter on built networks."""
+    space = SearchSpace.for_scale("tutorial", 40, 11, n_frames=251)
+    rng = random.Random(3)
+    archs = [space.largest(), space.smallest()] + [space.sample(rng) for _ in range(4)]
+    assert {a.mixer for a in archs} == {"none", "attn"}
+    for arch in archs:
+        model = build_model(arch, 40, 11, space.attn_dim)
+        assert space.macs(arch) == macs_per_sample(model, torch.randn(2, 40, 251)), arch.describe()

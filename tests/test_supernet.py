@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from ersam_lib.space import Arch, SearchSpace, StageArch, build_model, count_params
+from ersam_lib.complexity import count_params
+from ersam_lib.space import Arch, SearchSpace, StageArch, build_model
 from ersam_lib.supernet import DynamicBatchNorm1d, ElasticConv1d, Supernet, recalibrate_bn
 
 torch.set_num_threads(1)

@@ -6,9 +6,10 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
+from ersam_lib.fit import train_classifier
 from ersam_lib.teacher import (
     CRNNTeacher, TeacherConfig, TeacherUnavailable, Wav2Vec2Counter, build_teacher, build_wav2vec2, load_teacher,
-    save_teacher, teacher_info, tiny_wav2vec2, train_classifier,
+    save_teacher, teacher_info, tiny_wav2vec2,
 )
 
 torch.set_num_threads(1)

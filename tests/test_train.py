@@ -9,11 +9,9 @@ from torch.utils.data import TensorDataset
 
 from ersam_lib.distill import DistillConfig, SelectiveTeacher
 from ersam_lib.space import SearchSpace
-from ersam_lib.supernet import Supernet
-from ersam_lib.train import (
-    TrainConfig, eval_loader, evaluate_arch, load_supernet, sandwich_archs, sandwich_step, save_supernet,
-    train_supernet,
-)
+from ersam_lib.evaluation import eval_loader
+from ersam_lib.supernet import Supernet, evaluate_arch, load_supernet, save_supernet
+from ersam_lib.train import TrainConfig, sandwich_archs, sandwich_step, train_supernet
 
 torch.set_num_threads(1)
 F_, T_, K_ = 8, 32, 3

@@ -1,0 +1,80 @@
+"""Chapter 1's data as torch datasets: the cached features, rendered waveforms, and one subset rule (chapters 3-6).
+
+- :class:`FeatureData` / :func:`load_feature_data`: the train/val/test log-mel (or |STFT|) features of a run;
+- :class:`WaveformDataset`: mixtures rendered on the fly from the manifest, for waveform models (wav2vec2);
+- :func:`subset`: the one way any trainer caps its training set (``max_train_samples``), so that the teacher,
+  the largest student and the supernet see the same mixtures for the same seed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Subset
+
+from data_prep.build import load_manifest, open_run_source
+from data_prep.features import FeatureDataset, load_features
+from data_prep.render import render_mixture
+
+__all__ = ["FeatureData", "WaveformDataset", "load_feature_data", "subset"]
+
+
+@dataclass
+class FeatureData:
+    """Chapter 1's features as torch datasets, with the sizes the models need (chapters 3-5)."""
+
+    train: Dataset
+    val: Dataset
+    test: Dataset
+    n_features: int
+    n_frames: int
+    classes: list[str]
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+
+def load_feature_data(run_dir: str | os.PathLike, kind: str = "logmel") -> FeatureData:
+    """Train/val/test :class:`data_prep.features.FeatureDataset` of ``RUN_DIR`` (chapter 1 must have run)."""
+    sets = {s: load_features(run_dir, s, kind) for s in ("train", "val", "test")}
+    _, n_features, n_frames = sets["train"].x.shape
+    return FeatureData(*(FeatureDataset(sets[s]) for s in ("train", "val", "test")), int(n_features), int(n_frames),
+                       list(sets["train"].classes))
+
+
+def subset(ds: Dataset, n: int | None, seed: int) -> Dataset:
+    """``n`` items of ``ds`` drawn without replacement with ``seed`` (kept in index order); all of it if ``n`` is
+    ``None`` or not smaller than ``len(ds)``."""
+    if n is None or n >= len(ds):  # type: ignore[arg-type]
+        return ds
+    if n < 1:
+        raise ValueError(f"a subset needs n >= 1, got {n}")
+    idx = np.random.default_rng(seed).permutation(len(ds))[:n]  # type: ignore[arg-type]
+    return Subset(ds, sorted(idx.tolist()))
+
+
+class WaveformDataset(Dataset):
+    """Items ``(float32 waveform (samples,), label)`` rendered on the fly from chapter 1's manifest (chapter 3).
+
+    The wav2vec2 teacher reads waveforms, not features; rendering is deterministic, so nothing is cached.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, split: str, limit: int | None = None):
+        rows = load_manifest(run_dir)
+        self.rows = rows[rows["split"] == split].reset_index(drop=True)
+        if limit is not None:
+            self.rows = self.rows.iloc[:limit]
+        if len(self.rows) == 0:
+            raise ValueError(f"split {split!r} of {run_dir} has no rows")
+        self.source = open_run_source(run_dir)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        row = self.rows.iloc[i]
+        return torch.from_numpy(render_mixture(row, self.source)), int(row["label"])

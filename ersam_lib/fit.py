@@ -1,0 +1,130 @@
+"""Supervised training of one classifier on the labels (chapter 3; chapter 5 reuses it for baselines and finalists).
+
+- :func:`train_classifier`: AdamW, one-cycle learning rate, gradient clipping, the weights of the best validation
+  epoch kept;
+- :func:`fit_teacher`: chapter 3 in one call (build the teacher, train it, score it, save it to ``RUN_DIR/teacher``);
+- :func:`fit_largest_student`: the largest architecture of chapter 4's space trained alone with the teacher's data
+  and schedule, the comparison that tells whether the teacher can teach.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, RandomSampler
+
+from .complexity import count_params
+from .data import WaveformDataset, load_feature_data, subset
+from .evaluation import eval_loader, evaluate
+from .progress import progress
+from .repro import pick_device
+from .space import build_model, space_for_run
+from .teacher import CRNNTeacher, TeacherConfig, TeacherUnavailable, build_wav2vec2, save_teacher, teacher_info
+
+__all__ = ["FitReport", "fit_largest_student", "fit_teacher", "train_classifier"]
+
+
+@dataclass
+class FitReport:
+    """What :func:`train_classifier` measured: per-epoch history, best validation accuracy, wall time."""
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_val_acc: float = 0.0
+    best_epoch: int = 0
+    wall_s: float = 0.0
+
+
+def train_classifier(model: nn.Module, train_ds: Dataset, val_ds: Dataset, cfg: TeacherConfig,
+                     device: str | None = "auto") -> FitReport:
+    """Supervised training with AdamW, cosine LR, clipping; keeps the weights of the best validation epoch.
+
+    Introduced in chapter 3 for the teacher; ``train_ds``/``val_ds`` yield ``(input, label)``. The model is moved
+    to ``device`` (:func:`~ersam_lib.repro.pick_device`: the GPU when there is one) and stays there.
+    """
+    dev = pick_device(device)
+    model.to(dev)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=RandomSampler(train_ds, generator=gen),
+                        drop_last=len(train_ds) > cfg.batch_size)  # type: ignore[arg-type]
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * len(loader),
+                                                pct_start=0.15)
+    report, best, t0 = FitReport(), copy.deepcopy(model.state_dict()), time.perf_counter()
+    for epoch in range(cfg.epochs):
+        model.train()
+        total, n = 0.0, 0
+        for x, y in progress(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False):
+            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            sched.step()
+            total, n = total + float(loss.detach()) * len(y), n + len(y)
+        val = evaluate(model, eval_loader(val_ds, 128))
+        report.history.append({"epoch": epoch + 1, "train_loss": total / n, "val_acc": val["acc"],
+                               "val_mae": val["mae"], "wall_s": time.perf_counter() - t0})
+        if val["acc"] >= report.best_val_acc:
+            report.best_val_acc, report.best_epoch = val["acc"], epoch + 1
+            best = copy.deepcopy(model.state_dict())
+    model.load_state_dict(best)
+    report.wall_s = time.perf_counter() - t0
+    return report
+
+
+def fit_teacher(run_dir: str | os.PathLike, cfg: TeacherConfig, device: str | None = "auto") -> dict[str, Any]:
+    """Chapter 3 in one call: build the teacher ``cfg`` asks for (falling back to the CRNN when the pretrained
+    wav2vec2 cannot be loaded), train it, score it on val and test, save it to ``RUN_DIR/teacher/``.
+
+    Returns the report that ``teacher.json`` holds (kind, params, accuracies, wall time, why a fallback happened).
+    """
+    torch.manual_seed(cfg.seed)
+    data = load_feature_data(run_dir)
+    kind, fallback = cfg.kind, None
+    info: dict[str, Any] = {"n_features": data.n_features, "n_classes": data.n_classes}
+    if kind == "wav2vec2":
+        try:
+            model = build_wav2vec2(data.n_classes)
+            train_ds: Dataset = WaveformDataset(run_dir, "train")
+            val_ds, test_ds = WaveformDataset(run_dir, "val"), WaveformDataset(run_dir, "test")
+        except TeacherUnavailable as e:
+            kind, fallback = "crnn", str(e)
+    if kind == "crnn":
+        model = CRNNTeacher(data.n_features, data.n_classes, tuple(cfg.channels), cfg.hidden)
+        train_ds, val_ds, test_ds = data.train, data.val, data.test
+        info |= {"channels": list(cfg.channels), "hidden": cfg.hidden}
+    train_ds = subset(train_ds, cfg.max_train_samples, cfg.seed)
+    fit = train_classifier(model, train_ds, val_ds, cfg, device)
+    test = evaluate(model, eval_loader(test_ds, 128))
+    info |= {"kind": kind, "input": "waveform" if kind == "wav2vec2" else "logmel", "fallback_reason": fallback,
+             "val_acc": fit.best_val_acc, "best_epoch": fit.best_epoch, "test_acc": test["acc"],
+             "test_mae": test["mae"], "train_samples": len(train_ds), "wall_s": fit.wall_s,  # type: ignore[arg-type]
+             "history": fit.history, "config": {k: (list(v) if isinstance(v, tuple) else v)
+                                                for k, v in cfg.__dict__.items()}}
+    save_teacher(run_dir, model, info)
+    return teacher_info(run_dir)
+
+
+def fit_largest_student(run_dir: str | os.PathLike, scale: str, cfg: TeacherConfig,
+                        device: str | None = "auto") -> dict[str, Any]:
+    """Train the largest architecture of chapter 4's space alone on the labels, with the teacher's data and schedule.
+
+    Chapter 3 compares it with the teacher: distillation can only help if the teacher is clearly better.
+    """
+    data = load_feature_data(run_dir)
+    space = space_for_run(run_dir, scale, data)
+    torch.manual_seed(cfg.seed)
+    model = build_model(space.largest(), data.n_features, data.n_classes, space.attn_dim)
+    fit = train_classifier(model, subset(data.train, cfg.max_train_samples, cfg.seed), data.val, cfg, device)
+    test = evaluate(model, eval_loader(data.test, 128))
+    return {"arch": space.largest().describe(), "params": count_params(model), "macs": space.macs(space.largest()),
+            "val_acc": fit.best_val_acc, "test_acc": test["acc"], "test_mae": test["mae"], "wall_s": fit.wall_s,
+            "history": fit.history}
