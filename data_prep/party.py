@@ -7,10 +7,10 @@ background noise at a random SNR, the whole peak-normalised.
 
 The guest list: the recording is cut into scenes of random length; at each scene change one guest arrives or
 leaves, steering the number present along a rise-and-fall curve (an empty room at the start, the most guests,
-``max_present``, in the middle, few towards the end) with random detours. A present guest talks in VAD-trimmed utterances
-separated by short pauses, and sometimes listens for a few seconds. The speaker turns written to the RTTM are the
-VAD activity of the placed stretches on the 10-ms grid, the same activity chapter 1 labels its mixtures with, so
-:func:`data_prep.rttm.window_counts` of the RTTM gives the chapter-1 label of every window.
+``max_present``, in the middle, few towards the end) with random detours. A present guest talks in VAD-trimmed
+utterances separated by short pauses, and sometimes listens for a few seconds. The speaker turns written to the
+RTTM are the VAD activity of the placed stretches on the 10-ms grid, the same activity chapter 1 labels its
+mixtures with, so :func:`data_prep.rttm.window_counts` of the RTTM gives the chapter-1 label of every window.
 """
 
 from __future__ import annotations
@@ -180,6 +180,16 @@ def make_party(source: SpeechSource, cfg: PartyConfig | None = None, speakers: l
                              "leave_s": guests["leave"] * FRAME_S})
     return Party(name, mix.astype(np.float32), turns.sort_values(["onset", "speaker"], ignore_index=True),
                  presence, activity, who, cfg)
+
+
+def party_from_run(run_dir: str | os.PathLike, cfg: PartyConfig | None = None, split: str = "test",
+                   name: str = "party") -> Party:
+    """A party of the speakers of one split of the data set chapter 1 built in ``run_dir`` (default: the test
+    split, voices the models never trained on), from the same speech source (chapter 6)."""
+    from .build import load_dataset_info, open_run_source
+
+    speakers = load_dataset_info(run_dir)["speaker_lists"][split]
+    return make_party(open_run_source(run_dir), cfg, speakers, name)
 
 
 def save_party(party: Party, folder: str | os.PathLike) -> tuple[Path, Path]:

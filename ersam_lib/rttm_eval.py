@@ -71,9 +71,10 @@ class RttmReport:
         lines = [f"{len(self.files)} annotated recordings, {len(self.windows)} windows"]
         if self.counts is not None:
             per = ", ".join(f"k={k}: {v['accuracy']:.2f} (n={v['n']})" for k, v in self.counts["per_class"].items())
-            lines += [f"counts: accuracy {self.counts['accuracy']:.3f}, MAE {self.counts['mae']:.3f}", f"  per k: {per}",
-                      "confusion (rows true, columns predicted):", self.count_confusion.to_string()]
-        per = ", ".join(f"{LEVEL_NAMES[k]}: {v['accuracy']:.2f} (n={v['n']})" for k, v in self.levels["per_class"].items())
+            lines += [f"counts: accuracy {self.counts['accuracy']:.3f}, MAE {self.counts['mae']:.3f}",
+                      f"  per k: {per}", "confusion (rows true, columns predicted):", self.count_confusion.to_string()]
+        per = ", ".join(f"{LEVEL_NAMES[k]}: {v['accuracy']:.2f} (n={v['n']})"
+                        for k, v in self.levels["per_class"].items())
         lines += [f"levels: accuracy {self.levels['accuracy']:.3f}, MAE {self.levels['mae']:.3f} levels",
                   f"  per level: {per}", "confusion (rows true, columns predicted):", self.level_confusion.to_string()]
         if self.unannotated:

@@ -253,7 +253,7 @@ def test_cli_count_reads_stdin_and_writes_outputs(tmp_path, tones, bundle):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "ERSAM_PROGRESS": "0"}
     run = subprocess.run([sys.executable, "-m", "ersam_lib", "count", "-", "--model", str(bundle), "--hop", "2.5",
                           "--plot", str(tmp_path / "t.png")], input=buf.getvalue(), capture_output=True, env=env,
-                         cwd=tmp_path, timeout=600)
+                         cwd=tmp_path, timeout=600, check=False)
     assert run.returncode == 0, run.stderr.decode()
     table = pd.read_csv(io.StringIO(run.stdout.decode()))
     want = count(tones[0][:SR * 16], load_counter(bundle), input_rate=SR, hop_s=2.5)
@@ -272,7 +272,8 @@ def test_cli_bad_input_end_to_end(tmp_path, bundle, monkeypatch, capsys):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "ERSAM_PROGRESS": "0"}
     for args in (["count", str(tmp_path / "text.wav"), "--model", str(tmp_path / "text.wav")],
                  ["evaluate-rttm", str(tmp_path / "nowhere"), "--model", str(tmp_path / "text.wav")]):
-        run = subprocess.run([sys.executable, "-m", "ersam_lib", *args], capture_output=True, env=env, timeout=300)
+        run = subprocess.run([sys.executable, "-m", "ersam_lib", *args], capture_output=True, env=env, timeout=300,
+                             check=False)
         err = run.stderr.decode()
         assert run.returncode == 2 and err.count("\n") == 1 and "Traceback" not in err, err
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"")))

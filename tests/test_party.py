@@ -84,6 +84,19 @@ def test_saved_party_reads_back(tmp_path, party):
     assert json.loads((tmp_path / "party.json").read_text())["speakers"] == party.speakers
 
 
+def test_party_from_a_built_run_uses_its_test_speakers(tmp_path, monkeypatch):
+    from data_prep.build import build_tiny, load_dataset_info
+    from data_prep.party import party_from_run
+
+    monkeypatch.setenv("ERSAM_CACHE", str(tmp_path / "cache"))
+    build_tiny(tmp_path / "run")
+    test_speakers = load_dataset_info(tmp_path / "run")["speaker_lists"]["test"]
+    party = party_from_run(tmp_path / "run", PartyConfig(duration_s=40.0, max_present=2, scene_s=(4.0, 8.0)))
+    assert set(party.speakers) <= set(test_speakers) and len(party.speakers) == 2
+    truth = window_counts(party.turns, 5.0, 5.0, party.duration_s)["count"]
+    assert truth.max() == 2 and truth.min() == 0
+
+
 # --------------------------------------------------------------------------------------------- evaluation
 class Scripted:
     """A WindowCounter with known predictions: the next counts of ``script``, one per window asked about."""
@@ -133,6 +146,17 @@ def test_evaluate_rttm_metrics_match_a_hand_computation(tmp_path):
     assert report.level_confusion.to_numpy().trace() == 5
     assert json.loads(json.dumps(report.to_dict()))["counts"]["accuracy"] == pytest.approx(4 / 7)
     assert "accuracy 0.571" in report.summary()
+
+
+def test_evaluate_rttm_with_a_levels_model(tmp_path):
+    class Levels(Scripted):
+        classes = ["none", "low", "moderate", "active"]
+
+    folder = _annotated_folder(tmp_path)
+    report = evaluate_rttm(folder, Levels([1, 2, 1, 2, 3, 1, 0]))  # levels as in the hand computation above
+    assert report.counts is None and report.count_confusion is None and report.windows["pred_count"].isna().all()
+    assert report.levels["accuracy"] == pytest.approx(5 / 7) and report.level_confusion.to_numpy().trace() == 5
+    assert "levels: accuracy 0.714" in report.summary()
 
 
 def test_score_and_confusion_on_their_own():
