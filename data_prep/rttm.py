@@ -76,3 +76,11 @@ def window_counts(turns: pd.DataFrame, window_s: float = 5.0, hop_s: float | Non
             w = act[:, start:start + win]
             out.append((file_id, start * FRAME_S, (start + win) * FRAME_S, max_concurrent(w), int(w.any(axis=1).sum())))
     return pd.DataFrame(out, columns=["file_id", "start_s", "end_s", "count", "n_speakers"])
+
+
+def format_rttm(turns: pd.DataFrame) -> str:
+    """RTTM text of speaker turns (columns as :func:`parse_rttm` returns), one ``SPEAKER`` line per turn, sorted by
+    onset; times with 3 decimals, so turns on the 10-ms grid read back exactly."""
+    lines = [f"SPEAKER {f} {c} {o:.3f} {d:.3f} <NA> <NA> {s} <NA> <NA>"
+             for f, c, o, d, s in turns.sort_values(["file_id", "onset", "speaker"])[COLUMNS].itertuples(index=False)]
+    return "\n".join(lines) + ("\n" if lines else "")

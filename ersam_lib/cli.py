@@ -1,11 +1,16 @@
-"""Command line: ``python -m ersam_lib run|book|train`` (also installed as ``ersam``). Chapter 0 documents it.
+"""Command line: ``python -m ersam_lib run|book|train|count|evaluate-rttm`` (also installed as ``ersam``).
 
-- ``run``: execute the chapter notebooks with papermill (:mod:`ersam_lib.runner`);
-- ``book``: render the executed notebooks of a run (:mod:`ersam_lib.book`);
+- ``run``: execute the chapter notebooks with papermill (:mod:`ersam_lib.runner`; chapter 0);
+- ``book``: render the executed notebooks of a run (:mod:`ersam_lib.book`; chapter 0);
 - ``train``: train one supernet variant of chapter 4's ablation from a ``RUN_DIR``
   (:func:`ersam_lib.ablation.train_variant`); it works as is under ``torchrun``::
 
       torchrun --nproc_per_node 2 -m ersam_lib train --run-dir runs/tutorial --scale tutorial --mode selective
+
+- ``count``: the streaming social-ambiance meter; ``evaluate-rttm``: the meter scored on annotated recordings
+  (chapter 6).
+
+Bad input gets one line on stderr and exit code 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Any
 
 from .rundir import summary_path
 from .runner import DEFAULT_NOTEBOOKS, NotebookFailed, run_pipeline
@@ -21,8 +27,15 @@ from .scales import SCALES
 __all__ = ["build_parser", "main", "train"]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (its default prints the usage block first)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ersam", description="Run and render the ERSAM book.")
+    parser = _Parser(prog="ersam", description="Run and render the ERSAM book.")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="execute the chapter notebooks with papermill")
     run.add_argument("--scale", choices=SCALES, default="tutorial")
@@ -37,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     book = sub.add_parser("book", help="render the executed notebooks of a run as a Jupyter Book")
     book.add_argument("--run-dir", required=True)
     _add_train_parser(sub)
+    _add_meter_parsers(sub)
     return parser
 
 
@@ -76,8 +90,93 @@ def train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_meter_parsers(sub: argparse._SubParsersAction) -> None:
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--model", help="counter bundle (.pt2 with its .json card, ersam_lib.meter.save_counter)")
+        p.add_argument("--hop", type=float, default=5.0, help="seconds between window starts (default 5)")
+        p.add_argument("--thresholds", default="1,2,4", help="lowest count of low,moderate,active (default 1,2,4)")
+        p.add_argument("--no-normalize", action="store_true", help="skip the per-window level normalisation")
+
+    count = sub.add_parser("count", help="the streaming social-ambiance meter: per-window counts and levels")
+    count.add_argument("audio", help="wav/flac/ogg file, or - for standard input")
+    common(count)
+    count.add_argument("--tail", choices=["align", "drop"], default="align",
+                       help="align: a last window ending at the end of the recording; drop: leave the rest out")
+    count.add_argument("--format", choices=["csv", "json"], default="csv", help="what is printed (default csv)")
+    count.add_argument("--out", help="write the table here instead (.csv or .json)")
+    count.add_argument("--plot", help="also write a timeline plot (.png, .pdf, .svg)")
+    ev = sub.add_parser("evaluate-rttm", help="score the meter on recordings with same-stem RTTM speaker turns")
+    ev.add_argument("audio_dir", help="folder of wav/flac/ogg recordings with <stem>.rttm beside them")
+    common(ev)
+    ev.add_argument("--rttm-dir", help="folder of the .rttm files (default: AUDIO_DIR)")
+    ev.add_argument("--out", help="write the report here (.json)")
+    ev.add_argument("--windows-out", help="write the per-window truths and predictions here (.csv)")
+
+
+def _run_meter(args: argparse.Namespace) -> int:
+    """``count`` and ``evaluate-rttm``; every bad input is one line on stderr and exit code 2."""
+    from data_prep.rttm import RttmError
+
+    from .meter import MeterError
+
+    try:
+        return _count(args) if args.command == "count" else _evaluate_rttm(args)
+    except (MeterError, RttmError, OSError) as exc:
+        print(f"[ersam] error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _meter_setup(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The meter's settings and the model, from the options shared by count and evaluate-rttm."""
+    from .meter import MeterConfig, MeterError, load_counter  # imported here: run/book start without torch
+
+    try:
+        thresholds = tuple(int(v) for v in args.thresholds.split(","))
+    except ValueError:
+        raise MeterError(f"--thresholds must be three whole counts like 1,2,4, got {args.thresholds!r}") from None
+    cfg = MeterConfig(hop_s=args.hop, thresholds=thresholds, normalize=not args.no_normalize,
+                      **({"tail": args.tail} if hasattr(args, "tail") else {}))
+    if args.model is None:
+        raise MeterError("no model given: pass --model PATH (a .pt2 counter bundle with its .json card)")
+    return cfg, load_counter(args.model)
+
+
+def _count(args: argparse.Namespace) -> int:
+    from .meter import count, format_windows, output_format, plot_timeline, summary_line, write_windows
+
+    if args.out:
+        output_format(args.out)  # refuse a bad name before the work, not after
+    cfg, counter = _meter_setup(args)
+    df = count(args.audio, counter, cfg)
+    if args.out:
+        write_windows(df, args.out)
+    else:
+        sys.stdout.write(format_windows(df, args.format))
+    if args.plot:
+        plot_timeline(df, args.plot)
+    print(f"[ersam] count: {summary_line(df)}", file=sys.stderr)
+    return 0
+
+
+def _evaluate_rttm(args: argparse.Namespace) -> int:
+    from .io import atomic_path, atomic_write_json
+    from .rttm_eval import evaluate_rttm
+
+    cfg, counter = _meter_setup(args)
+    report = evaluate_rttm(args.audio_dir, counter, cfg, rttm_dir=args.rttm_dir)
+    print(report.summary())
+    if args.out:
+        atomic_write_json(args.out, report.to_dict())
+    if args.windows_out:
+        with atomic_path(args.windows_out) as tmp:
+            report.windows.to_csv(tmp, index=False)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in ("count", "evaluate-rttm"):
+        return _run_meter(args)
     if args.command == "run":
         try:
             summary = run_pipeline(

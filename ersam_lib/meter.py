@@ -1,0 +1,553 @@
+"""The streaming social-ambiance meter of chapter 6: 5-s windows over a recording of any length -> counts and levels.
+
+``count(audio, counter)`` decodes a recording (wav/flac/ogg through soundfile, a path, ``"-"`` for standard input,
+a binary file object or an array) block by block, averages its channels, resamples it to the model's rate, slides
+a window of ``counter.window_s`` every ``hop_s`` seconds, brings each window to the training level
+(:func:`data_prep.normalize.peak_normalize`), asks the model for class probabilities and returns one row per window:
+``start_s, end_s, count, level, p_<class>...``. ``df.attrs`` holds the timings and the real-time factor.
+
+Windows: window i covers ``[i * hop, i * hop + window)``. When the grid does not end exactly at the end of the
+recording, ``tail="align"`` (the default) adds one last full window that *ends* at the end of the recording, so every
+sample is heard and every window holds real audio (its start is off the grid); ``tail="drop"`` leaves the remainder
+out (what the RTTM evaluation uses, so that windows match :func:`data_prep.rttm.window_counts`). A recording
+shorter than one window is an error.
+
+Ambiance levels: none / low / moderate / active, from the count by thresholds (default 1, 2, 4: the bins of
+:data:`data_prep.labels.LEVELS`). A model trained on the ``levels`` class set predicts levels directly; its count
+column is empty.
+
+Models: anything that follows the small :class:`WindowCounter` protocol; :class:`TorchWindowCounter` wraps a torch
+module that maps ``(B, samples)`` waveforms to logits. :func:`save_counter` / :func:`load_counter` store such a
+module as a ``torch.export`` program (``.pt2``) with a JSON card beside it that marks it as an ERSAM counter.
+Bad input raises :class:`MeterError` with a one-line message that names the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import logging
+import math
+import os
+import sys
+import time
+import zipfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol, runtime_checkable
+
+import numpy as np
+import pandas as pd
+import soundfile as sf
+from scipy.signal import resample_poly
+
+from data_prep.labels import LEVELS
+from data_prep.normalize import peak_normalize
+
+from .io import atomic_path, atomic_write_json
+
+__all__ = [
+    "AudioInfo", "DEFAULT_THRESHOLDS", "LEVEL_NAMES", "MeterConfig", "MeterError", "TorchWindowCounter", "WindowCounter",
+    "audio_blocks", "card_path", "check_thresholds", "class_kind", "count", "format_windows", "iter_windows",
+    "level_index", "levels_of", "load_counter", "output_format", "plot_timeline", "save_counter", "summary_line",
+    "to_json", "write_windows",
+]
+
+SAMPLE_RATE = 16_000
+WINDOW_S = 5.0
+TAILS: tuple[str, ...] = ("align", "drop")
+LEVEL_NAMES: tuple[str, ...] = tuple(name for name, _, _ in LEVELS)
+# Lowest count of "low", "moderate", "active": 1 | 2 | 4 with data_prep.labels' bins.
+DEFAULT_THRESHOLDS: tuple[int, ...] = tuple(lo for _, lo, _ in LEVELS[1:])
+BUNDLE_KIND = "ersam-window-counter"
+BUNDLE_VERSION = 1
+
+
+class MeterError(ValueError):
+    """Bad input to the meter (audio, model, options); the message is one line and names the file."""
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
+
+
+# --------------------------------------------------------------------------------------------- models
+@runtime_checkable
+class WindowCounter(Protocol):
+    """What the meter needs from a model: class names (``"0".."K"`` or the four level names), the rate and window
+    length it expects, and ``predict_proba(windows (N, samples) float32) -> (N, len(classes))``."""
+
+    classes: list[str]
+    sample_rate: int
+    window_s: float
+
+    def predict_proba(self, windows: np.ndarray) -> np.ndarray: ...
+
+
+class TorchWindowCounter:
+    """A :class:`WindowCounter` over any torch module that maps ``(B, samples)`` waveforms to logits (chapter 6)."""
+
+    def __init__(self, model: Any, classes: Sequence[str], sample_rate: int = SAMPLE_RATE,
+                 window_s: float = WINDOW_S, batch_size: int = 32) -> None:
+        self.model = model
+        self.classes = [str(c) for c in classes]
+        self.sample_rate = int(sample_rate)
+        self.window_s = float(window_s)
+        self.batch_size = int(batch_size)
+        class_kind(self.classes)
+        with contextlib.suppress(NotImplementedError):  # torch.export programs are frozen in eval mode already
+            model.eval()
+
+    @property
+    def n_samples(self) -> int:
+        return int(round(self.window_s * self.sample_rate))
+
+    def predict_proba(self, windows: np.ndarray) -> np.ndarray:
+        import torch
+
+        x = np.ascontiguousarray(windows, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != self.n_samples:
+            raise MeterError(f"expected windows (N, {self.n_samples}), got shape {x.shape}")
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(x), self.batch_size):
+                logits = self.model(torch.from_numpy(x[i:i + self.batch_size]))
+                out.append(torch.softmax(logits.float(), dim=-1).numpy())
+        return np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)
+
+
+def class_kind(classes: Sequence[str]) -> str:
+    """``"counts"`` for classes ``"0".."K"``, ``"levels"`` for the four level names; anything else is an error."""
+    classes = [str(c) for c in classes]
+    if len(classes) >= 2 and classes == [str(k) for k in range(len(classes))]:
+        return "counts"
+    if classes == list(LEVEL_NAMES):
+        return "levels"
+    raise MeterError(f"model classes must be '0'..'K' or {list(LEVEL_NAMES)}, got {classes}")
+
+
+def card_path(path: str | os.PathLike) -> Path:
+    """The JSON card beside a model bundle: ``model.pt2`` -> ``model.json``."""
+    return Path(path).with_suffix(".json")
+
+
+def save_counter(model: Any, classes: Sequence[str], path: str | os.PathLike, sample_rate: int = SAMPLE_RATE,
+                 window_s: float = WINDOW_S, **card: Any) -> Path:
+    """Export ``model`` (``(B, samples)`` -> logits) with ``torch.export`` to ``path`` (``.pt2``, dynamic batch)
+    and write its card; :func:`load_counter` reads both back. Extra ``card`` entries are stored as given."""
+    import torch
+
+    path = Path(path)
+    if path.suffix != ".pt2":
+        raise MeterError(f"a counter bundle is a .pt2 file, got {path}")
+    class_kind(classes)
+    model.eval()
+    example = torch.zeros(2, int(round(window_s * sample_rate)))
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+    with atomic_path(path) as tmp:
+        torch.export.save(program, tmp)
+    atomic_write_json(card_path(path), card | {
+        "kind": BUNDLE_KIND, "version": BUNDLE_VERSION, "format": "torch.export", "program": path.name,
+        "classes": [str(c) for c in classes], "sample_rate": int(sample_rate), "window_s": float(window_s),
+        "torch": torch.__version__})
+    return path
+
+
+def load_counter(path: str | os.PathLike) -> WindowCounter:
+    """The counter stored at ``path`` by :func:`save_counter`; :class:`MeterError` for anything else.
+
+    One entry point for every model format the meter accepts (the ``.pte``/ONNX programs of
+    :mod:`ersam_lib.deploy` join here).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise MeterError(f"model file {path} does not exist")
+    if not path.is_file():
+        raise MeterError(f"model path {path} is not a file")
+    card_file = card_path(path)
+    if path.suffix != ".pt2":
+        raise MeterError(f"{path} is not an ERSAM counter bundle: expected a .pt2 program with its .json card "
+                         f"beside it (ersam_lib.meter.save_counter writes both)")
+    if not card_file.is_file():
+        raise MeterError(f"{path} has no card {card_file.name} beside it: not an ERSAM counter bundle")
+    try:
+        card = json.loads(card_file.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise MeterError(f"model card {card_file} is not valid JSON: {_first_line(e)}") from e
+    if not isinstance(card, dict) or card.get("kind") != BUNDLE_KIND:
+        raise MeterError(f"model card {card_file} does not describe an ERSAM counter (kind != {BUNDLE_KIND!r})")
+    missing = {"classes", "sample_rate", "window_s"} - set(card)
+    if missing:
+        raise MeterError(f"model card {card_file} lacks {sorted(missing)}")
+    return TorchWindowCounter(_load_program(path), card["classes"], card["sample_rate"], card["window_s"])
+
+
+def _load_program(path: Path) -> Any:
+    import torch
+
+    if not zipfile.is_zipfile(path):
+        raise MeterError(f"model file {path} is not a torch.export program (not a .pt2 archive)")
+    # torch.export.load logs a full traceback before failing on a damaged archive; the one-line error says it.
+    logger = logging.getLogger("torch.export")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        return torch.export.load(path).module()
+    except Exception as e:  # noqa: BLE001 - any failure here means the file is not a usable program
+        raise MeterError(f"cannot load model file {path}: {_first_line(e)}") from e
+    finally:
+        logger.setLevel(level)
+
+
+# --------------------------------------------------------------------------------------------- configuration
+@dataclass(frozen=True)
+class MeterConfig:
+    """How the meter slides over a recording (chapter 6).
+
+    ``hop_s``: seconds between window starts (> 0; below the window length the windows overlap). ``tail``: what
+    happens to the end of the recording that the grid leaves over (``align`` or ``drop``, see the module
+    docstring). ``thresholds``: lowest count of low, moderate and active. ``normalize``: per-window peak
+    normalisation to the training level. ``block_s``: seconds decoded at a time (memory stays bounded).
+    """
+
+    hop_s: float = WINDOW_S
+    tail: str = "align"
+    thresholds: tuple[int, ...] = DEFAULT_THRESHOLDS
+    normalize: bool = True
+    block_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.hop_s, (int, float)) and math.isfinite(self.hop_s) and self.hop_s > 0):
+            raise MeterError(f"hop must be a positive number of seconds, got {self.hop_s!r}")
+        if self.tail not in TAILS:
+            raise MeterError(f"tail must be one of {TAILS}, got {self.tail!r}")
+        check_thresholds(self.thresholds)
+        if not self.block_s > 0:
+            raise MeterError(f"block_s must be > 0, got {self.block_s!r}")
+
+
+def check_thresholds(thresholds: Sequence[int]) -> tuple[int, ...]:
+    """Three strictly increasing counts >= 1 (the lowest count of low, moderate, active)."""
+    t = tuple(thresholds)
+    if len(t) != 3 or not all(isinstance(v, (int, np.integer)) for v in t) or t[0] < 1 or not t[0] < t[1] < t[2]:
+        raise MeterError(f"thresholds must be three increasing whole counts >= 1 (low, moderate, active), got {t}")
+    return tuple(int(v) for v in t)
+
+
+def level_index(counts: np.ndarray | Sequence[int], thresholds: Sequence[int] = DEFAULT_THRESHOLDS) -> np.ndarray:
+    """Level of each count: 0 none, 1 low, 2 moderate, 3 active."""
+    return np.searchsorted(np.asarray(check_thresholds(thresholds)), np.asarray(counts), side="right")
+
+
+def levels_of(counts: np.ndarray | Sequence[int], thresholds: Sequence[int] = DEFAULT_THRESHOLDS) -> np.ndarray:
+    """Level names of counts (``"none"``, ``"low"``, ``"moderate"``, ``"active"``)."""
+    return np.asarray(LEVEL_NAMES, dtype=object)[level_index(counts, thresholds)]
+
+
+# --------------------------------------------------------------------------------------------- decoding
+@dataclass
+class AudioInfo:
+    """What the decoder learned about its input: name, input rate and channels, samples at the output rate."""
+
+    name: str
+    input_rate: int
+    channels: int
+    n_samples: int = 0
+    decode_s: float = 0.0
+
+
+@contextlib.contextmanager
+def audio_blocks(audio: str | os.PathLike | BinaryIO | np.ndarray, sample_rate: int = SAMPLE_RATE,
+                 block_s: float = 60.0, input_rate: int | None = None) -> Iterator[tuple[Iterator[np.ndarray],
+                                                                                      AudioInfo]]:
+    """Yield ``(blocks, info)``: mono float32 blocks of ``audio`` at ``sample_rate``, decoded lazily.
+
+    ``audio``: a path, ``"-"`` (standard input, read whole: a pipe cannot seek), a binary file object, or an array
+    ``(samples,)``/``(samples, channels)`` with its ``input_rate``. ``info.n_samples`` and ``info.decode_s``
+    (decoding and resampling time) grow as the blocks are consumed.
+    """
+    if isinstance(audio, np.ndarray):
+        if input_rate is None:
+            raise MeterError("an audio array needs its sample rate (input_rate=...)")
+        x = audio[:, None] if audio.ndim == 1 else audio
+        if x.ndim != 2 or x.size == 0:
+            raise MeterError(f"an audio array must be (samples,) or (samples, channels), got shape {audio.shape}")
+        info = AudioInfo("<array>", int(input_rate), int(x.shape[1]))
+        yield _timed(_resample_blocks(_array_reader(x), int(input_rate), sample_rate, block_s), info), info
+        return
+    name, f = _open_soundfile(audio)
+    with f:
+        info = AudioInfo(name, int(f.samplerate), int(f.channels))
+        yield _timed(_resample_blocks(_file_reader(f, name), info.input_rate, sample_rate, block_s), info), info
+
+
+def _open_soundfile(audio: str | os.PathLike | BinaryIO) -> tuple[str, sf.SoundFile]:
+    if isinstance(audio, (str, os.PathLike)) and str(audio) == "-":
+        name, data = "<stdin>", sys.stdin.buffer.read()
+        if not data:
+            raise MeterError("standard input is empty: pipe an audio file into it")
+        audio = io.BytesIO(data)
+    elif isinstance(audio, (str, os.PathLike)):
+        path = Path(audio)
+        name = str(path)
+        if not path.exists():
+            raise MeterError(f"audio file {path} does not exist")
+        if not path.is_file():
+            raise MeterError(f"{path} is not a file")
+        if path.stat().st_size == 0:
+            raise MeterError(f"audio file {path} is empty")
+    else:
+        name = getattr(audio, "name", "<stream>")
+    try:
+        return str(name), sf.SoundFile(audio if not isinstance(audio, (str, os.PathLike)) else str(audio))
+    except Exception as e:  # noqa: BLE001 - soundfile raises several types for non-audio and corrupt data
+        raise MeterError(f"cannot read {name} as audio (wav/flac/ogg): {_first_line(e)}") from e
+
+
+def _file_reader(f: sf.SoundFile, name: str) -> Callable[[int], np.ndarray]:
+    """A function of n -> up to n mono frames of ``f`` (empty at the end), checked for corrupt data."""
+    def read(n: int) -> np.ndarray:
+        try:
+            x = f.read(n, dtype="float32", always_2d=True)
+        except Exception as e:  # noqa: BLE001
+            raise MeterError(f"cannot decode {name}: {_first_line(e)}") from e
+        x = _mono(x)
+        if not np.isfinite(x).all():
+            raise MeterError(f"{name} holds non-finite samples (NaN or infinity): the file is corrupt")
+        return x
+    return read
+
+
+def _mono(x: np.ndarray) -> np.ndarray:
+    """Average of the channels of (frames, channels): a matrix-vector product (numpy's mean over a short axis
+    is several times slower, and decoding is most of the meter's time on 44.1-kHz stereo)."""
+    if x.shape[1] == 1:
+        return np.ascontiguousarray(x[:, 0])
+    return x @ np.full(x.shape[1], 1 / x.shape[1], np.float32)
+
+
+def _array_reader(x: np.ndarray) -> Callable[[int], np.ndarray]:
+    mono = _mono(np.asarray(x, np.float32))
+    if not np.isfinite(mono).all():
+        raise MeterError("the audio array holds non-finite samples (NaN or infinity)")
+    pos = 0
+
+    def read(n: int) -> np.ndarray:
+        nonlocal pos
+        out = mono[pos:pos + n]
+        pos += len(out)
+        return out
+    return read
+
+
+def _resample_blocks(read: Callable[[int], np.ndarray], rate_in: int, rate_out: int,
+                     block_s: float) -> Iterator[np.ndarray]:
+    """Blocks at ``rate_out``, equal (up to float rounding) to resampling the whole signal at once.
+
+    Each input block is resampled with a margin of neighbouring samples beyond the reach of resample_poly's
+    filter; block edges sit on multiples of ``down`` input samples, which map to whole output samples.
+    """
+    g = math.gcd(rate_in, rate_out)
+    up, down = rate_out // g, rate_in // g
+    block = max(int(block_s * rate_in) // down * down, down)
+    if up == down:
+        while len(x := read(block)):
+            yield x
+        return
+    reach = math.ceil(10 * max(up, down) / up) + 1  # resample_poly's default filter: 10 * max(up, down) taps a side
+    margin = math.ceil(reach / down) * down
+    buf, buf_lo, done, eof = np.zeros(0, np.float32), 0, 0, False
+    while not eof:
+        chunk = read(block)
+        eof = len(chunk) == 0
+        buf = np.concatenate([buf, chunk])
+        hi = buf_lo + len(buf)
+        end = hi if eof else (hi - margin) // down * down
+        if end <= done:
+            continue
+        lo = max(done - margin, 0)
+        seg = buf[lo - buf_lo:(hi if eof else end + margin) - buf_lo]
+        y = resample_poly(seg, up, down).astype(np.float32)
+        skip = (done - lo) * up // down
+        yield y[skip:skip + math.ceil((end - done) * up / down)]
+        done = end
+        keep = max(done - margin, 0)
+        buf, buf_lo = buf[keep - buf_lo:], keep
+
+
+def _timed(blocks: Iterator[np.ndarray], info: AudioInfo) -> Iterator[np.ndarray]:
+    while True:
+        t0 = time.perf_counter()
+        block = next(blocks, None)
+        info.decode_s += time.perf_counter() - t0
+        if block is None:
+            return
+        info.n_samples += len(block)
+        yield block
+
+
+# --------------------------------------------------------------------------------------------- windows
+def iter_windows(blocks: Iterable[np.ndarray], window: int, hop: int, tail: str = "align",
+                 batch: int = 32) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(start samples (n,), windows (n, window))`` in batches of at most ``batch``, from a stream of blocks.
+
+    Keeps at most one block plus one window in memory. ``tail="align"`` ends with a window that ends at the last
+    sample when the grid leaves samples over. Yields nothing when the stream is shorter than one window.
+    """
+    if window < 1 or hop < 1 or batch < 1:
+        raise MeterError(f"window, hop and batch must be >= 1 sample, got {window}, {hop}, {batch}")
+    if tail not in TAILS:
+        raise MeterError(f"tail must be one of {TAILS}, got {tail!r}")
+    buf, lo, nxt, total, last_end = np.zeros(0, np.float32), 0, 0, 0, 0
+    for block in blocks:
+        buf = np.concatenate([buf, block])
+        total += len(block)
+        while nxt + window <= total:
+            starts = nxt + hop * np.arange(min(batch, (total - nxt - window) // hop + 1))
+            yield starts, np.lib.stride_tricks.sliding_window_view(buf, window)[starts - lo]
+            last_end, nxt = int(starts[-1]) + window, int(starts[-1]) + hop
+        keep = max(lo, min(nxt, total - window))  # future windows start at nxt; the tail needs the last window
+        buf, lo = buf[keep - lo:], keep
+    if tail == "align" and total >= window and last_end < total:
+        yield np.array([total - window]), buf[total - window - lo:][None]
+
+
+# --------------------------------------------------------------------------------------------- the meter
+def count(audio: str | os.PathLike | BinaryIO | np.ndarray, counter: WindowCounter, cfg: MeterConfig | None = None,
+          *, input_rate: int | None = None, **overrides: Any) -> pd.DataFrame:
+    """Per-window counts and ambiance levels of a recording (chapter 6's streaming meter).
+
+    Columns: ``start_s, end_s, count`` (the most probable count; empty for a levels model), ``level`` and
+    ``p_<class>`` for each class. ``df.attrs``: ``audio_s``, ``decode_s`` (reading + resampling), ``model_s``
+    (normalisation + model), ``total_s``, ``rtf`` (total_s / audio_s) and ``speed_x`` (its inverse), and the
+    settings. ``overrides`` replace fields of ``cfg`` (e.g. ``hop_s=2.5``).
+    """
+    cfg = dataclasses.replace(cfg or MeterConfig(), **overrides)
+    kind = class_kind(counter.classes)
+    rate = int(counter.sample_rate)
+    window, hop = int(round(counter.window_s * rate)), int(round(cfg.hop_s * rate))
+    if hop < 1:
+        raise MeterError(f"hop {cfg.hop_s!r} s is shorter than one sample at {rate} Hz")
+    starts, probs = [], []
+    t0 = time.perf_counter()
+    with audio_blocks(audio, rate, cfg.block_s, input_rate) as (blocks, info):
+        for s, w in iter_windows(blocks, window, hop, cfg.tail):
+            p = np.asarray(counter.predict_proba(peak_normalize(w) if cfg.normalize else w), np.float64)
+            if p.shape != (len(s), len(counter.classes)) or not np.isfinite(p).all():
+                raise MeterError(f"the model returned {p.shape} (finite: {np.isfinite(p).all()}) for {len(s)} "
+                                 f"windows; expected ({len(s)}, {len(counter.classes)}) probabilities")
+            starts.append(s)
+            probs.append(p)
+    total_s = time.perf_counter() - t0
+    if not starts:
+        raise MeterError(f"{info.name} is {info.n_samples / rate:.2f} s long, shorter than one "
+                         f"{counter.window_s:g}-s window")
+    starts_a, probs_a = np.concatenate(starts), np.concatenate(probs)
+    best = probs_a.argmax(axis=1)
+    df = pd.DataFrame({"start_s": starts_a / rate, "end_s": (starts_a + window) / rate})
+    if kind == "counts":
+        df["count"] = best.astype(np.int64)
+        df["level"] = levels_of(best, cfg.thresholds)
+    else:
+        df["count"] = pd.array([pd.NA] * len(best), dtype="Int64")
+        df["level"] = np.asarray(LEVEL_NAMES, dtype=object)[best]
+    for c, column in zip(counter.classes, probs_a.T):
+        df[f"p_{c}"] = column
+    audio_s = info.n_samples / rate
+    df.attrs = {"source": info.name, "audio_s": audio_s, "audio_samples": info.n_samples,
+                "input_sample_rate": info.input_rate, "input_channels": info.channels, "sample_rate": rate,
+                "window_s": float(counter.window_s), "hop_s": float(cfg.hop_s), "tail": cfg.tail,
+                "thresholds": list(cfg.thresholds), "normalize": cfg.normalize, "classes": list(counter.classes),
+                "decode_s": info.decode_s, "model_s": total_s - info.decode_s, "total_s": total_s,
+                "rtf": total_s / audio_s, "speed_x": audio_s / total_s if total_s > 0 else float("inf")}
+    return df
+
+
+def summary_line(df: pd.DataFrame) -> str:
+    """One line on what :func:`count` did: windows, audio length, time, real-time factor, level shares."""
+    a = df.attrs
+    shares = df["level"].value_counts(normalize=True)
+    levels = ", ".join(f"{name} {shares.get(name, 0.0):.0%}" for name in LEVEL_NAMES)
+    return (f"{len(df)} windows of {a['window_s']:g} s (hop {a['hop_s']:g} s) over {a['audio_s']:.1f} s of "
+            f"{a['source']} in {a['total_s']:.3f} s: {a['speed_x']:.0f}x real time (RTF {a['rtf']:.2g}); {levels}")
+
+
+# --------------------------------------------------------------------------------------------- output
+def to_json(df: pd.DataFrame) -> dict[str, Any]:
+    """``{"meta": df.attrs, "windows": [one dict per window]}`` (missing counts become null)."""
+    return {"meta": dict(df.attrs), "windows": json.loads(df.to_json(orient="records", double_precision=6))}
+
+
+def output_format(path: str | os.PathLike) -> str:
+    """``csv`` or ``json`` from a file name; :class:`MeterError` for any other suffix."""
+    fmt = Path(path).suffix.lstrip(".").lower()
+    if fmt not in ("csv", "json"):
+        raise MeterError(f"cannot tell the output format of {path}: use a .csv or .json name")
+    return fmt
+
+
+def write_windows(df: pd.DataFrame, path: str | os.PathLike, fmt: str | None = None) -> Path:
+    """Write the meter's table atomically as CSV or JSON (``fmt`` or the file suffix decides)."""
+    path = Path(path)
+    fmt = fmt or output_format(path)
+    if fmt == "csv":
+        with atomic_path(path) as tmp:
+            df.to_csv(tmp, index=False, float_format="%.6g")
+    elif fmt == "json":
+        atomic_write_json(path, to_json(df))
+    else:
+        raise MeterError(f"format must be csv or json, got {fmt!r}")
+    return path
+
+
+def format_windows(df: pd.DataFrame, fmt: str = "csv") -> str:
+    """The table as CSV or JSON text (what the CLI prints)."""
+    if fmt == "csv":
+        return df.to_csv(index=False, float_format="%.6g")
+    if fmt == "json":
+        return json.dumps(to_json(df), indent=2) + "\n"
+    raise MeterError(f"format must be csv or json, got {fmt!r}")
+
+
+LEVEL_COLOURS = {"none": "#d9d9d9", "low": "#a6d96a", "moderate": "#fdae61", "active": "#d7191c"}
+
+
+def plot_timeline(df: pd.DataFrame, path: str | os.PathLike | None = None, truth: Sequence[int] | None = None,
+                  title: str | None = None) -> Any:
+    """The meter's counts over time on a background coloured by ambiance level; ``truth`` (counts per window)
+    is drawn dashed. Saved atomically when ``path`` is given (format from its suffix). Returns the figure."""
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    fig = Figure(figsize=(10, 3.2), layout="constrained")
+    ax = fig.add_subplot()
+    mid = ((df["start_s"] + df["end_s"]) / 2).to_numpy()
+    half = float(min(df.attrs.get("hop_s", WINDOW_S), df.attrs.get("window_s", WINDOW_S))) / 2
+    for m, level in zip(mid, df["level"]):
+        ax.axvspan(m - half, m + half, color=LEVEL_COLOURS[level], alpha=0.35, lw=0)
+    if df["count"].notna().all():
+        ax.plot(mid, df["count"].to_numpy(float), drawstyle="steps-mid", color="k", lw=1.3, label="meter")
+        ax.set_ylabel("speakers")
+    else:
+        ax.plot(mid, [LEVEL_NAMES.index(v) for v in df["level"]], drawstyle="steps-mid", color="k", label="meter")
+        ax.set_yticks(range(len(LEVEL_NAMES)), LEVEL_NAMES)
+    if truth is not None:
+        ax.plot(mid, np.asarray(truth, float), drawstyle="steps-mid", color="tab:blue", ls="--", lw=1.2,
+                label="annotation")
+    ax.set_xlabel("time (s)")
+    ax.set_xlim(float(df["start_s"].min()), float(df["end_s"].max()))
+    handles = ax.get_legend_handles_labels()[0] + [Patch(color=LEVEL_COLOURS[n], alpha=0.35, label=n)
+                                                  for n in LEVEL_NAMES]
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    ax.set_title(title or f"social ambiance of {df.attrs.get('source', 'the recording')}")
+    if path is not None:
+        path = Path(path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=120)
+    return fig
+
