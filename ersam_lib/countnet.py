@@ -320,6 +320,8 @@ def load_keras_h5(path: str | os.PathLike, *, logits: bool = True) -> KerasSeque
             built = [_build_layer(layer, f["model_weights"], path) for layer in layers_cfg]
     except OSError as e:  # h5py's answer to a truncated or non-HDF5 file
         raise ValueError(f"{path}: unreadable HDF5 weight file ({e})") from e
+    except (KeyError, TypeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: malformed Keras model config ({type(e).__name__}: {e})") from e
     layers = [m for m in built if m is not None]
     if logits and isinstance(layers[-1], KerasActivation) and layers[-1].name == "softmax":
         layers = layers[:-1]

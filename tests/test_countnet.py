@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import re
 import tomllib
 from pathlib import Path
 
@@ -190,14 +191,18 @@ def test_missing_or_corrupt_weight_files_are_named(tmp_path):
         load_scaler(tmp_path / "scaler.npz")
     bad = tmp_path / "RNN.h5"
     bad.write_bytes((WEIGHTS_DIR / "RNN.h5").read_bytes()[:4096])  # truncated download
-    with pytest.raises(ValueError, match=f"{bad}: unreadable HDF5"):
+    with pytest.raises(ValueError, match=re.escape(f"{bad}: ") + "unreadable HDF5"):
         load_published("RNN", weights_dir=tmp_path)
     bad.write_bytes(b"not an hdf5 file")
-    with pytest.raises(ValueError, match=f"{bad}: unreadable HDF5"):
+    with pytest.raises(ValueError, match=re.escape(f"{bad}: ") + "unreadable HDF5"):
         load_published("RNN", weights_dir=tmp_path)
     with h5py.File(bad, "w") as f:
         f.create_group("model_weights")
-    with pytest.raises(ValueError, match=f"{bad}: not a Keras model file"):
+    with pytest.raises(ValueError, match=re.escape(f"{bad}: ") + "not a Keras model file"):
+        load_published("RNN", weights_dir=tmp_path)
+    with h5py.File(bad, "a") as f:
+        f.attrs["model_config"] = json.dumps({"class_name": "Sequential", "config": [{"class_name": "Dense"}]})
+    with pytest.raises(ValueError, match=re.escape(f"{bad}: ") + "malformed Keras model config"):
         load_published("RNN", weights_dir=tmp_path)
     (tmp_path / "scaler.npz").write_bytes(b"junk")
     with pytest.raises(ValueError, match="scaler.npz: unreadable scaler"):
