@@ -81,6 +81,8 @@ class KerasConv1D(nn.Module):
     def __init__(self, kernel: np.ndarray, bias: np.ndarray, activation: str, stride: int = 1):
         super().__init__()
         k, one, c_in, c_out = kernel.shape  # Keras 1 stores (filter_length, 1, input_dim, nb_filter)
+        if one != 1:
+            raise ValueError(f"Convolution1D kernel shape {kernel.shape} is not (k, 1, C_in, C_out)")
         self.conv = nn.Conv1d(c_in, c_out, k, stride=stride)
         with torch.no_grad():
             w = torch.from_numpy(np.ascontiguousarray(kernel[::-1, 0].transpose(2, 1, 0)))  # flip time: (out, in, k)
