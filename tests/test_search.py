@@ -146,6 +146,9 @@ def test_returned_architectures_respect_the_budget_and_the_space(space: SearchSp
     assert (h.df["energy_mj"] <= MAX_ENERGY).all() and h.df["feasible"].all()
     assert all(space.contains(a) for a in h.archs())
     assert h.meta["proposals"] == n + h.meta["over_budget"] + h.meta["forbidden"] + h.meta["repeats"]
+    if strategy == "gp":  # the GP was told about rejected trials (the run's worst fitness) and carried on
+        assert h.meta["over_budget"] > 0
+    assert SearchBudget.from_dict(h.meta["budget"]) == budget_for(strategy, max_energy_mj=MAX_ENERGY)
 
 
 def test_latency_budget_is_respected(space: SearchSpace) -> None:
