@@ -11,15 +11,15 @@ private (``_name``) names (``tests/layering.py`` holds the map and the test that
    torch datasets, the one subset rule), ``evaluation`` (accuracy, MAE, predictions), ``complexity`` (parameters
    and MACs), ``export`` (ExecuTorch/ONNX exporters, runtime runners, the timing protocol), ``devices`` (host,
    phone over adb, imported profiles), ``costmodel`` (per-layer LUT + learned correction), ``costrule`` (ERSAM's
-   operator rule)
+   operator rule), ``pareto`` (non-dominated sorting, hypervolume)
 2. **models**: ``space`` (chapter 4's search space and static networks), ``supernet`` (weight sharing, BN
    recalibration, the hand-off to chapter 5), ``baselines`` (CountNet, TC-ResNet, MobileNetV2-style), ``teacher``
    (the teacher networks and their hand-off), ``countnet`` (CountNet's published Keras models, ported)
 3. **training**: ``distill`` (uncertainty-gated distillation), ``train`` (the sandwich-rule supernet trainer,
    ``torchrun``-ready), ``fit`` (supervised training of one classifier: the teacher, the largest student)
 4. **experiments**: ``profiling`` + ``profiling_plots`` (chapter 2), ``ablation`` (chapter 4), ``meter`` +
-   ``rttm_eval`` (chapter 6: the streaming meter and its evaluation on annotated recordings); chapters 5 and 6 add
-   ``search`` and ``deploy``
+   ``rttm_eval`` (chapter 6: the streaming meter and its evaluation on annotated recordings), ``search`` +
+   ``search_plots`` (chapter 5: objectives, strategies, the frontier); chapter 6 adds ``deploy``
 5. **runner and CLI**: ``runner`` (papermill), ``book`` (Jupyter Book), ``cli`` (``python -m ersam_lib`` / ``ersam``)
 """
 

@@ -50,19 +50,21 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from .complexity import count_params
 from .io import atomic_path, atomic_write_json, read_json
 from .pareto import hypervolume_curve, pareto_mask
 from .progress import progress
 from .scales import check_scale
 from .space import Arch, SearchSpace, StageArch, StageSpace, build_model
-from .train import evaluate_arch  # the lead moves it to ersam_lib.supernet
+from .supernet import evaluate_arch
 
 if TYPE_CHECKING:
     from .costmodel import CostEstimate, CostModel
     from .devices import Device
 
 __all__ = [
-    "STRATEGIES", "Reward", "Objectives", "SearchBudget", "History", "search", "run_strategies", "curves",
+    "STRATEGIES", "Reward", "Objectives", "SearchBudget", "History", "arch_from_trial", "search", "run_strategies",
+    "curves",
     "summarize_curves", "compare_strategies", "reference_point", "supernet_accuracy", "predicted_costs",
     "costs_from_estimate", "measured_costs", "measure_finalists", "synthetic_objectives",
 ]
@@ -664,7 +666,7 @@ def measured_costs(device: Device, space: SearchSpace) -> CostFn:
     def measure(arch: Arch) -> dict[str, float]:
         model = _static_model(space, arch)
         stats = device.measure(model, shape)
-        params = sum(p.numel() for p in model.parameters())
+        params = count_params(model)
         return {"latency_ms": stats.median, "energy_mj": device.energy_mj(stats), "memory_kb": params / 1000.0}
 
     return measure
@@ -684,16 +686,7 @@ def measure_finalists(history: History, measure: CostFn, k: int = 5) -> pd.DataF
 
 # --------------------------------------------------------------------------------------------- a stand-in
 def _weights(space: SearchSpace, arch: Arch) -> int:
-    """Approximate weight count from the operator list (convolutions, attention projections, the head)."""
-    total = 0
-    for op in space.operators(arch):
-        if op.kind == "attn":
-            total += 4 * op.in_ch * op.out_ch
-        elif op.kind == "linear":
-            total += op.in_ch * op.out_ch + op.out_ch
-        else:
-            total += op.out_ch * (op.in_ch // op.groups) * op.kernel
-    return total
+    return count_params(_static_model(space, arch))
 
 
 def synthetic_objectives(space: SearchSpace, noise: float = 0.03, cache_path: str | os.PathLike | None = None
