@@ -10,6 +10,8 @@ import pandas as pd
 
 from .search import History
 
+__all__ = ["plot_best_reward", "plot_frontier", "plot_hypervolume"]
+
 _LABELS = {"energy_mj": "energy per 5-s segment (mJ)", "latency_ms": "latency per 5-s segment (ms)",
            "memory_kb": "int8 weights (kB)", "error": "error (1 - accuracy)", "mae": "MAE (speakers)"}
 
