@@ -113,12 +113,12 @@ class DataConfig:
         else:
             cfg = cls(source="librispeech", per_class={"train": 2000, "val": 300, "test": 520},
                       features=FeatureConfig(n_mels=64, hop_length=160))
-        cfg = dataclasses.replace(cfg, **overrides)
-        if cfg.source == "librispeech" and "subset_splits" not in overrides:
-            cfg.subset_splits = {k: list(v) for k, v in LIBRICOUNT_SUBSETS.items()}
-        if cfg.source == cfg.real_source and "real_source" not in overrides:
-            cfg.real_source = None
-        return cfg
+        source = overrides.get("source", cfg.source)
+        if source == "librispeech" and "subset_splits" not in overrides:
+            overrides["subset_splits"] = {k: list(v) for k, v in LIBRICOUNT_SUBSETS.items()}
+        if source == cfg.real_source and "real_source" not in overrides:
+            overrides["real_source"] = None
+        return dataclasses.replace(cfg, **overrides)
 
     @classmethod
     def tiny(cls, **overrides) -> "DataConfig":

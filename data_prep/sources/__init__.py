@@ -29,7 +29,7 @@ def librispeech_root(root: str | None, subsets: dict[str, list[str]] | None = No
         return root
     wanted = sorted({s for v in (subsets or LIBRICOUNT_SUBSETS).values() for s in v})
     fetch = "python -m data_prep download --root DIR " + " ".join(f"--subset {s}" for s in wanted)
-    where = f"LibriSpeech root {root} does not exist" if root else \
+    where = f"LibriSpeech root {Path(root).resolve()} does not exist" if root else \
         f"source 'librispeech' needs a root: set ROOT (-p ROOT DIR) or ${LIBRISPEECH_ENV}"
     raise SourceError(f"{where}; download it with `{fetch}` (needs internet), then use DIR")
 
