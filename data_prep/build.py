@@ -16,11 +16,11 @@ import pandas as pd
 from ersam_lib.io import atomic_path, atomic_write_json, atomic_write_text, read_json
 from ersam_lib.rundir import require, run_file, stage_dir
 
-from .config import SPLITS, DataConfig
+from .config import DataConfig
 from .features import build_features
 from .labels import class_names
-from .manifest import make_manifest, manifest_hash, speaker_splits
-from .sources import SpeechSource, open_source, reopen_source
+from .manifest import make_manifest, manifest_hash, plan_splits
+from .sources import SourceSet, SpeechSource, open_sources, reopen_source, reopen_sources
 
 
 @dataclass
@@ -46,7 +46,7 @@ def build(cfg: DataConfig, run_dir: str | os.PathLike) -> BuildReport:
     """Build the data set described by ``cfg`` into ``RUN_DIR/data`` and return a report."""
     cfg.validate()
     t0 = time.perf_counter()
-    source = open_source(cfg)
+    source = open_sources(cfg)
     t_source = time.perf_counter() - t0
     manifest, reused = _cached_manifest(run_dir, cfg), True
     t1 = time.perf_counter()
@@ -77,14 +77,18 @@ def _cached_manifest(run_dir: str | os.PathLike, cfg: DataConfig) -> pd.DataFram
     return None
 
 
-def _dataset_json(cfg: DataConfig, manifest: pd.DataFrame, source: SpeechSource, sha: str,
+def _dataset_json(cfg: DataConfig, manifest: pd.DataFrame, source: SourceSet, sha: str,
                   report: BuildReport) -> dict[str, Any]:
     classes = class_names(cfg.class_set, cfg.max_count)
     counts = {s: {c: int(((manifest["split"] == s) & (manifest["label"] == i)).sum()) for i, c in enumerate(classes)}
-              for s in SPLITS}
-    speakers = speaker_splits(cfg, source)
+              for s in cfg.splits}
+    plan = plan_splits(cfg, source)
+    speakers = {s: sorted(spk for g in groups.values() for spk in g) for s, groups in plan.items()}
     return {"classes": classes, "class_set": cfg.class_set, "K": cfg.max_count, "sample_rate": cfg.sample_rate,
-            "duration_s": cfg.duration_s, "counts": counts, "source": source.describe(),
+            "duration_s": cfg.duration_s, "splits": list(cfg.splits), "counts": counts,
+            "source": source.member(cfg.source).describe(), "sources": source.describe()["members"],
+            "train_sources": list(cfg.training_sources), "real_source": cfg.real_source,
+            "split_sources": {s: list(groups) for s, groups in plan.items()},
             "speakers": {s: len(v) for s, v in speakers.items()}, "speaker_lists": speakers,
             "manifest_sha256": sha, "feature_kinds": list(cfg.feature_kinds), "config": cfg.to_json(),
             "timings": {"source_s": report.source_s, "manifest_s": report.manifest_s, "render_s": report.render_s,
@@ -102,9 +106,13 @@ def load_dataset_info(run_dir: str | os.PathLike) -> dict[str, Any]:
 
 
 def open_run_source(run_dir: str | os.PathLike) -> SpeechSource:
-    """Reopen the speech source a run was built from, for :func:`data_prep.render.render_mixture`."""
+    """Reopen the speech sources a run was built from (a :class:`SourceSet`), for
+    :func:`data_prep.render.render_mixture`; a run built before source sets gets its single source back."""
     info = load_dataset_info(run_dir)
-    return reopen_source(info["source"], DataConfig.from_json(info["config"]))
+    cfg = DataConfig.from_json(info["config"])
+    if "sources" not in info:
+        return reopen_source(info["source"], cfg)
+    return reopen_sources(info["sources"], cfg)
 
 
 def add_features(run_dir: str | os.PathLike, kinds: tuple[str, ...] = ("stft",), workers: int = 1) -> dict:

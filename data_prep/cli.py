@@ -6,15 +6,22 @@ import argparse
 import dataclasses
 import sys
 
-from .config import DataConfig
+from .config import SOURCES, DataConfig
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m data_prep", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="build the data set into RUN_DIR/data")
-    b.add_argument("--source", choices=["tts", "librispeech", "folder"], default="tts")
-    b.add_argument("--root", help="LibriSpeech tree or speaker folder (not used by tts)")
+    b.add_argument("--source", choices=list(SOURCES), default=None,
+                   help="primary source (default: the scale's: tts, or librispeech at paper scale)")
+    b.add_argument("--root", help="LibriSpeech tree (default $ERSAM_LIBRISPEECH) or speaker folder; not used by tts, "
+                                  "librimini's default is the repository's copy")
+    b.add_argument("--train-sources", help="comma-separated sources of train/val, e.g. tts | librimini | "
+                                           "tts,librimini (default: the primary source)")
+    b.add_argument("--real", choices=["librimini", "none"], default=None,
+                   help="real-speech evaluation splits (default: librimini, none when it is the primary source)")
+    b.add_argument("--real-root", help="another librispeech-mini copy (default $ERSAM_LIBRIMINI, else the repo's)")
     b.add_argument("--out", required=True, help="RUN_DIR: the data goes to RUN_DIR/data")
     b.add_argument("--scale", default="tutorial", choices=["smoke", "tutorial", "paper"])
     b.add_argument("--seed", type=int, default=0)
@@ -46,9 +53,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command == "download":
         return _download(args)
-    overrides = {"source": args.source, "root": args.root, "seed": args.seed, "class_set": args.class_set,
+    overrides = {"root": args.root, "seed": args.seed, "class_set": args.class_set,
                  "feature_kinds": tuple(k.strip() for k in args.features.split(",") if k.strip()),
-                 "on_error": args.on_error}
+                 "on_error": args.on_error, "real_root": args.real_root}
+    if args.source is not None:
+        overrides["source"] = args.source
+    if args.train_sources:
+        overrides["train_sources"] = tuple(s.strip() for s in args.train_sources.split(",") if s.strip())
+    if args.real is not None:
+        overrides["real_source"] = None if args.real == "none" else args.real
     if args.max_count is not None:
         overrides["max_count"] = args.max_count
     if args.workers is not None:

@@ -9,7 +9,12 @@ from dataclasses import dataclass, field
 
 from ersam_lib.scales import check_scale
 
-SPLITS: tuple[str, ...] = ("train", "val", "test")
+SPLITS: tuple[str, ...] = ("train", "val", "test")  # the training distribution and the primary source's test
+REAL_SPLITS: tuple[str, ...] = ("real_val", "real_test", "real_test_other")  # real speech no training mixture uses
+ALL_SPLITS: tuple[str, ...] = SPLITS + REAL_SPLITS
+SOURCES: tuple[str, ...] = ("tts", "librispeech", "folder", "librimini")
+# LibriCount's speaker splits of LibriSpeech: train from train-clean-360, validation dev-clean, test test-clean.
+LIBRICOUNT_SUBSETS: dict[str, list[str]] = {"train": ["train-clean-360"], "val": ["dev-clean"], "test": ["test-clean"]}
 
 
 @dataclass(frozen=True)
@@ -48,11 +53,27 @@ class DataConfig:
     ``sparse_fraction`` of the speech mixtures use the sparse placement (random offsets with pauses), the rest
     LibriCount's fill-the-segment placement. Gains in dB are drawn per speaker from ``gain_db``; ``(0, 0)`` gives
     LibriCount's equal-power mix. ``snr_db`` adds background at a random SNR to speech mixtures (``None``: clean).
+
+    Sources. ``source`` is the primary source: its speakers are cut into train/val/test (``test`` is always
+    its own: synthetic voices at smoke and tutorial scale, LibriSpeech test-clean at paper scale). ``real_source``
+    (the repository's LibriSpeech miniature, ``None`` to leave real speech out) gives the real evaluation splits
+    ``real_val`` and ``real_test`` (train-clean-100 speakers cut by ``real_fractions``, of which only the first two
+    parts may ever train) and ``real_test_other`` (its test-other speakers), sized by ``real_per_class``.
+    ``train_sources`` says which sources the training distribution (``train`` and ``val``) draws from: synthetic
+    only (the default, ``(source,)``), real only, or both, each source then filling an equal share of every class
+    (the training set keeps its size). Each row records its source; ids are namespaced ``<source>:<id>``. The
+    real splits do not depend on ``train_sources``: the three choices are scored on the same real mixtures.
     """
 
     source: str = "tts"
     root: str | None = None
     subset_splits: dict[str, list[str]] | None = None  # LibriSpeech: split -> subsets (LibriCount's choice)
+    train_sources: tuple[str, ...] | None = None  # None: (source,); else names among source and real_source
+    real_source: str | None = "librimini"
+    real_root: str | None = None  # None: $ERSAM_LIBRIMINI, else the repository's data/librispeech-mini
+    real_per_class: dict[str, int] = field(
+        default_factory=lambda: {"real_val": 100, "real_test": 200, "real_test_other": 100})
+    real_fractions: tuple[float, float, float, float] = (0.6, 0.1, 0.15, 0.15)  # train, val, real_val, real_test
     class_set: str = "counts"
     max_count: int = 10
     per_class: dict[str, int] = field(default_factory=lambda: {"train": 910, "val": 100, "test": 200})
@@ -75,29 +96,57 @@ class DataConfig:
 
     @classmethod
     def for_scale(cls, scale: str, **overrides) -> "DataConfig":
-        """Sizes per scale: smoke (seconds), tutorial (>= 10k train mixtures, 720 speakers), paper (LibriSpeech)."""
+        """Sizes per scale: smoke (seconds), tutorial (>= 10k train mixtures, 720 speakers), paper (LibriSpeech).
+
+        Every scale adds the real evaluation splits (``real_per_class``). A LibriSpeech source is split by subset
+        as LibriCount (``LIBRICOUNT_SUBSETS``) unless ``subset_splits`` is given; a primary source that is the
+        real source itself (``source="librimini"``) builds train/val/test from it alone (``real_source=None``).
+        """
         scale = check_scale(scale)
         if scale == "smoke":
             cfg = cls(max_count=3, per_class={"train": 40, "val": 10, "test": 10},
+                      real_per_class={"real_val": 10, "real_test": 10, "real_test_other": 5},
                       features=FeatureConfig(n_mels=32, hop_length=640),
                       tts=TtsConfig(n_speakers=24, utts_per_speaker=4), workers=1, shard_size=256)
         elif scale == "tutorial":
             cfg = cls()
         else:
-            # LibriCount: train from train-clean-360, validation from dev-clean, test from test-clean.
             cfg = cls(source="librispeech", per_class={"train": 2000, "val": 300, "test": 520},
-                      subset_splits={"train": ["train-clean-360"], "val": ["dev-clean"], "test": ["test-clean"]},
                       features=FeatureConfig(n_mels=64, hop_length=160))
+        source = overrides.get("source", cfg.source)
+        if source == "librispeech" and "subset_splits" not in overrides:
+            overrides["subset_splits"] = {k: list(v) for k, v in LIBRICOUNT_SUBSETS.items()}
+        if source == cfg.real_source and "real_source" not in overrides:
+            overrides["real_source"] = None
         return dataclasses.replace(cfg, **overrides)
 
     @classmethod
     def tiny(cls, **overrides) -> "DataConfig":
-        """A data set that builds in a few seconds, for the unit tests of later chapters (K = 2)."""
-        cfg = cls(max_count=2, per_class={"train": 12, "val": 4, "test": 4},
+        """A data set that builds in a few seconds, for the unit tests of later chapters (K = 2).
+
+        Synthetic only by default; ``real_source="librimini"`` adds tiny real splits (12 mixtures each).
+        """
+        cfg = cls(max_count=2, per_class={"train": 12, "val": 4, "test": 4}, real_source=None,
+                  real_per_class={"real_val": 4, "real_test": 4, "real_test_other": 4},
                   features=FeatureConfig(n_mels=16, hop_length=800),
                   tts=TtsConfig(n_speakers=12, utts_per_speaker=3, min_words=6, max_words=10),
                   workers=1, shard_size=64)
         return dataclasses.replace(cfg, **overrides)
+
+    @property
+    def training_sources(self) -> tuple[str, ...]:
+        """The sources of the ``train`` and ``val`` mixtures (``train_sources``, default the primary source)."""
+        return tuple(self.train_sources) if self.train_sources else (self.source,)
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """The splits this config builds, in manifest order."""
+        real = [s for s in REAL_SPLITS if s in self.real_per_class] if self.real_source else []
+        return SPLITS + tuple(real)
+
+    def quota(self, split: str) -> int:
+        """Mixtures per class of ``split``."""
+        return self.per_class[split] if split in SPLITS else self.real_per_class[split]
 
     @property
     def n_samples(self) -> int:
@@ -105,8 +154,23 @@ class DataConfig:
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first inconsistent field."""
-        if self.source not in ("tts", "librispeech", "folder"):
-            raise ValueError(f"source must be tts, librispeech or folder, got {self.source!r}")
+        if self.source not in SOURCES:
+            raise ValueError(f"source must be one of {', '.join(SOURCES)}, got {self.source!r}")
+        if self.real_source not in (None, "librimini"):
+            raise ValueError(f"real_source must be 'librimini' or None, got {self.real_source!r}")
+        if self.real_source is not None and self.real_source == self.source:
+            raise ValueError(f"source and real_source are both {self.source!r}: set real_source=None to build "
+                             f"train/val/test from it alone, or train_sources=({self.source!r},) with source='tts'")
+        allowed = {self.source} | ({self.real_source} if self.real_source else set())
+        picked = self.training_sources
+        if not picked or len(set(picked)) != len(picked) or not set(picked) <= allowed:
+            raise ValueError(f"train_sources must name distinct sources among {sorted(allowed)}, got {picked}")
+        bad_real = set(self.real_per_class) - set(REAL_SPLITS)
+        if bad_real or min(self.real_per_class.values(), default=1) < 1:
+            raise ValueError(f"real_per_class takes positive counts for {REAL_SPLITS}, got {self.real_per_class}")
+        if len(self.real_fractions) != 4 or abs(sum(self.real_fractions) - 1) > 1e-6 or min(self.real_fractions) < 0:
+            raise ValueError(f"real_fractions must be 4 shares (train, val, real_val, real_test) summing to 1, "
+                             f"got {self.real_fractions}")
         if self.class_set not in ("counts", "levels"):
             raise ValueError(f"class_set must be 'counts' or 'levels', got {self.class_set!r}")
         if self.max_count < 1:
@@ -135,8 +199,11 @@ class DataConfig:
         d = dict(d)
         d["features"] = FeatureConfig(**d["features"])
         d["tts"] = TtsConfig(**d["tts"])
-        for key in ("split_fractions", "gain_db", "peak_dbfs", "feature_kinds"):
-            d[key] = tuple(d[key])
+        for key in ("split_fractions", "gain_db", "peak_dbfs", "feature_kinds", "real_fractions"):
+            if key in d:  # configs written before a field existed take its default
+                d[key] = tuple(d[key])
+        if d.get("train_sources") is not None:
+            d["train_sources"] = tuple(d["train_sources"])
         if d.get("snr_db") is not None:
             d["snr_db"] = tuple(d["snr_db"])
         return cls(**d)

@@ -1,8 +1,9 @@
 """The feature cache that chapters 2-6 train on (chapter 1): log-mel (default) and CountNet's |STFT|.
 
-Layout under ``RUN_DIR/data/features/<kind>/``: ``<split>.npy`` float16 (N, F, T) standardised with the train
-split's per-band mean and std, ``<split>_y.npy`` int64 labels, ``meta.json`` (shape, statistics, manifest hash;
-written last, it marks the kind complete). While building, raw shards go to ``.parts/`` (each written atomically,
+Layout under ``RUN_DIR/data/features/<kind>/``: ``<split>.npy`` float16 (N, F, T) for every split of the manifest
+(``train``, ``val``, ``test`` and the real ``real_val``, ``real_test``, ``real_test_other`` when built), all
+standardised with the train split's per-band mean and std, ``<split>_y.npy`` int64 labels, ``meta.json`` (shape,
+statistics, counts per split, manifest hash; written last, it marks the kind complete). While building, raw shards go to ``.parts/`` (each written atomically,
 so an interrupted build resumes at the first missing shard).
 """
 
@@ -25,7 +26,7 @@ from ersam_lib.io import atomic_path, atomic_write_json, read_json
 from ersam_lib.progress import progress
 from ersam_lib.rundir import feature_dir, require
 
-from .config import SPLITS, FeatureConfig
+from .config import ALL_SPLITS, FeatureConfig
 from .render import render_mixture
 from .sources.base import SpeechSource
 
@@ -147,7 +148,8 @@ def _finalize(folder: Path, manifest: pd.DataFrame, shard_paths: list[Path], man
     mean = s1 / n
     std = np.sqrt(np.maximum(s2 / n - mean**2, 1e-12))
     shape = raw[0].shape[1:]
-    for split in SPLITS:
+    splits = [s for s in ALL_SPLITS if (split_of == s).any()]
+    for split in splits:
         idx = np.flatnonzero(split_of == split)
         with atomic_path(folder / f"{split}.npy") as tmp:
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(len(idx), *shape))
@@ -163,7 +165,7 @@ def _finalize(folder: Path, manifest: pd.DataFrame, shard_paths: list[Path], man
     atomic_write_json(folder / "meta.json", {
         "kind": kind, "shape": [int(s) for s in shape], "mean": mean.tolist(), "std": std.tolist(),
         "manifest_sha256": manifest_sha, "feature_config": cfg.__dict__,
-        "counts": {s: int((split_of == s).sum()) for s in SPLITS}})
+        "counts": {s: int((split_of == s).sum()) for s in splits}})
     shutil.rmtree(folder / ".parts", ignore_errors=True)
 
 
@@ -183,11 +185,12 @@ class FeatureSet:
 def load_features(run_dir: str | os.PathLike, split: str, kind: str = "logmel", mmap: bool = True) -> FeatureSet:
     """The cached features of ``split`` written by chapter 1 (memory-mapped unless ``mmap=False``).
 
-    Used by chapters 2-6. ``kind="stft"`` exists only if the build asked for it
+    Used by chapters 2-6. ``split`` is one of ``train``, ``val``, ``test``, or a real split the run built
+    (``real_val``, ``real_test``, ``real_test_other``). ``kind="stft"`` exists only if the build asked for it
     (``DataConfig(feature_kinds=("logmel", "stft"))`` or :func:`data_prep.build.add_features`).
     """
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if split not in ALL_SPLITS:
+        raise ValueError(f"split must be one of {ALL_SPLITS}, got {split!r}")
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     dataset = read_json(require(run_dir, "dataset"))
@@ -196,9 +199,20 @@ def load_features(run_dir: str | os.PathLike, split: str, kind: str = "logmel", 
         raise FileNotFoundError(f"{folder} has no {kind!r} features; build them with "
                                 f"data_prep.build.add_features(run_dir, ({kind!r},))")
     meta = read_json(folder / "meta.json")
+    if split not in meta.get("counts", {}):
+        raise ValueError(f"{run_dir} has no {split!r} split (built: {', '.join(meta.get('counts', {}))}); the real "
+                         f"splits need DataConfig(real_source='librimini')")
     x = np.load(folder / f"{split}.npy", mmap_mode="r" if mmap else None)
     y = np.load(folder / f"{split}_y.npy")
     return FeatureSet(x=x, y=y, classes=list(dataset["classes"]), meta=meta | {"split": split})
+
+
+def feature_splits(run_dir: str | os.PathLike, kind: str = "logmel") -> list[str]:
+    """The splits whose ``kind`` features a run holds, in manifest order (chapters 3-6 score every real one)."""
+    meta = feature_dir(run_dir, kind) / "meta.json"
+    if not meta.exists():
+        raise FileNotFoundError(f"{meta.parent} has no {kind!r} features; run chapter 1 first")
+    return [s for s in ALL_SPLITS if s in read_json(meta).get("counts", {})]
 
 
 try:

@@ -4,6 +4,11 @@ A row holds everything needed to render its audio deterministically (:func:`data
 which utterances of which speakers go where (in 10-ms frames), the per-speaker gains, the background and its SNR,
 the output peak level. The label k is computed here, from the VAD tracks of the placed utterances, before any
 audio is mixed: k = max over frames of the number of active speakers (:func:`data_prep.labels.max_concurrent`).
+
+Which speakers feed which split is decided once, per source, before any recipe is drawn (:func:`plan_splits`), so
+no speaker is heard in two splits. A source whose speakers have a single utterance (the real train-clean-100
+speakers) is *looped* by the fill placement: the trimmed utterance starts at a random point and repeats back to back
+until the 5 s are covered, as LibriCount concatenates a speaker's utterances.
 """
 
 from __future__ import annotations
@@ -17,23 +22,69 @@ import pandas as pd
 
 from ersam_lib.progress import progress
 
-from .config import SPLITS, DataConfig
+from .config import ALL_SPLITS, SOURCES, SPLITS, DataConfig
 from .labels import class_names, class_of, counts_of_class, max_concurrent, overlap_fraction
+from .sources import as_source_set
 from .sources.base import SourceError, SpeechSource
+from .sources.sourceset import SourceSet, namespaced
 from .vad import FRAME, to_runs, trim_bounds
 
 Segment = list  # [utt_id, src_frame, n_frames, dst_frame]
 
 
+def cut_speakers(speakers: list[str], fractions: dict[str, float], seed: int, stream: int = 0) -> dict[str, list[str]]:
+    """Shuffle speakers with ``(seed, stream)`` and cut them into consecutive parts of the given shares (the last
+    part takes the rest): no speaker is in two parts."""
+    order = sorted(speakers)
+    perm = np.random.default_rng([seed, stream]).permutation(len(order))
+    shuffled = [order[i] for i in perm]
+    parts, start = {}, 0
+    names = list(fractions)
+    for i, name in enumerate(names):
+        stop = len(order) if i == len(names) - 1 else start + int(round(fractions[name] * len(order)))
+        parts[name] = sorted(shuffled[start:stop])
+        start = stop
+    return parts
+
+
 def split_speakers(speakers: list[str], fractions: tuple[float, float, float], seed: int) -> dict[str, list[str]]:
     """Shuffle speakers with ``seed`` and cut them into train/val/test: no speaker is in two splits."""
-    order = sorted(speakers)
-    perm = np.random.default_rng([seed, 0]).permutation(len(order))
-    shuffled = [order[i] for i in perm]
-    n_train = int(round(fractions[0] * len(order)))
-    n_val = int(round(fractions[1] * len(order)))
-    parts = {"train": shuffled[:n_train], "val": shuffled[n_train:n_train + n_val], "test": shuffled[n_train + n_val:]}
-    return {k: sorted(v) for k, v in parts.items()}
+    return cut_speakers(speakers, dict(zip(SPLITS, fractions)), seed, stream=0)
+
+
+def real_speaker_splits(cfg: DataConfig, source: SpeechSource) -> dict[str, list[str]]:
+    """Speakers of the real source per part: train-clean-100 cut by ``real_fractions`` into train, val (usable
+    for training only when ``train_sources`` asks) and real_val, real_test (never trained on); test-other speakers
+    form real_test_other. Independent of ``train_sources``, so every training choice meets the same real splits."""
+    index = source.index()
+    other = index["subset"] == "test-other" if "subset" in index else np.zeros(len(index), bool)
+    parts = cut_speakers(sorted(index.loc[~other, "speaker"].astype(str).unique()),
+                         dict(zip(("train", "val", "real_val", "real_test"), cfg.real_fractions)), cfg.seed, stream=1)
+    parts["real_test_other"] = sorted(index.loc[other, "speaker"].astype(str).unique())
+    return parts
+
+
+def plan_splits(cfg: DataConfig, sources: SourceSet) -> dict[str, dict[str, list[str]]]:
+    """split -> source -> its speakers (namespaced ids): the speaker-disjoint plan of the whole manifest.
+
+    ``train`` and ``val`` draw from ``cfg.training_sources``; ``test`` from the primary source; the real splits
+    from the real source. Raises :class:`SourceError` if two splits would share a speaker.
+    """
+    pools = {cfg.source: speaker_splits(cfg, sources.member(cfg.source))}
+    if cfg.real_source:
+        pools[cfg.real_source] = real_speaker_splits(cfg, sources.member(cfg.real_source))
+    plan: dict[str, dict[str, list[str]]] = {}
+    for split in cfg.splits:
+        names = cfg.training_sources if split in ("train", "val") else \
+            (cfg.source,) if split == "test" else (cfg.real_source,)
+        plan[split] = {n: namespaced(n, pools[n][split]) for n in names}
+    seen: dict[str, str] = {}
+    for split, groups in plan.items():
+        for spk in (s for g in groups.values() for s in g):
+            if spk in seen:
+                raise SourceError(f"speaker {spk} is planned for splits {seen[spk]} and {split}")
+            seen[spk] = split
+    return plan
 
 
 def speaker_splits(cfg: DataConfig, source: SpeechSource) -> dict[str, list[str]]:
@@ -149,22 +200,29 @@ def _draw_row(cfg: DataConfig, sampler: _Sampler, speakers: list[str], target: i
 
 
 def make_split(cfg: DataConfig, source: SpeechSource, split: str, speakers: list[str],
-               utts: dict[str, list[str]]) -> pd.DataFrame:
-    """Recipes for one split, balanced on the label: aim each draw at the least-filled class, keep it if its
-    label's class still has room (a sparse draw may land in a lower class than aimed at)."""
+               utts: dict[str, list[str]], quota: int | None = None, source_name: str | None = None) -> pd.DataFrame:
+    """Recipes for one split (of one source), balanced on the label: aim each draw at the least-filled class, keep
+    it if its label's class still has room (a sparse draw may land in a lower class than aimed at).
+
+    ``quota`` is the mixtures per class (default: the split's); ``source_name`` goes into the ``source`` column
+    and the seeds, so that a source's recipes do not depend on which other sources share the split.
+    """
     n_classes = len(class_names(cfg.class_set, cfg.max_count))
-    quota = cfg.per_class[split]
+    quota = cfg.quota(split) if quota is None else quota
+    source_name = source_name or cfg.source
+    stream = SOURCES.index(source_name) if source_name in SOURCES else len(SOURCES)
     sampler = _Sampler(source, utts, cfg.n_samples // FRAME, cfg.vad_mode)
     filled = np.zeros(n_classes, int)
     rows, attempt = [], 0
     max_attempts = 50 * quota * n_classes + 1000
-    bar = progress(total=quota * n_classes, desc=f"recipes {split}")
+    bar = progress(total=quota * n_classes, desc=f"recipes {split} ({source_name})")
     while filled.min() < quota:
         if attempt >= max_attempts:
-            raise SourceError(f"split {split}: could not fill classes {np.flatnonzero(filled < quota).tolist()} "
-                              f"after {attempt} draws; the source has too little speech for this configuration")
+            raise SourceError(f"split {split} ({source_name}): could not fill classes "
+                              f"{np.flatnonzero(filled < quota).tolist()} after {attempt} draws; the source has "
+                              f"too little speech for this configuration")
         open_classes = np.flatnonzero(filled == filled.min())
-        seed = int(np.random.SeedSequence([cfg.seed, SPLITS.index(split), attempt]).generate_state(1)[0])
+        seed = int(np.random.SeedSequence([cfg.seed, ALL_SPLITS.index(split), stream, attempt]).generate_state(1)[0])
         target = int(open_classes[np.random.default_rng(seed).integers(len(open_classes))])
         row = _draw_row(cfg, sampler, speakers, target, seed)
         attempt += 1
@@ -174,24 +232,43 @@ def make_split(cfg: DataConfig, source: SpeechSource, split: str, speakers: list
             bar.update()
     bar.close()
     df = pd.DataFrame(rows)
+    df.insert(0, "source", source_name)
     df.insert(0, "split", split)
     df.insert(0, "example_id", [f"{split}-{i:06d}" for i in range(len(df))])
     return df
 
 
+def shares(quota: int, n: int) -> list[int]:
+    """``quota`` cut into ``n`` near-equal whole shares (the first ones take the remainder)."""
+    return [quota // n + (1 if i < quota % n else 0) for i in range(n)]
+
+
 def make_manifest(cfg: DataConfig, source: SpeechSource) -> pd.DataFrame:
-    """All recipes of the data set (chapter 1); raises :class:`SourceError` if a split has too few speakers."""
+    """All recipes of the data set (chapter 1); raises :class:`SourceError` if a split has too few speakers.
+
+    ``source`` is the :class:`~data_prep.sources.SourceSet` of :func:`data_prep.sources.open_sources`, or the
+    primary source alone (the real source is then opened from ``cfg``). Rows come split by split, and within a
+    split source by source, each source filling an equal share of every class.
+    """
     cfg.validate()
-    by_speaker = source.speakers()
-    splits = speaker_splits(cfg, source)
+    sources = as_source_set(cfg, source)
+    by_speaker = sources.speakers()
+    plan = plan_splits(cfg, sources)
     need = required_speakers(cfg)
-    for split, spk in splits.items():
-        if len(spk) < need:
-            raise SourceError(
-                f"too few speakers for K={cfg.max_count}: split {split!r} gets {len(spk)} of the source's "
-                f"{len(by_speaker)} speakers, but its largest class needs {need} distinct speakers; use a source "
-                f"with more speakers or a smaller max_count")
-    frames = [make_split(cfg, source, s, splits[s], by_speaker) for s in SPLITS]
+    for split, groups in plan.items():
+        for name, spk in groups.items():
+            if len(spk) < need:
+                raise SourceError(
+                    f"too few speakers for K={cfg.max_count}: split {split!r} gets {len(spk)} speakers of source "
+                    f"{name!r}, but its largest class needs {need} distinct speakers; use a source with more "
+                    f"speakers or a smaller max_count")
+    frames = []
+    for split, groups in plan.items():
+        parts = [make_split(cfg, sources, split, spk, by_speaker, quota=q, source_name=name)
+                 for (name, spk), q in zip(groups.items(), shares(cfg.quota(split), len(groups))) if q > 0]
+        df = pd.concat(parts, ignore_index=True)
+        df["example_id"] = [f"{split}-{i:06d}" for i in range(len(df))]
+        frames.append(df)
     return pd.concat(frames, ignore_index=True)
 
 

@@ -75,3 +75,17 @@ def plot_mixture(row: pd.Series, audio: np.ndarray, cfg: FeatureConfig) -> plt.F
     fig.tight_layout()
     return fig
 
+
+
+def plot_spectrograms(audios: dict[str, np.ndarray], cfg: FeatureConfig, title: str = "") -> plt.Figure:
+    """Log-mel spectrograms side by side, one panel per named waveform (chapter 1: synthetic next to real)."""
+    fig, axes = plt.subplots(1, len(audios), figsize=(4.6 * len(audios), 3.2), squeeze=False, sharey=True)
+    for ax, (name, audio) in zip(axes[0], audios.items()):
+        ax.imshow(compute_features(audio, "logmel", cfg), origin="lower", aspect="auto", cmap="magma",
+                  extent=[0, len(audio) / 16000, 0, cfg.n_mels])
+        ax.set(title=name, xlabel="time (s)")
+    axes[0][0].set_ylabel("mel band")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -21,7 +21,7 @@ import sys
 from typing import Any
 
 from .rundir import summary_path
-from .runner import DEFAULT_NOTEBOOKS, NotebookFailed, run_pipeline
+from .runner import DEFAULT_NOTEBOOKS, NotebookFailed, parse_parameter, run_pipeline
 from .scales import SCALES
 
 __all__ = ["build_parser", "main", "train"]
@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--from", dest="from_", help="resume at a chapter (e.g. 03)")
     run.add_argument("--timeout", type=float, default=3600.0, help="wall-clock limit per notebook, seconds")
     run.add_argument("--cell-timeout", type=float, default=None, help="limit per cell, seconds (default: --timeout)")
+    run.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                     help="a chapter parameter, as papermill's -p (e.g. -p SOURCE librispeech -p ROOT DIR); it goes "
+                          "to the chapters that declare it")
     book = sub.add_parser("book", help="render the executed notebooks of a run as a Jupyter Book")
     book.add_argument("--run-dir", required=True)
     _add_train_parser(sub)
@@ -181,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             summary = run_pipeline(
                 args.run_dir, args.scale, args.seed, args.notebooks, args.only, args.from_,
-                args.timeout, args.cell_timeout,
+                args.timeout, args.cell_timeout, {name: parse_parameter(v) for name, v in args.parameter},
             )
         except NotebookFailed as exc:
             print(f"[ersam] FAILED: {exc}", file=sys.stderr)

@@ -1,6 +1,7 @@
 """Chapter 1's data as torch datasets: the cached features, rendered waveforms, and one subset rule (chapters 3-6).
 
-- :class:`FeatureData` / :func:`load_feature_data`: the train/val/test log-mel (or |STFT|) features of a run;
+- :class:`FeatureData` / :func:`load_feature_data`: the train/val/test log-mel (or |STFT|) features of a run, and
+  its real-speech evaluation splits (``real_val``, ``real_test``, ``real_test_other``) in ``extra``;
 - :class:`WaveformDataset`: mixtures rendered on the fly from the manifest, for waveform models (wav2vec2);
 - :func:`subset`: the one way any trainer caps its training set (``max_train_samples``), so that the teacher,
   the largest student and the supernet see the same mixtures for the same seed.
@@ -9,14 +10,14 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
 from data_prep.build import load_manifest, open_run_source
-from data_prep.features import FeatureDataset, load_features
+from data_prep.features import FeatureDataset, feature_splits, load_features
 from data_prep.render import render_mixture
 
 __all__ = ["FeatureData", "WaveformDataset", "load_feature_data", "subset"]
@@ -24,7 +25,12 @@ __all__ = ["FeatureData", "WaveformDataset", "load_feature_data", "subset"]
 
 @dataclass
 class FeatureData:
-    """Chapter 1's features as torch datasets, with the sizes the models need (chapters 3-5)."""
+    """Chapter 1's features as torch datasets, with the sizes the models need (chapters 3-5).
+
+    ``train``/``val`` are the training distribution, ``test`` the primary source's test split (synthetic voices at
+    smoke and tutorial scale); ``extra`` holds the real-speech splits the run built (``real_val``, ``real_test``,
+    ``real_test_other``), all standardised with the same train statistics.
+    """
 
     train: Dataset
     val: Dataset
@@ -32,18 +38,27 @@ class FeatureData:
     n_features: int
     n_frames: int
     classes: list[str]
+    extra: dict[str, Dataset] = field(default_factory=dict)
 
     @property
     def n_classes(self) -> int:
         return len(self.classes)
 
+    @property
+    def splits(self) -> dict[str, Dataset]:
+        """Every split by name: train, val, test, then the real ones."""
+        return {"train": self.train, "val": self.val, "test": self.test, **self.extra}
+
 
 def load_feature_data(run_dir: str | os.PathLike, kind: str = "logmel") -> FeatureData:
-    """Train/val/test :class:`data_prep.features.FeatureDataset` of ``RUN_DIR`` (chapter 1 must have run)."""
-    sets = {s: load_features(run_dir, s, kind) for s in ("train", "val", "test")}
+    """Every split of ``RUN_DIR``'s features as :class:`data_prep.features.FeatureDataset` (chapter 1 must have
+    run): train/val/test, and the real splits in ``extra``."""
+    names = feature_splits(run_dir, kind)
+    sets = {s: load_features(run_dir, s, kind) for s in names}
     _, n_features, n_frames = sets["train"].x.shape
-    return FeatureData(*(FeatureDataset(sets[s]) for s in ("train", "val", "test")), int(n_features), int(n_frames),
-                       list(sets["train"].classes))
+    base = ("train", "val", "test")
+    return FeatureData(*(FeatureDataset(sets[s]) for s in base), int(n_features), int(n_frames),
+                       list(sets["train"].classes), {s: FeatureDataset(sets[s]) for s in names if s not in base})
 
 
 def subset(ds: Dataset, n: int | None, seed: int) -> Dataset:

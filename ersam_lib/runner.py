@@ -5,7 +5,8 @@ injected, a wall-clock limit per notebook (and per cell), its output streamed to
 its executed copy written to ``RUN_DIR/executed/NN_name.ipynb`` (kept when it fails, for the post-mortem). After
 each notebook the runner updates ``RUN_DIR/summary.json`` with the status, the wall time and the metrics the chapter
 recorded with :func:`ersam_lib.rundir.record_metrics`. A failure stops the run and names the notebook, the cell
-and the error.
+and the error. Further chapter parameters (papermill's ``-p NAME VALUE``, e.g. ``-p SOURCE librispeech``) go only to
+the notebooks whose parameters cell declares them (:func:`chapter_parameters`).
 """
 
 from __future__ import annotations
@@ -28,12 +29,13 @@ from .rundir import executed_path, load_metrics, log_path, summary_path
 from .scales import check_scale
 
 __all__ = [
-    "ChapterResult", "discover_notebooks", "environment_info", "execute_notebook", "locate_error", "NotebookFailed",
-    "run_pipeline", "select_notebooks"
+    "ChapterResult", "chapter_parameters", "discover_notebooks", "environment_info", "execute_notebook",
+    "locate_error", "NotebookFailed", "parse_parameter", "run_pipeline", "select_notebooks"
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_NOTEBOOKS = REPO_ROOT / "notebooks"
+RESERVED = {"SCALE": "--scale", "RUN_DIR": "--run-dir", "SEED": "--seed"}  # the runner injects these itself
 
 
 @dataclass
@@ -91,6 +93,40 @@ def select_notebooks(notebooks: list[Path], only: str | None = None, from_: str 
     return [p for p in notebooks if p.name[:2] >= key]
 
 
+def parse_parameter(text: str) -> Any:
+    """A ``-p`` value typed as papermill types it: True, False, None, an int, a float, else the string."""
+    if text in ("True", "False", "None"):
+        return {"True": True, "False": False, "None": None}[text]
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def chapter_parameters(notebooks: list[Path], params: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """notebook name -> the ``params`` its parameters cell declares (only those go to it).
+
+    A name no selected notebook declares, or one the runner sets itself, is a ``ValueError`` raised before
+    anything runs.
+    """
+    for name, flag in RESERVED.items():
+        if name in params:
+            raise ValueError(f"parameter {name} is set with {flag}, not -p")
+    if not params:
+        return {nb.name: {} for nb in notebooks}
+    from papermill.inspection import inspect_notebook  # reads the parameters cell without running anything
+
+    declared = {nb.name: set(inspect_notebook(str(nb))) for nb in notebooks}
+    unknown = sorted(set(params) - set().union(*declared.values()))
+    if unknown:
+        known = sorted(set().union(*declared.values()) - set(RESERVED))
+        raise ValueError(f"unknown parameter {', '.join(unknown)}: the selected chapters declare "
+                         f"{', '.join(known) or 'none'}")
+    return {nb: {k: v for k, v in params.items() if k in names} for nb, names in declared.items()}
+
+
 def environment_info() -> dict[str, str]:
     """Versions and machine facts recorded in the summary, so that a reviewer can compare numbers fairly."""
     info = {"python": platform.python_version(), "platform": platform.platform(), "cpus": str(os.cpu_count())}
@@ -111,18 +147,23 @@ def run_pipeline(
     from_: str | None = None,
     timeout_s: float = 3600.0,
     cell_timeout_s: float | None = None,
+    params: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Execute the selected notebooks in order; return the run summary (also written to ``RUN_DIR/summary.json``).
 
+    ``params`` are further chapter parameters (``-p NAME VALUE``), each passed to the notebooks that declare it.
     Raises :class:`NotebookFailed` at the first failing notebook, after recording it in the summary.
     """
     scale = check_scale(scale)
     run_dir = Path(run_dir).resolve()
     notebooks = select_notebooks(discover_notebooks(notebooks_dir), only=only, from_=from_)
+    routed = chapter_parameters(notebooks, params or {})
     summary = _open_summary(run_dir, scale, seed)
+    if params:
+        summary["parameters"] = dict(params)
     for nb in notebooks:
         print(f"[ersam] running {nb.name} (SCALE={scale}, SEED={seed}) ...", flush=True)
-        result = execute_notebook(nb, run_dir, scale, seed, timeout_s, cell_timeout_s or timeout_s)
+        result = execute_notebook(nb, run_dir, scale, seed, timeout_s, cell_timeout_s or timeout_s, routed[nb.name])
         summary["chapters"][nb.stem] = asdict(result)
         summary["updated"] = _now()
         atomic_write_json(summary_path(run_dir), summary)
@@ -133,14 +174,15 @@ def run_pipeline(
 
 
 def execute_notebook(
-    notebook: Path, run_dir: Path, scale: str, seed: int, timeout_s: float, cell_timeout_s: float
+    notebook: Path, run_dir: Path, scale: str, seed: int, timeout_s: float, cell_timeout_s: float,
+    extra: dict[str, Any] | None = None,
 ) -> ChapterResult:
     """Run one notebook in a papermill subprocess (a hard wall-clock limit needs a process we can kill)."""
     executed = executed_path(run_dir, notebook.name)
     log = log_path(run_dir, notebook.stem)
     executed.parent.mkdir(parents=True, exist_ok=True)
     log.parent.mkdir(parents=True, exist_ok=True)
-    params = {"SCALE": scale, "RUN_DIR": str(run_dir), "SEED": seed}
+    params = {"SCALE": scale, "RUN_DIR": str(run_dir), "SEED": seed} | (extra or {})
     cmd = [
         sys.executable, "-m", "papermill", str(notebook), str(executed),
         "-y", json.dumps(params), "--cwd", str(notebook.parent),

@@ -40,3 +40,18 @@ def test_ch01_shortcut_floor_is_a_real_fit(smoke_run):
         assert 0.0 <= m[f"floor_mae_{split}"] <= m["K"]
     # the linear fit beats chance on its own training data (it is fitted, not a constant)
     assert m["floor_acc_train"] > m["floor_chance"]
+
+
+def test_ch01_records_real_splits_beside_the_synthetic_ones(smoke_run):
+    m = chapter_metrics(smoke_run, "01")
+    real = ("real_val", "real_test", "real_test_other")
+    assert m["splits"] == ["train", "val", "test", *real]
+    assert m["real_source"] == "librimini" and m["train_sources"] == ["tts"]
+    for split in real:
+        # balanced over k = 0..K like the synthetic splits, and enough real voices for the largest class
+        assert m[f"n_{split}"] > 0 and m[f"n_{split}"] % m["n_classes"] == 0
+        assert m[f"speakers_{split}"] >= m["K"]
+        assert 0.0 <= m[f"floor_acc_{split}"] <= 1.0 and 0.0 <= m[f"floor_mae_{split}"] <= m["K"]
+    assert m["speakers_real_test_other"] <= 10  # the ten test-other speakers
+    assert m["speakers_real_val"] + m["speakers_real_test"] > 2 * m["K"]  # many unseen real speakers, not a few
+    assert m["speaker_overlap_total"] == 0  # across all six splits

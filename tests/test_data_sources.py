@@ -166,8 +166,10 @@ def test_librispeech_splits_by_subset_like_libricount(tmp_path, speech):
                              subset_splits={"train": ["train-clean-360"], "val": ["dev-clean"], "test": ["test-clean"]})
     m = make_manifest(cfg, dp.sources.open_source(cfg))
     by_split = {s: set().union(set(), *m.loc[m.split == s, "speakers"].map(set)) for s in ("train", "val", "test")}
-    assert by_split["train"] <= {"100", "101", "102"} and by_split["val"] <= {"103", "104"}
-    assert by_split["test"] <= {"105", "106"}
+    # speaker ids are namespaced by their source
+    assert by_split["train"] <= {"librispeech:100", "librispeech:101", "librispeech:102"}
+    assert by_split["val"] <= {"librispeech:103", "librispeech:104"}
+    assert by_split["test"] <= {"librispeech:105", "librispeech:106"}
     bad = dp.DataConfig.tiny(source="librispeech", root=str(root),
                              subset_splits={"train": ["train-clean-360"], "val": ["dev-clean"], "test": ["dev-clean"]})
     with pytest.raises(SourceError, match="share speakers"):
