@@ -10,6 +10,8 @@ import numpy as np
 
 # Our bins for the four ambiance levels (an assumption, see the chapter): 0 | 1 | 2-3 | 4+ speakers.
 LEVELS: tuple[tuple[str, int, int], ...] = (("none", 0, 0), ("low", 1, 1), ("moderate", 2, 3), ("active", 4, 10**6))
+# The lowest count of "low", "moderate" and "active" under those bins: 1 | 2 | 4.
+DEFAULT_THRESHOLDS: tuple[int, ...] = tuple(lo for _, lo, _ in LEVELS[1:])
 
 
 def max_concurrent(activity: np.ndarray) -> int:
@@ -61,3 +63,9 @@ def counts_of_class(index: int, class_set: str, max_count: int) -> list[int]:
         return [index]
     _, lo, hi = LEVELS[index]
     return list(range(lo, min(hi, max_count) + 1))
+
+
+def level_of(counts: np.ndarray | list[int], thresholds: tuple[int, ...] = DEFAULT_THRESHOLDS) -> np.ndarray:
+    """Ambiance level index (0 none, 1 low, 2 moderate, 3 active) of each speaker count, given the lowest count of
+    low, moderate and active (three increasing counts >= 1; chapters 5-6 score models on this coarser scale)."""
+    return np.searchsorted(np.asarray(thresholds), np.asarray(counts), side="right")

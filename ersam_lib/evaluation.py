@@ -7,13 +7,16 @@ ambiance level). These helpers never train and never move the model: they follow
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, SequentialSampler
 
-__all__ = ["device_of", "eval_loader", "evaluate", "predict"]
+from data_prep.labels import DEFAULT_THRESHOLDS, level_of
+
+__all__ = ["count_report", "device_of", "eval_loader", "evaluate", "predict"]
 
 
 def device_of(model: nn.Module) -> torch.device:
@@ -49,3 +52,29 @@ def predict(model: nn.Module, loader: Iterable) -> tuple[np.ndarray, np.ndarray]
     if not ys:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     return np.concatenate(ys), np.concatenate(ps)
+
+
+def count_report(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int,
+                 thresholds: tuple[int, ...] = DEFAULT_THRESHOLDS) -> dict[str, Any]:
+    """Everything chapters 5-6 report for a counting model (class index = speaker count): exact-count accuracy
+    (ERSAM's metric), MAE (CountNet's), per-count accuracy, the confusion matrix (rows true, columns predicted), and
+    the same on the four ambiance levels none/low/moderate/active (:func:`data_prep.labels.level_of`)."""
+    y_true, y_pred = np.asarray(y_true, np.int64), np.asarray(y_pred, np.int64)
+    if y_true.shape != y_pred.shape or y_true.size == 0:
+        raise ValueError(f"need equal, non-empty label arrays, got {y_true.shape} and {y_pred.shape}")
+    lt, lp = level_of(y_true, thresholds), level_of(y_pred, thresholds)
+    return {"acc": float(np.mean(y_true == y_pred)), "mae": float(np.mean(np.abs(y_true - y_pred))),
+            "n": int(y_true.size), "per_class_acc": _per_class(y_true, y_pred, n_classes),
+            "confusion": _confusion(y_true, y_pred, n_classes).tolist(),
+            "level_acc": float(np.mean(lt == lp)), "level_mae": float(np.mean(np.abs(lt - lp))),
+            "level_per_class_acc": _per_class(lt, lp, len(thresholds) + 1),
+            "level_confusion": _confusion(lt, lp, len(thresholds) + 1).tolist()}
+
+
+def _confusion(y_true: np.ndarray, y_pred: np.ndarray, n: int) -> np.ndarray:
+    return np.bincount(y_true * n + y_pred, minlength=n * n).reshape(n, n)
+
+
+def _per_class(y_true: np.ndarray, y_pred: np.ndarray, n: int) -> list[float | None]:
+    """Accuracy on each true class (``None`` for a class with no sample)."""
+    return [float(np.mean(y_pred[y_true == k] == k)) if np.any(y_true == k) else None for k in range(n)]

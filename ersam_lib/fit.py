@@ -4,31 +4,91 @@
   epoch kept;
 - :func:`fit_teacher`: chapter 3 in one call (build the teacher, train it, score it, save it to ``RUN_DIR/teacher``);
 - :func:`fit_largest_student`: the largest architecture of chapter 4's space trained alone with the teacher's data
-  and schedule, the comparison that tells whether the teacher can teach.
+  and schedule, the comparison that tells whether the teacher can teach;
+- :func:`fit_baseline`: chapter 5's baselines trained on the same data with the same recipe (:class:`FitConfig`),
+  saved in ``RUN_DIR/search/baselines/`` and reused by a re-run;
+- :func:`finetune_subnet`: a searched architecture extracted from the supernet and fine-tuned briefly (chapter 5).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
+from data_prep.build import load_dataset_info
+
+from .baselines import build_baseline
 from .complexity import count_params
-from .data import WaveformDataset, load_feature_data, subset
-from .evaluation import eval_loader, evaluate
+from .data import FeatureData, WaveformDataset, load_feature_data, subset
+from .evaluation import count_report, eval_loader, evaluate, predict
+from .io import atomic_torch_save, atomic_write_json, read_json
 from .progress import progress
 from .repro import pick_device
-from .space import build_model, space_for_run
+from .scales import check_scale
+from .space import Arch, build_model, space_for_run
+from .supernet import Supernet, recalibrate_bn
 from .teacher import CRNNTeacher, TeacherConfig, TeacherUnavailable, build_wav2vec2, save_teacher, teacher_info
 
-__all__ = ["FitReport", "fit_largest_student", "fit_teacher", "train_classifier"]
+__all__ = [
+    "FitConfig", "FitReport", "Recipe", "finetune_subnet", "fit_baseline", "fit_largest_student", "fit_teacher",
+    "train_classifier",
+]
+
+
+class Recipe(Protocol):
+    """What :func:`train_classifier` reads from a config (:class:`FitConfig` and :class:`TeacherConfig` have it)."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    grad_clip: float
+    seed: int
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """The supervised recipe of chapter 5's baselines and finalists: AdamW, one-cycle LR, clipping, best epoch.
+
+    ``max_train_samples`` caps the training mixtures (:func:`ersam_lib.data.subset`, the same rule as the teacher
+    and the supernet). ``tutorial`` gives a baseline the supernet's budget per subnet (5 epochs x 6,000 mixtures);
+    a finalist, which starts from the supernet's weights, gets ``finetune_epochs``.
+    """
+
+    epochs: int = 5
+    finetune_epochs: int = 2
+    finetune_lr: float = 1e-3
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    grad_clip: float = 5.0
+    max_train_samples: int | None = 6000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.finetune_epochs < 0 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError(f"need epochs >= 1, finetune_epochs >= 0, batch_size >= 1, lr > 0; got {self}")
+
+    @classmethod
+    def for_scale(cls, scale: str, **overrides: Any) -> FitConfig:
+        sizes = {"smoke": dict(epochs=1, finetune_epochs=1, batch_size=16, max_train_samples=64),
+                 "tutorial": {}, "paper": dict(epochs=60, finetune_epochs=10, batch_size=128, lr=2e-3,
+                                               max_train_samples=None)}[check_scale(scale)]
+        return cls(**(sizes | overrides))
+
+    def finetune(self) -> FitConfig:
+        """The recipe of a fine-tuning run: ``finetune_epochs`` at ``finetune_lr``."""
+        return dataclasses.replace(self, epochs=max(1, self.finetune_epochs), lr=self.finetune_lr)
 
 
 @dataclass
@@ -41,7 +101,7 @@ class FitReport:
     wall_s: float = 0.0
 
 
-def train_classifier(model: nn.Module, train_ds: Dataset, val_ds: Dataset, cfg: TeacherConfig,
+def train_classifier(model: nn.Module, train_ds: Dataset, val_ds: Dataset, cfg: Recipe,
                      device: str | None = "auto") -> FitReport:
     """Supervised training with AdamW, cosine LR, clipping; keeps the weights of the best validation epoch.
 
@@ -128,3 +188,55 @@ def fit_largest_student(run_dir: str | os.PathLike, scale: str, cfg: TeacherConf
     return {"arch": space.largest().describe(), "params": count_params(model), "macs": space.macs(space.largest()),
             "val_acc": fit.best_val_acc, "test_acc": test["acc"], "test_mae": test["mae"], "wall_s": fit.wall_s,
             "history": fit.history}
+
+
+# --------------------------------------------------------------------------------------------- chapter 5
+def fit_baseline(run_dir: str | os.PathLike, name: str, data: FeatureData, cfg: FitConfig, folder: str | os.PathLike,
+                 device: str | None = "auto") -> tuple[nn.Module, dict[str, Any]]:
+    """Train baseline ``name`` (:data:`ersam_lib.baselines.BASELINES`) on chapter 1's features with ``cfg`` and
+    score it on the test split (chapter 5). Weights and report go to ``folder/<name>.pt`` and ``.json``; a re-run
+    with the same recipe and data loads them instead of training again."""
+    folder = Path(folder)
+    key = {"name": name, "config": dataclasses.asdict(cfg), "data": _data_key(run_dir)}
+    report_path, weights_path = folder / f"{name}.json", folder / f"{name}.pt"
+    torch.manual_seed(cfg.seed)
+    model = build_baseline(name, data.n_features, data.n_classes)
+    if report_path.exists() and weights_path.exists() and read_json(report_path).get("key") == key:
+        model.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
+        return model.eval(), read_json(report_path)
+    fit = train_classifier(model, subset(data.train, cfg.max_train_samples, cfg.seed), data.val, cfg, device)
+    report = {"key": key, "name": name, "params": count_params(model), "val_acc": fit.best_val_acc,
+              "train_s": fit.wall_s, "history": fit.history} | _test_report(model.cpu(), data)
+    atomic_torch_save(model.state_dict(), weights_path)
+    atomic_write_json(report_path, report)
+    return model.eval(), report
+
+
+def finetune_subnet(supernet: Supernet, arch: Arch, data: FeatureData, cfg: FitConfig,
+                    device: str | None = "auto") -> tuple[nn.Module, dict[str, Any]]:
+    """Extract ``arch`` from the trained supernet (weights inherited, BatchNorm recalibrated), fine-tune it for
+    ``cfg.finetune_epochs`` on the labels, and score it on the test split (chapter 5's finalists).
+
+    ``finetune_epochs=0`` scores the inherited weights as they are.
+    """
+    torch.manual_seed(cfg.seed)
+    model = supernet.get_active_subnet(arch)
+    train = subset(data.train, cfg.max_train_samples, cfg.seed)
+    bn = torch.utils.data.DataLoader(train, batch_size=cfg.batch_size, shuffle=False)
+    recalibrate_bn(model, bn, max(1, 1024 // cfg.batch_size))
+    inherited = evaluate(model, eval_loader(data.val))["acc"]
+    fit = train_classifier(model, train, data.val, cfg.finetune(), device) if cfg.finetune_epochs else None
+    report = {"arch": arch.to_dict(), "arch_id": arch.arch_id, "params": count_params(model),
+              "val_acc_inherited": inherited, "val_acc": fit.best_val_acc if fit else inherited,
+              "train_s": fit.wall_s if fit else 0.0} | _test_report(model.cpu(), data)
+    return model.eval(), report
+
+
+def _test_report(model: nn.Module, data: FeatureData) -> dict[str, Any]:
+    y_true, y_pred = predict(model, eval_loader(data.test))
+    return {f"test_{k}": v for k, v in count_report(y_true, y_pred, data.n_classes).items()}
+
+
+def _data_key(run_dir: str | os.PathLike) -> str:
+    """The data set a model was trained on: chapter 1's manifest hash."""
+    return str(load_dataset_info(run_dir)["manifest_sha256"])

@@ -44,24 +44,22 @@ import pandas as pd
 import soundfile as sf
 from scipy.signal import resample_poly
 
-from data_prep.labels import LEVELS
+from data_prep.labels import DEFAULT_THRESHOLDS, LEVELS, level_of
 from data_prep.normalize import peak_normalize
 
 from .io import atomic_path, atomic_write_json
 
 __all__ = [
-    "AudioInfo", "DEFAULT_THRESHOLDS", "LEVEL_NAMES", "MeterConfig", "MeterError", "TorchWindowCounter", "WindowCounter",
-    "audio_blocks", "card_path", "check_thresholds", "class_kind", "count", "format_windows", "iter_windows",
-    "level_index", "levels_of", "load_counter", "output_format", "plot_timeline", "save_counter", "summary_line",
-    "to_json", "write_windows",
+    "AudioInfo", "DEFAULT_THRESHOLDS", "LEVEL_NAMES", "MeterConfig", "MeterError", "TorchWindowCounter",
+    "WindowCounter", "audio_blocks", "card_path", "check_thresholds", "class_kind", "count", "format_windows",
+    "iter_windows", "level_index", "levels_of", "load_counter", "output_format", "plot_timeline", "save_counter",
+    "summary_line", "to_json", "write_windows",
 ]
 
 SAMPLE_RATE = 16_000
 WINDOW_S = 5.0
 TAILS: tuple[str, ...] = ("align", "drop")
 LEVEL_NAMES: tuple[str, ...] = tuple(name for name, _, _ in LEVELS)
-# Lowest count of "low", "moderate", "active": 1 | 2 | 4 with data_prep.labels' bins.
-DEFAULT_THRESHOLDS: tuple[int, ...] = tuple(lo for _, lo, _ in LEVELS[1:])
 BUNDLE_KIND = "ersam-window-counter"
 BUNDLE_VERSION = 1
 
@@ -240,8 +238,8 @@ def check_thresholds(thresholds: Sequence[int]) -> tuple[int, ...]:
 
 
 def level_index(counts: np.ndarray | Sequence[int], thresholds: Sequence[int] = DEFAULT_THRESHOLDS) -> np.ndarray:
-    """Level of each count: 0 none, 1 low, 2 moderate, 3 active."""
-    return np.searchsorted(np.asarray(check_thresholds(thresholds)), np.asarray(counts), side="right")
+    """Level of each count: 0 none, 1 low, 2 moderate, 3 active (thresholds checked first)."""
+    return level_of(counts, check_thresholds(thresholds))
 
 
 def levels_of(counts: np.ndarray | Sequence[int], thresholds: Sequence[int] = DEFAULT_THRESHOLDS) -> np.ndarray:

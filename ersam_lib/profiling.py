@@ -304,13 +304,17 @@ def _merge(stats: Sequence[LatencyStats]) -> LatencyStats:
 
 def build_cost_model(device: Device, train: Sequence[tuple[str, nn.Module, tuple]],
                      layer_sources: Sequence[tuple[str, nn.Module, tuple]] = (), seed: int = 0,
-                     lut: LatencyLUT | None = None, rounds: int = 1, statistic: str = "median"
-                     ) -> tuple[CostModel, pd.DataFrame]:
+                     lut: LatencyLUT | None = None, rounds: int = 1, statistic: str = "median",
+                     lut_device: Device | None = None) -> tuple[CostModel, pd.DataFrame]:
     """LUT over the layers of ``train`` and ``layer_sources`` (OFA profiles every layer its space can produce),
     plus the random-forest correction fitted on ``train`` measured end to end (``rounds`` interleaved passes),
-    both on the latency ``statistic`` ("median" or "min"). Returns the model and the training table."""
-    lut = lut or LatencyLUT(metadata=device.metadata())
-    fill_lut(lut, [*train, *layer_sources], device)  # before CostModel(): its fallback fit reads the full LUT
+    both on the latency ``statistic`` ("median" or "min"). Returns the model and the training table.
+
+    ``lut_device`` times the layers when it differs from ``device``, the runtime measured end to end: chapter 5
+    predicts the deployed runtime (ExecuTorch, whose delegate fuses layers, so it cannot be timed layer by layer)
+    from chapter 2's eager LUT, with a correction fitted on ExecuTorch's end-to-end latency."""
+    lut = lut or LatencyLUT(metadata=(lut_device or device).metadata())
+    fill_lut(lut, [*train, *layer_sources], lut_device or device)  # before CostModel(): its fallback reads the LUT
     stats = measure_models(train, device, rounds)
     measured = [getattr(s, statistic) for s in stats]
     cm = CostModel(lut, *_active_power(device, stats), statistic=statistic)

@@ -14,7 +14,9 @@
       teacher/                chapter 3: teacher.pt (state dict), teacher.json       (ersam_lib.fit via teacher)
       supernet/               chapter 4: runs/<variant>/{checkpoint.pt, history.json},
                               ablation.csv, ablation.json, supernet.pt                          (ersam_lib.ablation)
-      search/                 chapter 5: search history, Pareto frontier, chosen models          (ersam_lib.search)
+      search/                 chapter 5: objectives.json (cache), history.json, strategies.csv, frontier.csv,
+                              baselines/<name>.{pt,json}, models/<name>.{pt,json} (cards), chosen.json
+                                                                   (chapter 5 via ersam_lib.search and .frontier)
       deploy/                 chapter 6: exported programs, model cards                          (ersam_lib.deploy)
 
 This module owns that layout: every stage asks it for its folder (:func:`stage_dir`) and for the paths of the
@@ -56,6 +58,11 @@ FILES: dict[str, tuple[str, str, str]] = {
     "ablation_csv": ("supernet", "ablation.csv", "04"),
     "ablation_json": ("supernet", "ablation.json", "04"),
     "supernet": ("supernet", "supernet.pt", "04"),
+    "objectives": ("search", "objectives.json", "05"),
+    "search_history": ("search", "history.json", "05"),
+    "strategy_curves": ("search", "strategies.csv", "05"),
+    "frontier": ("search", "frontier.csv", "05"),
+    "chosen": ("search", "chosen.json", "05"),
 }
 CHECKPOINT = "checkpoint.pt"  # the per-epoch training checkpoint in a training folder (chapters 3-4)
 HISTORY = "history.json"  # the per-epoch history beside it

@@ -40,6 +40,7 @@ import json
 import math
 import os
 import random
+import time
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -50,23 +51,26 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from .baselines import build_baseline
 from .complexity import count_params
+from .costmodel import CostEstimate, CostModel, EnergyCalibration
+from .data import load_feature_data, subset
 from .io import atomic_path, atomic_write_json, read_json
 from .pareto import hypervolume_curve, pareto_mask
 from .progress import progress
+from .rundir import run_file
 from .scales import check_scale
 from .space import Arch, SearchSpace, StageArch, StageSpace, build_model
-from .supernet import evaluate_arch
+from .supernet import evaluate_arch, load_supernet
 
 if TYPE_CHECKING:
-    from .costmodel import CostEstimate, CostModel
     from .devices import Device
 
 __all__ = [
-    "STRATEGIES", "Reward", "Objectives", "SearchBudget", "History", "arch_from_trial", "search", "run_strategies",
-    "curves",
-    "summarize_curves", "compare_strategies", "reference_point", "supernet_accuracy", "predicted_costs",
-    "costs_from_estimate", "measured_costs", "measure_finalists", "synthetic_objectives",
+    "STRATEGIES", "History", "Objectives", "Reward", "RunSearch", "SearchBudget", "arch_from_trial",
+    "compare_strategies", "costs_from_estimate", "curves", "measure_finalists", "measured_costs", "predicted_costs",
+    "reference_point", "run_search_setup", "run_strategies", "search", "summarize_curves", "supernet_accuracy",
+    "synthetic_objectives",
 ]
 
 STRATEGIES: tuple[str, ...] = ("random", "evolution", "regularized_evolution", "tpe", "gp", "nsga2")
@@ -160,6 +164,11 @@ class Objectives:
         """Number of architectures whose accuracy is known."""
         return len(self._acc)
 
+    def seconds_per_score(self) -> float:
+        """Mean wall time of one accuracy evaluation, over every architecture scored (this run or a cached one)."""
+        times = [v["eval_s"] for v in self._acc.values() if "eval_s" in v]
+        return float(np.mean(times)) if times else float("nan")
+
     def cost(self, arch: Arch) -> dict[str, float]:
         """The cheap costs of ``arch`` (cached)."""
         key = arch.arch_id
@@ -177,7 +186,9 @@ class Objectives:
             self.counts["acc_hits"] += 1
         else:
             self.counts["acc_misses"] += 1
-            self._acc[key] = _floats(self.accuracy_fn(arch), ("acc", "mae"), "accuracy")
+            t0 = time.perf_counter()
+            scores = _floats(self.accuracy_fn(arch), ("acc", "mae"), "accuracy")
+            self._acc[key] = scores | {"eval_s": time.perf_counter() - t0}  # what one score cost, kept with it
             self.save()
         return dict(self._acc[key])
 
@@ -240,10 +251,11 @@ class SearchBudget:
 
     @classmethod
     def for_scale(cls, scale: str, **overrides: Any) -> SearchBudget:
-        """``smoke``: 24 evaluations; ``tutorial``: 150 (about the supernet scores a CPU gives in minutes);
-        ``paper``: 1000 with Once-for-All's and Real et al.'s population sizes."""
-        base = {"smoke": dict(n_evals=24, population=8, parents=3, tournament=3, n_startup=6),
-                "tutorial": dict(n_evals=150, population=24, parents=6, tournament=6, n_startup=20),
+        """``smoke``: 6 evaluations per run; ``tutorial``: 30 per run (chapter 5 runs each strategy for three seeds,
+        so about 400 supernet scores in all, minutes on a CPU); ``paper``: 1000 with Once-for-All's and Real et
+        al.'s population sizes."""
+        base = {"smoke": dict(n_evals=6, population=4, parents=2, tournament=2, n_startup=3),
+                "tutorial": dict(n_evals=30, population=10, parents=4, tournament=4, n_startup=8),
                 "paper": dict(n_evals=1000, population=100, parents=25, tournament=25, n_startup=50)}
         return cls(**(base[check_scale(scale)] | overrides))
 
@@ -627,6 +639,58 @@ def compare_strategies(space: SearchSpace, objectives: Objectives, budget: Searc
 
 
 # --------------------------------------------------------------------------------------------- the book's functions
+@dataclass
+class RunSearch:
+    """What chapter 5 searches in one run folder: the space and trained supernet of chapter 4, chapter 1's features,
+    chapter 2's cost model with the energy calibration, and the cached objectives (:func:`run_search_setup`)."""
+
+    space: SearchSpace
+    supernet: Any
+    data: Any
+    cost_model: CostModel
+    calibration: EnergyCalibration
+    objectives: Objectives
+    info: dict[str, Any]
+
+
+def run_search_setup(run_dir: str | os.PathLike, n_bn_batches: int = 8, bn_batch_size: int = 128,
+                     reference: str = "mobilenetv2", reference_mj: float = 13.9, cache: bool = True) -> RunSearch:
+    """Chapter 5's objectives for a run: inherited accuracy after BN recalibration on ``n_bn_batches`` x
+    ``bn_batch_size`` training mixtures (the same ones for every architecture) scored on the whole validation
+    split; predicted latency, memory and energy from chapter 2's cost model, the energy calibrated so that the
+    ``reference`` baseline costs ``reference_mj`` (:class:`~ersam_lib.costmodel.EnergyCalibration`; the device's
+    own figure stays in ``energy_mj_device``). With ``cache`` the objectives live in ``RUN_DIR/search/
+    objectives.json``, tagged with what they were computed from, so a re-run reuses every evaluation."""
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    data = load_feature_data(run_dir)
+    supernet, space, info = load_supernet(run_dir)
+    cost_model = CostModel.load(run_dir)
+    shape = (1, space.n_features, space.n_frames)
+    with torch.random.fork_rng(devices=[]):
+        ref_model = build_baseline(reference, space.n_features, space.n_classes)
+    calibration = EnergyCalibration.to_reference(cost_model.predict(ref_model, shape).energy_mj, reference_mj)
+    # Materialise the BN batches and the validation split once: every architecture reads the same tensors.
+    bn_ds = subset(data.train, n_bn_batches * bn_batch_size, seed=0)
+    bn = [b for b in DataLoader(bn_ds, batch_size=bn_batch_size)]
+    val = [b for b in DataLoader(data.val, batch_size=512)]
+
+    def cost(arch: Arch) -> dict[str, float]:
+        c = costs_from_estimate(cost_model.predict(_static_model(space, arch), shape))
+        return c | {"energy_mj_device": c["energy_mj"], "energy_mj": calibration(c["energy_mj"])}
+
+    tag = (f"supernet={_file_digest(run_file(run_dir, 'supernet'))} costmodel="
+           f"{_file_digest(run_file(run_dir, 'lut'))} bn={n_bn_batches}x{bn_batch_size} ref={reference}:{reference_mj}")
+    path = run_file(run_dir, "objectives") if cache else None
+    objectives = Objectives(lambda arch: evaluate_arch(supernet, arch, bn, val, n_bn_batches), cost, path, tag)
+    return RunSearch(space, supernet, data, cost_model, calibration, objectives, info)
+
+
+def _file_digest(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+
+
 def supernet_accuracy(supernet: Any, bn_loader: Any, val_loader: Any, n_bn_batches: int = 20) -> AccuracyFn:
     """Accuracy function of chapter 5: the subnet's inherited weights, BN recalibrated on ``n_bn_batches`` of
     ``bn_loader`` (training data), scored on ``val_loader`` (the validation split): ``{"acc", "mae", "n"}``."""

@@ -1,0 +1,159 @@
+"""The accuracy-energy frontier of chapter 5: finalists and baselines on one device, one split, one protocol.
+
+- :func:`pick_finalists` spreads ``k`` architectures of a search front along the energy axis;
+- :func:`measure_latency` times a network with chapter 2's protocol on the host's runtimes (eager PyTorch and
+  ExecuTorch + XNNPACK, the runtime chapter 6 deploys to);
+- :func:`frontier_row` puts one trained model's test scores beside its predicted and measured costs, energies
+  calibrated like the search's (:class:`~ersam_lib.costmodel.EnergyCalibration`);
+- :func:`save_chosen` / :func:`load_chosen` hand the chosen models to chapter 6 through ``RUN_DIR/search/models/``:
+  a state dict and a model card (architecture, metrics, costs, feature config, label set, manifest hash) each.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from data_prep.build import load_dataset_info
+
+from .baselines import build_baseline
+from .complexity import count_params
+from .costmodel import CostModel, EnergyCalibration
+from .devices import HostCPU
+from .export import TimingConfig
+from .io import atomic_torch_save, atomic_write_json, read_json
+from .rundir import feature_dir, stage_dir
+from .scales import check_scale
+from .space import Arch, build_model
+
+__all__ = [
+    "CARD_KIND", "FrontierConfig", "frontier_row", "load_chosen", "measure_latency", "pick_finalists", "save_chosen",
+]
+
+CARD_KIND = "ersam-model-card"
+CARD_VERSION = 1
+
+
+@dataclass(frozen=True)
+class FrontierConfig:
+    """Chapter 5's sizes: strategies compared and their seeds, ERSAM's hard energy budgets (calibrated mJ per 5-s
+    segment), how many front architectures become finalists, the baselines, and the runtimes measured."""
+
+    strategies: tuple[str, ...] = ("random", "evolution", "regularized_evolution", "tpe", "nsga2")
+    n_seeds: int = 3
+    energy_budgets_mj: tuple[float, ...] = (1.25, 2.5, 5.0)
+    n_finalists: int = 4
+    baselines: tuple[str, ...] = ("countnet_crnn", "countnet_fcrnn", "tcresnet8", "tcresnet14", "mobilenetv2")
+    backends: tuple[str, ...] = ("eager", "executorch")
+
+    def __post_init__(self) -> None:
+        if self.n_seeds < 1 or self.n_finalists < 1 or not self.strategies:
+            raise ValueError(f"need n_seeds >= 1, n_finalists >= 1 and a strategy; got {self}")
+        if any(not b > 0 for b in self.energy_budgets_mj):
+            raise ValueError(f"energy budgets must be positive, got {self.energy_budgets_mj}")
+
+    @classmethod
+    def for_scale(cls, scale: str, **overrides: Any) -> FrontierConfig:
+        """``smoke``: one seed, two finalists, two cheap baselines, eager only; ``tutorial``/``paper``: the above
+        (``paper`` adds the GP-based Bayesian optimiser, minutes per hundred proposals on a CPU)."""
+        sizes = {"smoke": dict(n_seeds=1, n_finalists=2, baselines=("tcresnet8", "countnet_fcrnn"),
+                               backends=("eager",), strategies=("random", "evolution", "tpe", "nsga2")),
+                 "tutorial": {},
+                 "paper": dict(n_finalists=8, strategies=cls.strategies + ("gp",))}[check_scale(scale)]
+        return cls(**(sizes | overrides))
+
+
+def pick_finalists(front: pd.DataFrame, k: int, x: str = "energy_mj") -> pd.DataFrame:
+    """Up to ``k`` rows of a Pareto ``front`` (sorted by ``x``), spread evenly along ``x``; always its two ends."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    front = front.sort_values(x).reset_index(drop=True)
+    if len(front) <= k:
+        return front
+    return front.iloc[np.unique(np.linspace(0, len(front) - 1, k).round().astype(int))].reset_index(drop=True)
+
+
+def measure_latency(model: nn.Module, input_shape: tuple[int, ...], backends: tuple[str, ...] = ("eager",
+                    "executorch"), timing: TimingConfig | None = None, threads: int = 1) -> dict[str, float]:
+    """Median and minimum latency (ms) of one forward pass per backend, chapter 2's protocol (one thread, warm-up,
+    repeats), plus the host's energy (mJ, the power model of :class:`~ersam_lib.devices.HostCPU`) per backend."""
+    out: dict[str, float] = {}
+    for backend in backends:
+        device = HostCPU(backend=backend, threads=threads, timing=timing)
+        stats = device.measure(model, input_shape)
+        out |= {f"{backend}_ms": stats.median, f"{backend}_min_ms": stats.min,
+                f"{backend}_energy_mj_device": device.energy_mj(stats)}
+    return out
+
+
+def frontier_row(name: str, kind: str, model: nn.Module, report: dict[str, Any], cost_model: CostModel,
+                 calibration: EnergyCalibration, input_shape: tuple[int, ...], measured: dict[str, float] | None = None,
+                 ) -> dict[str, Any]:
+    """One row of the frontier table: test scores from ``report`` (``test_acc``, ``test_mae``, ``test_level_acc``),
+    the cost model's prediction (the search's energy, calibrated) and, when given, measured latencies and their
+    calibrated energies."""
+    est = cost_model.predict(model, input_shape)
+    params = count_params(model)
+    row = {"name": name, "kind": kind, "params": params, "memory_kb": params / 1000.0,
+           "memory_kb_float": 4 * params / 1000.0, "peak_act_kb_float": est.peak_activation_bytes / 1000.0,
+           "macs": est.macs, "latency_ms": est.latency_ms, "energy_mj_device": est.energy_mj,
+           "energy_mj": calibration(est.energy_mj), "acc": report["test_acc"], "error": 1 - report["test_acc"],
+           "mae": report["test_mae"], "level_acc": report.get("test_level_acc")}
+    for k, v in (measured or {}).items():
+        row[f"measured_{k}"] = v
+        if k.endswith("_energy_mj_device"):
+            row[f"measured_{k.removesuffix('_device')}"] = calibration(v)
+    return row
+
+
+# --------------------------------------------------------------------------------------------- hand-off to chapter 6
+def save_chosen(run_dir: str | os.PathLike, name: str, model: nn.Module, row: dict[str, Any],
+                arch: Arch | None = None, baseline: str | None = None, report: dict[str, Any] | None = None,
+                attn_dim: int = 32) -> Path:
+    """Save one chosen model as ``RUN_DIR/search/models/<name>.pt`` (state dict) and ``<name>.json`` (its card):
+    architecture (a searched ``arch`` or a ``baseline`` name), metrics, costs, feature config, label set and the
+    data set's manifest hash (chapter 5 writes, chapter 6 reads with :func:`load_chosen`)."""
+    if (arch is None) == (baseline is None):
+        raise ValueError("give either the searched arch or the baseline name of the model")
+    info = load_dataset_info(run_dir)
+    folder = stage_dir(run_dir, "search") / "models"
+    features = read_json(feature_dir(run_dir, "logmel") / "meta.json")
+    x_shape = features["shape"]
+    card = {"kind": CARD_KIND, "version": CARD_VERSION, "name": name,
+            "architecture": ({"arch": arch.to_dict(), "attn_dim": attn_dim} if arch is not None
+                             else {"baseline": baseline}),
+            "input": {"kind": "logmel", "n_features": int(x_shape[0]), "n_frames": int(x_shape[1]),
+                      "feature_config": features["feature_config"], "mean": features["mean"], "std": features["std"]},
+            "classes": list(info["classes"]), "class_set": info["class_set"],
+            "manifest_sha256": info["manifest_sha256"],
+            "metrics": {k: v for k, v in row.items() if isinstance(v, (int, float, str, type(None)))},
+            "report": {k: v for k, v in (report or {}).items() if k != "history"}}
+    atomic_torch_save(model.state_dict(), folder / f"{name}.pt")
+    atomic_write_json(folder / f"{name}.json", card)
+    return folder / f"{name}.json"
+
+
+def load_chosen(run_dir: str | os.PathLike, name: str) -> tuple[nn.Module, dict[str, Any]]:
+    """``(model, card)`` of a model chapter 5 chose, in eval mode (chapter 6)."""
+    folder = stage_dir(run_dir, "search", create=False) / "models"
+    card_path = folder / f"{name}.json"
+    if not card_path.exists():
+        raise FileNotFoundError(f"{card_path} is missing: run chapter 05 with the same RUN_DIR first")
+    card = read_json(card_path)
+    if card.get("kind") != CARD_KIND:
+        raise ValueError(f"{card_path} is not a model card of this book (kind {card.get('kind')!r})")
+    n_features, n_classes = card["input"]["n_features"], len(card["classes"])
+    arch = card["architecture"]
+    if "arch" in arch:
+        model = build_model(Arch.from_dict(arch["arch"]), n_features, n_classes, int(arch["attn_dim"]))
+    else:
+        model = build_baseline(arch["baseline"], n_features, n_classes)
+    model.load_state_dict(torch.load(folder / f"{name}.pt", map_location="cpu", weights_only=True))
+    return model.eval(), card
