@@ -32,6 +32,7 @@ class FeatureData:
     n_features: int
     n_frames: int
     classes: list[str]
+    key: str = ""  # the features' content key (meta.json): what models trained on them record as provenance
 
     @property
     def n_classes(self) -> int:
@@ -43,7 +44,7 @@ def load_feature_data(run_dir: str | os.PathLike, kind: str = "logmel") -> Featu
     sets = {s: load_features(run_dir, s, kind) for s in ("train", "val", "test")}
     _, n_features, n_frames = sets["train"].x.shape
     return FeatureData(*(FeatureDataset(sets[s]) for s in ("train", "val", "test")), int(n_features), int(n_frames),
-                       list(sets["train"].classes))
+                       list(sets["train"].classes), sets["train"].meta["key"])
 
 
 def subset(ds: Dataset, n: int | None, seed: int) -> Dataset:

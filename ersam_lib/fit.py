@@ -89,7 +89,7 @@ def fit_teacher(run_dir: str | os.PathLike, cfg: TeacherConfig, device: str | No
     torch.manual_seed(cfg.seed)
     data = load_feature_data(run_dir)
     kind, fallback = cfg.kind, None
-    info: dict[str, Any] = {"n_features": data.n_features, "n_classes": data.n_classes}
+    info: dict[str, Any] = {"n_features": data.n_features, "n_classes": data.n_classes, "data_key": data.key}
     if kind == "wav2vec2":
         try:
             model = build_wav2vec2(data.n_classes)
