@@ -386,8 +386,9 @@ def _checked_profile(table: pd.DataFrame, path: Path) -> pd.DataFrame:
         if col == "energy_mj":
             bad &= ~np.isnan(values)  # energy is optional per entry: missing, not wrong
         if bad.any():
+            keys = table["key"][bad].astype(str).tolist()[:3]
             raise ArtifactError(f"profile {path}: column {col!r} must hold finite numbers >= "
-                                f"{1 if col == 'count' else 0}; bad for keys {table['key'][bad].astype(str).tolist()[:3]}")
+                                f"{1 if col == 'count' else 0}; bad for keys {keys}")
     return table
 
 

@@ -12,9 +12,9 @@ One optimiser step (:func:`sandwich_step`), BigNAS/AttentiveNAS style:
 previous one intact) and resumes from it to the same state: data order, subnet draws and dropout are seeded per
 epoch from ``(seed, epoch)``. The checkpoint holds tensors and plain values only (loaded with
 ``weights_only=True``, never running code) and records its provenance (the data's content key, the teacher's
-weights hash): a checkpoint made from other inputs, or a damaged one, is set aside and training starts afresh. Under ``torchrun`` it runs DistributedDataParallel on gloo (CPU) or NCCL (GPU); the
-command line that trains one variant of chapter 4's ablation that way is ``ersam train``
-(:func:`ersam_lib.ablation.train_variant`)::
+weights hash): a checkpoint made from other inputs, or a damaged one, is set aside and training starts afresh.
+Under ``torchrun`` it runs DistributedDataParallel on gloo (CPU) or NCCL (GPU); the command line that trains one
+variant of chapter 4's ablation that way is ``ersam train`` (:func:`ersam_lib.ablation.train_variant`)::
 
     torchrun --nproc_per_node 2 -m ersam_lib train --run-dir runs/tutorial --scale tutorial --mode selective
 """
