@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from ersam_lib.io import (ArtifactError, atomic_path, atomic_write_json, atomic_write_text, load_array, read_json,
-                          sha256_file)
+                          sha256_file, to_plain)
 from ersam_lib.progress import progress
 from ersam_lib.rundir import damaged, feature_dir, read_run_json, run_file
 
@@ -114,7 +114,7 @@ def build_features(run_dir: str | os.PathLike, manifest: pd.DataFrame, source: S
 
     A kind whose cache has the current content key and intact arrays is kept; any other is rebuilt.
     """
-    source_id = json.loads(json.dumps(source.fingerprint(), default=str))
+    source_id = to_plain(source.fingerprint())
     keys = {k: feature_key(manifest_sha, source_id, cfg, k) for k in kinds}
     kinds = tuple(k for k in kinds if not _complete(feature_dir(run_dir, k), keys[k]))
     if not kinds:

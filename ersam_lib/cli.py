@@ -123,7 +123,11 @@ def main(argv: list[str] | None = None) -> int:
             return train(args)
         from .book import build_book
 
-        print(f"[ersam] book: {build_book(args.run_dir, out_dir=args.out)}")
+        try:
+            print(f"[ersam] book: {build_book(args.run_dir, out_dir=args.out)}")
+        except RuntimeError as exc:  # a chapter that is not a complete "ok" execution
+            print(f"[ersam] error: {exc}", file=sys.stderr)
+            return 2
         return 0
     except (ArtifactError, ValueError, OSError) as exc:  # bad input or a damaged file: one line, no traceback
         print(f"[ersam] error: {exc}", file=sys.stderr)
