@@ -36,4 +36,4 @@ test: setup
 	$(PY) -m pytest
 
 clean:
-	rm -rf book/_build book/chapters
+	rm -rf book/_build

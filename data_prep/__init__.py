@@ -12,14 +12,16 @@ Interface other chapters code against (keep it stable):
     ``seed``;
   - ``manifest.sha256``: content hash (same config and seed, same hash);
   - ``dataset.json``: ``classes``, ``class_set`` ("counts" | "levels"), ``K``, ``sample_rate``, ``counts``
-    (per split and class), ``source`` (the primary one), ``sources``, ``train_sources``, ``split_sources``,
-    ``speakers`` (per split), ``manifest_sha256``, ``timings``;
+    (per split and class), ``source`` (the primary one), ``source_fingerprint``, ``sources``, ``train_sources``,
+    ``split_sources``, ``speakers`` (per split), ``manifest_sha256``, ``timings``; written last, it marks the data
+    set done (``config.json`` marks the manifest done);
   - ``features/<kind>/`` with kind ``logmel`` (default, what chapters 2-6 train on) or ``stft`` (CountNet's |STFT|,
     n_fft 400, hop 160; on request: ``feature_kinds`` or :func:`build.add_features`).
 
 - ``features.load_features(run_dir, split, kind="logmel") -> FeatureSet`` (any split the run built;
   ``features.feature_splits(run_dir)`` lists them) with ``.x`` float16 (N, F, T)
-  (examples, bands, frames) standardised with train statistics, ``.y`` int64 (N,), ``.classes``, ``.meta``;
+  (examples, bands, frames) standardised with train statistics, ``.y`` int64 (N,), ``.classes``, ``.meta`` (with
+  ``key``, the content key that models trained on the features record); the arrays are verified on load;
   ``features.FeatureDataset(feature_set)`` yields (float32 tensor (F, T), int label). Models take (B, F, T).
 - ``render.render_mixture(row, source) -> np.ndarray``: 5 s of 16-kHz float32 mono, deterministic;
   ``build.open_run_source(run_dir)`` and ``build.load_manifest(run_dir)`` give its arguments.

@@ -2,6 +2,12 @@
 
 Bad input fails before anything is written to the run folder (missing root, too few speakers for K, a corrupt
 file with ``on_error="raise"``); every file is written atomically; rerunning with the same config resumes.
+
+What is reused is checked, never assumed: the manifest only when ``config.json`` (written after it, its "done"
+marker) records the same config and speech source and the Parquet file still has the recorded hash; each feature
+kind only when its content key and array hashes match (:mod:`data_prep.features`). Anything else is rebuilt, so
+rerunning chapter 1 repairs a damaged or stale data folder. ``dataset.json`` is removed when a build starts and
+written when it ends: it marks the whole data set done.
 """
 
 from __future__ import annotations
@@ -13,8 +19,8 @@ from typing import Any
 
 import pandas as pd
 
-from ersam_lib.io import atomic_path, atomic_write_json, atomic_write_text, read_json
-from ersam_lib.rundir import require, run_file, stage_dir
+from ersam_lib.io import atomic_path, atomic_write_json, atomic_write_text, read_json, to_plain
+from ersam_lib.rundir import damaged, read_run_json, require, run_file, stage_dir
 
 from .config import DataConfig
 from .features import build_features
@@ -47,19 +53,22 @@ def build(cfg: DataConfig, run_dir: str | os.PathLike) -> BuildReport:
     cfg.validate()
     t0 = time.perf_counter()
     source = open_sources(cfg)
+    fingerprint = to_plain(source.fingerprint())
     t_source = time.perf_counter() - t0
-    manifest, reused = _cached_manifest(run_dir, cfg), True
+    manifest, reused = _cached_manifest(run_dir, cfg, fingerprint), True
     t1 = time.perf_counter()
     if manifest is None:
         manifest, reused = make_manifest(cfg, source), False  # raises before anything is written
     t_manifest = time.perf_counter() - t1
     data_dir = stage_dir(run_dir, "data")
     sha = manifest_hash(manifest)
+    run_file(run_dir, "dataset").unlink(missing_ok=True)  # the data set is not done until this build ends
     if not reused:
-        atomic_write_json(run_file(run_dir, "data_config"), cfg.to_json())
+        run_file(run_dir, "data_config").unlink(missing_ok=True)
         with atomic_path(run_file(run_dir, "manifest")) as tmp:
             manifest.to_parquet(tmp, index=False)
         atomic_write_text(run_file(run_dir, "manifest_sha"), f"{sha}  manifest.parquet\n")
+        atomic_write_json(run_file(run_dir, "data_config"), _manifest_marker(cfg, fingerprint, sha))  # last
     feats = build_features(run_dir, manifest, source, cfg.features, cfg.feature_kinds, sha, cfg.workers,
                            cfg.shard_size)
     report = BuildReport(str(data_dir), len(manifest), int(source.index()["speaker"].nunique()),
@@ -69,12 +78,22 @@ def build(cfg: DataConfig, run_dir: str | os.PathLike) -> BuildReport:
     return report
 
 
-def _cached_manifest(run_dir: str | os.PathLike, cfg: DataConfig) -> pd.DataFrame | None:
-    """The manifest of an earlier build with the same config (resume), else ``None``."""
+def _manifest_marker(cfg: DataConfig, fingerprint: dict[str, Any], sha: str) -> dict[str, Any]:
+    """``config.json``: the config and speech source the manifest was made from, and the manifest's hash."""
+    return {"config": cfg.to_json(), "source": fingerprint, "manifest_sha256": sha}
+
+
+def _cached_manifest(run_dir: str | os.PathLike, cfg: DataConfig, fingerprint: dict[str, Any]) -> pd.DataFrame | None:
+    """The manifest of an earlier build from the same config and source, if intact (resume); else ``None``."""
     config, manifest = run_file(run_dir, "data_config"), run_file(run_dir, "manifest")
-    if config.exists() and manifest.exists() and read_json(config) == cfg.to_json():
-        return pd.read_parquet(manifest)
-    return None
+    try:
+        marker = read_json(config)
+        if marker != _manifest_marker(cfg, fingerprint, marker.get("manifest_sha256")):
+            return None
+        df = pd.read_parquet(manifest)
+    except Exception:  # missing, damaged or from an older build: anything unreadable is rebuilt
+        return None
+    return df if manifest_hash(df) == marker["manifest_sha256"] else None
 
 
 def _dataset_json(cfg: DataConfig, manifest: pd.DataFrame, source: SourceSet, sha: str,
@@ -90,29 +109,44 @@ def _dataset_json(cfg: DataConfig, manifest: pd.DataFrame, source: SourceSet, sh
             "train_sources": list(cfg.training_sources), "real_source": cfg.real_source,
             "split_sources": {s: list(groups) for s, groups in plan.items()},
             "speakers": {s: len(v) for s, v in speakers.items()}, "speaker_lists": speakers,
-            "manifest_sha256": sha, "feature_kinds": list(cfg.feature_kinds), "config": cfg.to_json(),
+            "manifest_sha256": sha, "source_fingerprint": to_plain(source.fingerprint()),
+            "feature_kinds": list(cfg.feature_kinds), "config": cfg.to_json(),
             "timings": {"source_s": report.source_s, "manifest_s": report.manifest_s, "render_s": report.render_s,
                         "total_s": report.total_s}}
 
 
 def load_manifest(run_dir: str | os.PathLike) -> pd.DataFrame:
-    """The manifest chapter 1 wrote (chapters 3 and 6 render waveforms from it)."""
-    return pd.read_parquet(require(run_dir, "manifest"))
+    """The manifest chapter 1 wrote (chapters 3 and 6 render waveforms from it), checked against ``dataset.json``."""
+    info = load_dataset_info(run_dir)
+    path = require(run_dir, "manifest")
+    try:
+        df = pd.read_parquet(path)
+    except Exception as e:  # pyarrow raises several types for a damaged file
+        raise damaged(path, run_dir, "01", f"is not a readable Parquet file ({str(e).splitlines()[0][:120]})") from None
+    if manifest_hash(df) != info.get("manifest_sha256"):
+        raise damaged(path, run_dir, "01", "does not match the manifest_sha256 that dataset.json recorded")
+    return df
 
 
 def load_dataset_info(run_dir: str | os.PathLike) -> dict[str, Any]:
     """``dataset.json``: classes, K, counts per split and class, the source, speakers per split."""
-    return read_json(require(run_dir, "dataset"))
+    return read_run_json(run_dir, "dataset")
 
 
 def open_run_source(run_dir: str | os.PathLike) -> SpeechSource:
     """Reopen the speech sources a run was built from (a :class:`SourceSet`), for
-    :func:`data_prep.render.render_mixture`; a run built before source sets gets its single source back."""
+    :func:`data_prep.render.render_mixture`; a run built before source sets gets its single source back.
+
+    The sources must still serve the same audio (their fingerprint, e.g. the TTS corpus hash, is compared with the
+    one ``dataset.json`` recorded): rendering the manifest from other audio would pair it with the wrong labels.
+    """
     info = load_dataset_info(run_dir)
     cfg = DataConfig.from_json(info["config"])
-    if "sources" not in info:
-        return reopen_source(info["source"], cfg)
-    return reopen_sources(info["sources"], cfg)
+    source = reopen_source(info["source"], cfg) if "sources" not in info else reopen_sources(info["sources"], cfg)
+    if "source_fingerprint" in info and to_plain(source.fingerprint()) != info["source_fingerprint"]:
+        raise damaged(run_file(run_dir, "dataset"), run_dir, "01", f"was built from speech that has changed since "
+                      f"(the {source.name} source no longer has the recorded fingerprint)")
+    return source
 
 
 def add_features(run_dir: str | os.PathLike, kinds: tuple[str, ...] = ("stft",), workers: int = 1) -> dict:
@@ -120,6 +154,9 @@ def add_features(run_dir: str | os.PathLike, kinds: tuple[str, ...] = ("stft",),
     info = load_dataset_info(run_dir)
     cfg = DataConfig.from_json(info["config"])
     manifest = load_manifest(run_dir)
+    bad = set(kinds) - {"logmel", "stft"}
+    if bad or not kinds:
+        raise ValueError(f"feature kinds must be logmel and/or stft, got {list(kinds)}")
     return build_features(run_dir, manifest, open_run_source(run_dir), cfg.features, kinds,
                           info["manifest_sha256"], workers, cfg.shard_size)
 

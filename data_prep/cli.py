@@ -6,6 +6,9 @@ import argparse
 import dataclasses
 import sys
 
+from ersam_lib.cli import non_negative_int, positive_int
+from ersam_lib.rundir import check_run_dir
+
 from .config import SOURCES, DataConfig
 
 
@@ -24,12 +27,12 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--real-root", help="another librispeech-mini copy (default $ERSAM_LIBRIMINI, else the repo's)")
     b.add_argument("--out", required=True, help="RUN_DIR: the data goes to RUN_DIR/data")
     b.add_argument("--scale", default="tutorial", choices=["smoke", "tutorial", "paper"])
-    b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--max-count", type=int, help="K, the largest count class (default: the scale's)")
+    b.add_argument("--seed", type=non_negative_int, default=0)
+    b.add_argument("--max-count", type=positive_int, help="K, the largest count class (default: the scale's)")
     b.add_argument("--class-set", choices=["counts", "levels"], default="counts")
     b.add_argument("--features", default="logmel", help="comma-separated feature kinds: logmel,stft")
     b.add_argument("--on-error", choices=["skip", "raise"], default="skip", help="unreadable audio files")
-    b.add_argument("--workers", type=int, help="processes for synthesis and mixing")
+    b.add_argument("--workers", type=positive_int, help="processes for synthesis and mixing")
     d = sub.add_parser("download", help="download and verify LibriSpeech subsets (needs internet)")
     d.add_argument("--root", required=True, help="folder that will hold LibriSpeech/<subset>")
     d.add_argument("--subset", action="append", required=True,
@@ -50,11 +53,14 @@ def _download(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
     if args.command == "download":
         return _download(args)
-    overrides = {"root": args.root, "seed": args.seed, "class_set": args.class_set,
-                 "feature_kinds": tuple(k.strip() for k in args.features.split(",") if k.strip()),
+    kinds = tuple(k.strip() for k in args.features.split(",") if k.strip())
+    if not kinds or set(kinds) - {"logmel", "stft"}:
+        p.error(f"--features: a comma-separated list of logmel and/or stft, got {args.features!r}")
+    overrides = {"root": args.root, "seed": args.seed, "class_set": args.class_set, "feature_kinds": kinds,
                  "on_error": args.on_error, "real_root": args.real_root}
     if args.source is not None:
         overrides["source"] = args.source
@@ -71,8 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     from .sources.base import SourceError
 
     try:
+        cfg.validate()
+        check_run_dir(args.out, create=False)  # nothing is written before the source is checked
         report = build(cfg, args.out)
-    except (SourceError, ValueError, FileNotFoundError) as e:
+    except (SourceError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     for key, value in dataclasses.asdict(report).items():

@@ -184,8 +184,11 @@ class DataConfig:
         if self.on_error not in ("skip", "raise"):
             raise ValueError(f"on_error must be 'skip' or 'raise', got {self.on_error!r}")
         bad = set(self.feature_kinds) - {"logmel", "stft"}
-        if bad:
-            raise ValueError(f"unknown feature kinds {sorted(bad)}; expected logmel and/or stft")
+        if bad or not self.feature_kinds:
+            raise ValueError(f"feature kinds must be logmel and/or stft, got {list(self.feature_kinds)}")
+        if self.workers < 1 or self.shard_size < 1 or self.seed < 0:
+            raise ValueError(f"need workers >= 1, shard_size >= 1 and seed >= 0; got workers={self.workers}, "
+                             f"shard_size={self.shard_size}, seed={self.seed}")
         if self.sample_rate != 16_000:
             raise ValueError("the book works at 16 kHz; sources are resampled to it")
         if self.duration_s * 100 != int(self.duration_s * 100):

@@ -3,13 +3,20 @@
 Layout under ``RUN_DIR/data/features/<kind>/``: ``<split>.npy`` float16 (N, F, T) for every split of the manifest
 (``train``, ``val``, ``test`` and the real ``real_val``, ``real_test``, ``real_test_other`` when built), all
 standardised with the train split's per-band mean and std, ``<split>_y.npy`` int64 labels, ``meta.json`` (shape,
-statistics, counts per split, manifest hash; written last, it marks the kind complete). While building, raw shards go to ``.parts/`` (each written atomically,
-so an interrupted build resumes at the first missing shard).
+statistics, counts per split, the content key, the SHA-256 of every array; written last, it marks the kind
+complete). The content key (:func:`feature_key`) hashes what the features are made from: the manifest, the speech
+source's audio and the front-end config; a cache is reused only when its key matches and its arrays still have their
+recorded hashes, otherwise it is rebuilt. While building, raw shards go to ``.parts/`` (each written atomically, so
+an interrupted build resumes at the first missing shard; ``.parts/key`` says which key they belong to, and shards of
+another key are thrown away, never mixed).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import hashlib
+import json
 import os
 import shutil
 import time
@@ -22,9 +29,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ersam_lib.io import atomic_path, atomic_write_json, read_json
+from ersam_lib.io import (ArtifactError, atomic_path, atomic_write_json, atomic_write_text, load_array, read_json,
+                          sha256_file, to_plain)
 from ersam_lib.progress import progress
-from ersam_lib.rundir import feature_dir, require
+from ersam_lib.rundir import damaged, feature_dir, read_run_json, run_file
 
 from .config import ALL_SPLITS, FeatureConfig
 from .render import render_mixture
@@ -32,6 +40,14 @@ from .sources.base import SpeechSource
 
 KINDS: tuple[str, ...] = ("logmel", "stft")
 SAMPLE_RATE = 16_000
+FORMAT = 2  # the layout of meta.json; caches of another format are rebuilt
+
+
+def feature_key(manifest_sha: str, source: dict[str, Any], cfg: FeatureConfig, kind: str) -> str:
+    """The content key of one feature kind: SHA-256 of what it is made from (manifest, audio, front end)."""
+    blob = json.dumps({"format": FORMAT, "kind": kind, "manifest_sha256": manifest_sha, "source": source,
+                       "features": dataclasses.asdict(cfg)}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 @functools.lru_cache(maxsize=8)
@@ -96,13 +112,19 @@ def _render_shard(rows: list[dict], source: SpeechSource, cfg: FeatureConfig, ki
 
 def build_features(run_dir: str | os.PathLike, manifest: pd.DataFrame, source: SpeechSource, cfg: FeatureConfig,
                    kinds: tuple[str, ...], manifest_sha: str, workers: int = 1, shard_size: int = 512) -> dict:
-    """Render every mixture of ``manifest`` once and write the feature cache of each kind (resumable)."""
-    kinds = tuple(k for k in kinds if not _complete(run_dir, k, manifest_sha))
+    """Render every mixture of ``manifest`` once and write the feature cache of each kind (resumable).
+
+    A kind whose cache has the current content key and intact arrays is kept; any other is rebuilt.
+    """
+    source_id = to_plain(source.fingerprint())
+    keys = {k: feature_key(manifest_sha, source_id, cfg, k) for k in kinds}
+    kinds = tuple(k for k in kinds if not _complete(feature_dir(run_dir, k), keys[k]))
     if not kinds:
         return {"render_s": 0.0, "n_rendered": 0}
-    parts = {k: feature_dir(run_dir, k) / ".parts" for k in kinds}
-    for p in parts.values():
-        p.mkdir(parents=True, exist_ok=True)
+    parts = {}
+    for k in kinds:
+        (feature_dir(run_dir, k) / "meta.json").unlink(missing_ok=True)  # not complete until rebuilt
+        parts[k] = _parts_dir(feature_dir(run_dir, k), keys[k])
     records = manifest.to_dict("records")
     shards = [(i, records[i:i + shard_size]) for i in range(0, len(records), shard_size)]
     todo = [(i, rows) for i, rows in shards if not all((parts[k] / f"{i:06d}.npy").exists() for k in kinds)]
@@ -120,20 +142,38 @@ def build_features(run_dir: str | os.PathLike, manifest: pd.DataFrame, source: S
     bar.close()
     render_s = time.perf_counter() - t0
     for k in kinds:
-        _finalize(feature_dir(run_dir, k), manifest, [parts[k] / f"{i:06d}.npy" for i, _ in shards], manifest_sha, k,
-                  cfg)
+        _finalize(feature_dir(run_dir, k), manifest, [parts[k] / f"{i:06d}.npy" for i, _ in shards],
+                  {"kind": k, "key": keys[k], "manifest_sha256": manifest_sha, "source": source_id,
+                   "feature_config": dataclasses.asdict(cfg)})
     return {"render_s": render_s, "n_rendered": sum(len(r) for _, r in todo)}
 
 
-def _complete(run_dir: str | os.PathLike, kind: str, manifest_sha: str) -> bool:
-    meta = feature_dir(run_dir, kind) / "meta.json"
-    return meta.exists() and read_json(meta).get("manifest_sha256") == manifest_sha
+def _parts_dir(folder: Path, key: str) -> Path:
+    """``folder/.parts`` for the shards of ``key``; shards left by a build of another key are deleted first."""
+    parts = folder / ".parts"
+    stamp = parts / "key"
+    if parts.exists() and (not stamp.exists() or stamp.read_text().strip() != key):
+        shutil.rmtree(parts)
+    parts.mkdir(parents=True, exist_ok=True)
+    if not stamp.exists():
+        atomic_write_text(stamp, key + "\n")
+    return parts
 
 
-def _finalize(folder: Path, manifest: pd.DataFrame, shard_paths: list[Path], manifest_sha: str, kind: str,
-              cfg: FeatureConfig) -> None:
-    """Standardise with train statistics (per band, over examples and frames) and write one array per split."""
-    raw = [np.load(p, mmap_mode="r") for p in shard_paths]
+def _complete(folder: Path, key: str) -> bool:
+    """The cache in ``folder`` has content key ``key`` and every array still has its recorded SHA-256."""
+    try:
+        meta = read_json(folder / "meta.json")
+        return meta["key"] == key and all(sha256_file(folder / name) == digest
+                                          for name, digest in meta["sha256"].items())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # missing, damaged or old: rebuild
+        return False
+
+
+def _finalize(folder: Path, manifest: pd.DataFrame, shard_paths: list[Path], provenance: dict[str, Any]) -> None:
+    """Standardise with train statistics (per band, over examples and frames), write one array per split, then
+    ``meta.json`` (the provenance, the statistics and every array's SHA-256) as the "done" marker."""
+    raw = [load_array(p, mmap_mode="r") for p in shard_paths]
     offsets = np.concatenate([[0], np.cumsum([len(r) for r in raw])])
     split_of = manifest["split"].to_numpy()
     train_idx = np.flatnonzero(split_of == "train")
@@ -162,10 +202,11 @@ def _finalize(folder: Path, manifest: pd.DataFrame, shard_paths: list[Path], man
             del out
         with atomic_path(folder / f"{split}_y.npy") as tmp:
             np.save(tmp, manifest.loc[idx, "label"].to_numpy(np.int64))
-    atomic_write_json(folder / "meta.json", {
-        "kind": kind, "shape": [int(s) for s in shape], "mean": mean.tolist(), "std": std.tolist(),
-        "manifest_sha256": manifest_sha, "feature_config": cfg.__dict__,
-        "counts": {s: int((split_of == s).sum()) for s in splits}})
+    names = [f"{s}{suffix}.npy" for s in splits for suffix in ("", "_y")]
+    atomic_write_json(folder / "meta.json", provenance | {
+        "format": FORMAT, "shape": [int(s) for s in shape], "mean": mean.tolist(), "std": std.tolist(),
+        "counts": {s: int((split_of == s).sum()) for s in splits},
+        "sha256": {name: sha256_file(folder / name) for name in names}})
     shutil.rmtree(folder / ".parts", ignore_errors=True)
 
 
@@ -187,32 +228,68 @@ def load_features(run_dir: str | os.PathLike, split: str, kind: str = "logmel", 
 
     Used by chapters 2-6. ``split`` is one of ``train``, ``val``, ``test``, or a real split the run built
     (``real_val``, ``real_test``, ``real_test_other``). ``kind="stft"`` exists only if the build asked for it
-    (``DataConfig(feature_kinds=("logmel", "stft"))`` or :func:`data_prep.build.add_features`).
+    (``DataConfig(feature_kinds=("logmel", "stft"))`` or :func:`data_prep.build.add_features`). The arrays are
+    checked against ``meta.json`` (shape, SHA-256) and ``meta.json`` against ``dataset.json`` (the content key);
+    a mismatch names the file and the command that rebuilds it.
     """
     if split not in ALL_SPLITS:
         raise ValueError(f"split must be one of {ALL_SPLITS}, got {split!r}")
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    dataset = read_json(require(run_dir, "dataset"))
+    dataset = read_run_json(run_dir, "dataset")
+    meta = feature_meta(run_dir, kind)
     folder = feature_dir(run_dir, kind)
-    if not (folder / "meta.json").exists():
-        raise FileNotFoundError(f"{folder} has no {kind!r} features; build them with "
-                                f"data_prep.build.add_features(run_dir, ({kind!r},))")
-    meta = read_json(folder / "meta.json")
+    try:
+        expected = feature_key(dataset["manifest_sha256"], dataset["source_fingerprint"],
+                               FeatureConfig(**dataset["config"]["features"]), kind)
+    except (KeyError, TypeError) as e:
+        raise damaged(run_file(run_dir, "dataset"), run_dir, "01", f"lacks {e} (an older build)") from None
+    if meta.get("key") != expected:
+        raise damaged(folder / "meta.json", run_dir, "01", "was built from other data or another front end than "
+                      "dataset.json describes (its content key differs)")
     if split not in meta.get("counts", {}):
         raise ValueError(f"{run_dir} has no {split!r} split (built: {', '.join(meta.get('counts', {}))}); the real "
                          f"splits need DataConfig(real_source='librimini')")
-    x = np.load(folder / f"{split}.npy", mmap_mode="r" if mmap else None)
-    y = np.load(folder / f"{split}_y.npy")
+    n = meta["counts"][split]
+    x = _checked_array(folder / f"{split}.npy", (n, *meta["shape"]), np.float16, meta, run_dir, mmap)
+    y = _checked_array(folder / f"{split}_y.npy", (n,), np.int64, meta, run_dir, False)
     return FeatureSet(x=x, y=y, classes=list(dataset["classes"]), meta=meta | {"split": split})
+
+
+def feature_meta(run_dir: str | os.PathLike, kind: str = "logmel") -> dict[str, Any]:
+    """``meta.json`` of one feature kind; its ``key`` is the content key later chapters record as provenance."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    path = feature_dir(run_dir, kind) / "meta.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path.parent} has no {kind!r} features; build them with "
+                                f"data_prep.build.add_features(run_dir, ({kind!r},))")
+    try:
+        meta = read_json(path)
+    except ArtifactError as e:
+        raise damaged(path, run_dir, "01", str(e)) from None
+    if meta.get("format") != FORMAT:
+        raise damaged(path, run_dir, "01", "was written by an older version of the book")
+    return meta
+
+
+def _checked_array(path: Path, shape: tuple, dtype: Any, meta: dict, run_dir: str | os.PathLike,
+                   mmap: bool) -> np.ndarray:
+    try:
+        arr = load_array(path, mmap_mode="r" if mmap else None)
+    except (FileNotFoundError, ArtifactError) as e:
+        raise damaged(path, run_dir, "01", str(e)) from None
+    if arr.shape != tuple(shape) or arr.dtype != dtype:
+        raise damaged(path, run_dir, "01", f"holds {arr.dtype} {arr.shape}, but meta.json says "
+                      f"{np.dtype(dtype)} {tuple(shape)}")
+    if sha256_file(path) != meta["sha256"].get(path.name):
+        raise damaged(path, run_dir, "01", "does not match the SHA-256 that meta.json recorded (changed or damaged "
+                      "since it was built)")
+    return arr
 
 
 def feature_splits(run_dir: str | os.PathLike, kind: str = "logmel") -> list[str]:
     """The splits whose ``kind`` features a run holds, in manifest order (chapters 3-6 score every real one)."""
-    meta = feature_dir(run_dir, kind) / "meta.json"
-    if not meta.exists():
-        raise FileNotFoundError(f"{meta.parent} has no {kind!r} features; run chapter 1 first")
-    return [s for s in ALL_SPLITS if s in read_json(meta).get("counts", {})]
+    counts = feature_meta(run_dir, kind).get("counts", {})
+    return [s for s in ALL_SPLITS if s in counts]
 
 
 try:

@@ -109,6 +109,14 @@ def required_speakers(cfg: DataConfig) -> int:
     return max(min(counts_of_class(c, cfg.class_set, cfg.max_count)) for c in range(n_classes))
 
 
+class _SilentSpeaker(SourceError):
+    """Every file of a speaker is silence to the VAD (a silent or broken recording)."""
+
+    def __init__(self, speaker: str, utts: list[str]):
+        super().__init__(f"speaker {speaker}: no speech found by the VAD in any of its {len(utts)} files")
+        self.speaker, self.utts = speaker, utts
+
+
 @dataclass
 class _Sampler:
     """Draws utterances of a split's speakers and places them on the 10-ms frame grid."""
@@ -126,6 +134,8 @@ class _Sampler:
             bounds = trim_bounds(self.source.vad(utt, self.vad_mode))
             if bounds is not None:
                 return utt, bounds[0], bounds[1]
+        if not any(trim_bounds(self.source.vad(u, self.vad_mode)) is not None for u in pool):
+            raise _SilentSpeaker(speaker, pool)
         raise SourceError(f"speaker {speaker}: no speech found by the VAD in 20 draws of its utterances")
 
     def fill(self, rng: np.random.Generator, speaker: str) -> list[Segment]:
@@ -214,6 +224,7 @@ def make_split(cfg: DataConfig, source: SpeechSource, split: str, speakers: list
     sampler = _Sampler(source, utts, cfg.n_samples // FRAME, cfg.vad_mode)
     filled = np.zeros(n_classes, int)
     rows, attempt = [], 0
+    speakers = list(speakers)
     max_attempts = 50 * quota * n_classes + 1000
     bar = progress(total=quota * n_classes, desc=f"recipes {split} ({source_name})")
     while filled.min() < quota:
@@ -224,7 +235,12 @@ def make_split(cfg: DataConfig, source: SpeechSource, split: str, speakers: list
         open_classes = np.flatnonzero(filled == filled.min())
         seed = int(np.random.SeedSequence([cfg.seed, ALL_SPLITS.index(split), stream, attempt]).generate_state(1)[0])
         target = int(open_classes[np.random.default_rng(seed).integers(len(open_classes))])
-        row = _draw_row(cfg, sampler, speakers, target, seed)
+        try:
+            row = _draw_row(cfg, sampler, speakers, target, seed)
+        except _SilentSpeaker as e:
+            speakers.remove(_drop_silent(cfg, source, split, speakers, e))
+            attempt += 1
+            continue
         attempt += 1
         if row["label"] >= 0 and filled[row["label"]] < quota:
             filled[row["label"]] += 1
@@ -241,6 +257,20 @@ def make_split(cfg: DataConfig, source: SpeechSource, split: str, speakers: list
 def shares(quota: int, n: int) -> list[int]:
     """``quota`` cut into ``n`` near-equal whole shares (the first ones take the remainder)."""
     return [quota // n + (1 if i < quota % n else 0) for i in range(n)]
+
+
+def _drop_silent(cfg: DataConfig, source: SpeechSource, split: str, speakers: list[str], e: _SilentSpeaker) -> str:
+    """Skip (``on_error="skip"``, recorded in ``source.skipped``) or refuse a speaker whose files are all silent."""
+    index = source.index()
+    where = dict(zip(index["utt_id"], index["path"])) if "path" in index else {}
+    files = [str(where.get(u, u)) for u in e.utts]
+    if cfg.on_error == "raise":
+        raise SourceError(f"{e}: {', '.join(files[:5])}") from None
+    source.skipped.extend({"path": f, "error": "no speech found by the VAD"} for f in files)
+    if len(speakers) - 1 < required_speakers(cfg):
+        raise SourceError(f"split {split!r}: too few speakers with speech for K={cfg.max_count} once the silent "
+                          f"speaker {e.speaker} is left out ({', '.join(files[:3])})") from None
+    return e.speaker
 
 
 def make_manifest(cfg: DataConfig, source: SpeechSource) -> pd.DataFrame:

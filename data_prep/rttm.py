@@ -7,6 +7,7 @@ turns cover the frame. Chapter 6 scores the streaming meter on these windows.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -36,8 +37,8 @@ def parse_rttm(text: str, name: str = "<rttm>") -> pd.DataFrame:
             onset, dur = float(parts[3]), float(parts[4])
         except ValueError as e:
             raise RttmError(f"{name}:{n}: onset/duration must be numbers: {line!r}") from e
-        if onset < 0 or dur < 0:
-            raise RttmError(f"{name}:{n}: negative onset or duration: {line!r}")
+        if not (math.isfinite(onset) and math.isfinite(dur)) or onset < 0 or dur < 0:
+            raise RttmError(f"{name}:{n}: onset and duration must be finite and non-negative: {line!r}")
         rows.append((parts[1], parts[2], onset, dur, parts[7]))
     return pd.DataFrame(rows, columns=COLUMNS)
 
@@ -47,7 +48,13 @@ def read_rttm(path: str | os.PathLike) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"RTTM file {path} does not exist")
-    return parse_rttm(path.read_text(encoding="utf-8"), str(path))
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise RttmError(f"{path}:{line}: not UTF-8 text (byte {e.start})") from None
+    return parse_rttm(text, str(path))
 
 
 def turns_to_activity(turns: pd.DataFrame, duration_s: float | None = None) -> tuple[list[str], np.ndarray]:
@@ -67,7 +74,13 @@ def window_counts(turns: pd.DataFrame, window_s: float = 5.0, hop_s: float | Non
                   duration_s: float | None = None) -> pd.DataFrame:
     """Windows of ``window_s`` (every ``hop_s``, default non-overlapping) per recording, labelled with
     ``count`` (max concurrent speakers) and ``n_speakers`` (distinct speakers that talk in the window)."""
-    hop_s = hop_s or window_s
+    hop_s = window_s if hop_s is None else hop_s
+    for name, value in (("window_s", window_s), ("hop_s", hop_s)):
+        frames = value / FRAME_S
+        if not math.isfinite(frames) or frames < 1 or abs(frames - round(frames)) > 1e-6:
+            raise ValueError(f"{name} must be a positive multiple of {FRAME_S} s (the frame), got {value}")
+    if duration_s is not None and not (math.isfinite(duration_s) and duration_s > 0):
+        raise ValueError(f"duration_s must be positive, got {duration_s}")
     out = []
     for file_id, g in turns.groupby("file_id", sort=True):
         _, act = turns_to_activity(g, duration_s)

@@ -4,9 +4,9 @@ All logic that the chapter notebooks use lives here, one module per concern. Imp
 this list to the bottom: a module imports only from its own layer or the ones below it, and never another module's
 private (``_name``) names (``tests/layering.py`` holds the map and the test that enforces it).
 
-0. **core**: ``io`` (atomic writes), ``rundir`` (the ``RUN_DIR`` layout, well-known files, recorded metrics),
-   ``scales`` (smoke | tutorial | paper), ``progress`` (quiet progress bars), ``repro`` (seeds, device),
-   ``records`` (results recorded elsewhere that ship with the package)
+0. **core**: ``io`` (atomic writes, locks, loading without pickles), ``rundir`` (the ``RUN_DIR`` layout, well-known
+   files, recorded metrics, the errors that name a damaged file), ``scales`` (smoke | tutorial | paper), ``progress``
+   (quiet progress bars), ``repro`` (seeds, device), ``records`` (results recorded elsewhere that ship with the package)
 1. **data, evaluation, measurement**: ``data_prep`` (chapter 1's data set), ``data`` (features and waveforms as
    torch datasets, the one subset rule), ``evaluation`` (accuracy, MAE, predictions), ``complexity`` (parameters
    and MACs), ``export`` (ExecuTorch/ONNX exporters, runtime runners, the timing protocol), ``devices`` (host,

@@ -24,9 +24,9 @@ from torch.utils.data import DataLoader, RandomSampler
 from .data import FeatureData, load_feature_data
 from .distill import DistillConfig, uncertainty
 from .evaluation import eval_loader
-from .io import atomic_path, atomic_write_json
+from .io import ArtifactError, atomic_path, atomic_write_json, sha256_file, torch_load
 from .progress import progress
-from .rundir import CHECKPOINT, run_file, variant_dir
+from .rundir import CHECKPOINT, damaged, run_file, variant_dir
 from .scales import check_scale
 from .space import SearchSpace, space_for_run
 from .supernet import Supernet, evaluate_arch, recalibrate_bn, save_supernet
@@ -107,9 +107,17 @@ def _load_variant(run_dir: str | os.PathLike, scale: str, data: FeatureData, see
                   name: str) -> tuple[Supernet, SearchSpace]:
     """A fresh supernet with the weights of variant ``name``'s last checkpoint."""
     supernet, space = _build(run_dir, scale, data, seed)
-    ck = torch.load(variant_dir(run_dir, name) / CHECKPOINT, map_location="cpu", weights_only=False)
-    supernet.load_state_dict(ck["model"])
+    path = variant_dir(run_dir, name) / CHECKPOINT
+    try:
+        supernet.load_state_dict(torch_load(path)["model"])
+    except (ArtifactError, FileNotFoundError) as e:
+        raise damaged(path, run_dir, "04", str(e)) from None
     return supernet, space
+
+
+def _provenance(run_dir: str | os.PathLike, data: FeatureData, d: DistillConfig) -> dict[str, Any]:
+    """What a variant is trained from: the features' content key and, when it distils, the teacher's weights."""
+    return {"data": data.key, "teacher": teacher_info(run_dir)["weights_sha256"] if d.uses_teacher else None}
 
 
 def _teacher_for(run_dir: str | os.PathLike, d: DistillConfig) -> torch.nn.Module | None:
@@ -147,7 +155,7 @@ def train_variant(run_dir: str | os.PathLike, scale: str, cfg: TrainConfig, name
     supernet, space = _build(run_dir, scale, data, cfg.seed)
     ckpt_dir = variant_dir(run_dir, name)
     res = train_supernet(supernet, space, data.train, cfg, ckpt_dir, teacher=_teacher_for(run_dir, cfg.distill),
-                         device=device)
+                         device=device, provenance=_provenance(run_dir, data, cfg.distill))
     row: dict[str, Any] = {"variant": name, "label": cfg.distill.label(), "mode": cfg.distill.mode,
                            "tau": cfg.distill.tau if cfg.distill.mode == "selective" else None,
                            "uncertainty": cfg.distill.kind, "epochs": cfg.epochs, "wall_s": res.wall_s,
@@ -204,7 +212,9 @@ def _save_final(run_dir: str | os.PathLike, scale: str, data: FeatureData, base:
     supernet, space = _load_variant(run_dir, scale, data, base.seed, name)
     row = df[df["variant"] == name].iloc[0].to_dict()
     info = {"variant": name, "distill": final.to_dict(), "train_config": replace(base, distill=final).to_dict(),
-            "scores": {k: v for k, v in row.items() if k.startswith(("acc_", "mae_"))}}
+            "scores": {k: v for k, v in row.items() if k.startswith(("acc_", "mae_"))},
+            "provenance": _provenance(run_dir, data, final)
+            | {"checkpoint_sha256": sha256_file(variant_dir(run_dir, name) / CHECKPOINT)}}
     return save_supernet(run_file(run_dir, "supernet"), supernet, space, info)
 
 

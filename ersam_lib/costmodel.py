@@ -9,6 +9,8 @@ Two parts, as in the hardware-aware NAS literature:
 2. a **learned correction** (Speckhard et al.): a random forest that maps architecture features (the LUT sum, FLOPs,
    parameters, serialized size, peak activation memory, layer counts) to the ratio measured / LUT sum, fitted on
    architectures measured end to end. It absorbs what a per-layer sum misses (glue code between layers, caches).
+   It is saved as its training data (``correction.json``: features, targets, forest parameters), never pickled,
+   and refitted on load: with a fixed ``random_state`` and one job the refit grows the same trees.
 
 Energy is latency x the device's active power (host: an assumption, see :class:`ersam_lib.devices.PowerModel`;
 phone: measured), reported per 5-s segment and as ERSAM's "mW x 12 h" (the average power if one segment is
@@ -20,7 +22,6 @@ from __future__ import annotations
 import io
 import math
 import os
-import pickle
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,8 +32,8 @@ import torch
 from torch import nn
 
 from .complexity import count_params
-from .io import atomic_write_bytes, atomic_write_json, read_json
-from .rundir import missing_message, run_file
+from .io import ArtifactError, atomic_write_json, read_json
+from .rundir import missing_message, rebuild_command, run_file
 
 __all__ = [
     "CostEstimate", "CostModel", "EnergyCalibration", "isolate", "LatencyLUT", "layer_key", "layer_key_of",
@@ -356,15 +357,19 @@ class CostModel:
     Build one with :func:`ersam_lib.profiling.build_cost_model`; later chapters ``CostModel.load(RUN_DIR)``.
     """
 
-    def __init__(self, lut: LatencyLUT, power_mw: float, power_source: str, forest: Any | None = None,
-                 feature_names: Sequence[str] | None = None, statistic: str = "median"):
+    def __init__(self, lut: LatencyLUT, power_mw: float, power_source: str, correction: dict[str, Any] | None = None,
+                 statistic: str = "median"):
         if power_mw <= 0:
             raise ValueError(f"active power must be positive, got {power_mw} mW")
         if statistic not in ("median", "min"):
             raise ValueError(f"statistic must be 'median' or 'min', got {statistic!r}")
         self.statistic = statistic  # which latency statistic the LUT sums and the model predicts
         self.lut, self.power_mw, self.power_source = lut, float(power_mw), power_source
-        self.forest, self.feature_names = forest, list(feature_names or [])
+        self.forest: Any | None = None
+        self.feature_names: list[str] = []
+        self.correction: dict[str, Any] | None = None
+        if correction is not None:
+            self._fit_forest(correction)
         self._fallback = _Fallback(lut, statistic)
 
     def refit_fallback(self) -> None:
@@ -397,16 +402,23 @@ class CostModel:
     def fit_correction(self, feats: Sequence[dict[str, float]], measured_ms: Sequence[float], seed: int = 0,
                        n_estimators: int = 200) -> CostModel:
         """Fit the random forest on log(measured / LUT sum) of architectures measured end to end."""
-        from sklearn.ensemble import RandomForestRegressor
-
         if len(feats) != len(measured_ms) or len(feats) < 3:
             raise ValueError(f"need >= 3 matching (features, latency) pairs, got {len(feats)}, {len(measured_ms)}")
-        self.feature_names = sorted(feats[0])
-        x = np.array([[f[n] for n in self.feature_names] for f in feats])
-        y = np.log(np.asarray(measured_ms, dtype=float) / x[:, self.feature_names.index("lut_ms")])
-        self.forest = RandomForestRegressor(n_estimators=n_estimators, min_samples_leaf=2, random_state=seed,
-                                            n_jobs=1).fit(x, y)
+        names = sorted(feats[0])
+        x = np.array([[f[n] for n in names] for f in feats])
+        y = np.log(np.asarray(measured_ms, dtype=float) / x[:, names.index("lut_ms")])
+        self._fit_forest({"feature_names": names, "x": x.tolist(), "y": y.tolist(),
+                          "params": {"n_estimators": n_estimators, "min_samples_leaf": 2, "random_state": seed}})
         return self
+
+    def _fit_forest(self, correction: dict[str, Any]) -> None:
+        """Grow the forest from its training data (deterministic: fixed ``random_state``, ``n_jobs=1``)."""
+        from sklearn.ensemble import RandomForestRegressor
+
+        self.correction = correction
+        self.feature_names = list(correction["feature_names"])
+        self.forest = RandomForestRegressor(**correction["params"], n_jobs=1).fit(
+            np.asarray(correction["x"], dtype=float), np.asarray(correction["y"], dtype=float))
 
     def predict_latency(self, feats: dict[str, float]) -> float:
         if self.forest is None:
@@ -426,7 +438,7 @@ class CostModel:
                             peak_activation_bytes=int(f["peak_act_bytes"]), n_layers=int(f["n_layers"]),
                             lut_coverage=f["coverage"], device=self.device)
 
-    # -- persistence: RUN_DIR/profiling/{lut.json, costmodel.json, correction.pkl} --------------------------------
+    # -- persistence: RUN_DIR/profiling/{lut.json, correction.json, costmodel.json} -------------------------------
     @staticmethod
     def _file(path: str | os.PathLike, key: str) -> Path:
         """The file ``key`` of :data:`ersam_lib.rundir.FILES` in a run folder or in a profiling folder itself."""
@@ -435,20 +447,49 @@ class CostModel:
         return path / name if path.name == "profiling" else run_file(path, key)
 
     def save(self, run_dir: str | os.PathLike) -> Path:
+        """Write ``lut.json``, ``correction.json`` (the forest's training data) and, last, ``costmodel.json``."""
         atomic_write_json(self._file(run_dir, "lut"), self.lut.to_json())
-        if self.forest is not None:
-            atomic_write_bytes(self._file(run_dir, "correction"), pickle.dumps(self.forest))
+        if self.correction is not None:
+            atomic_write_json(self._file(run_dir, "correction"), self.correction)
         meta = {"power_mw": self.power_mw, "power_source": self.power_source, "feature_names": self.feature_names,
-                "has_correction": self.forest is not None, "statistic": self.statistic}
+                "has_correction": self.correction is not None, "statistic": self.statistic}
         return atomic_write_json(self._file(run_dir, "costmodel"), meta).parent
 
     @classmethod
     def load(cls, run_dir: str | os.PathLike) -> CostModel:
-        """The cost model chapter 2 saved in ``RUN_DIR/profiling`` (or a profiling folder measured elsewhere)."""
+        """The cost model chapter 2 saved in ``RUN_DIR/profiling`` (or a profiling folder measured elsewhere).
+
+        Only JSON is read, and checked: a damaged or malformed file raises :class:`~ersam_lib.io.ArtifactError`
+        naming it.
+        """
         meta_path = cls._file(run_dir, "costmodel")
         if not meta_path.exists():
             raise FileNotFoundError(missing_message(meta_path, run_dir, "02"))
-        meta = read_json(meta_path)
-        forest = pickle.loads(cls._file(run_dir, "correction").read_bytes()) if meta["has_correction"] else None
-        return cls(LatencyLUT.from_json(read_json(cls._file(run_dir, "lut"))), meta["power_mw"], meta["power_source"],
-                   forest, meta["feature_names"], meta.get("statistic", "median"))
+        legacy = cls._file(run_dir, "correction").with_suffix(".pkl")
+        try:
+            meta = read_json(meta_path)
+            if meta["has_correction"] and legacy.exists() and not cls._file(run_dir, "correction").exists():
+                raise ValueError(f"{legacy} is a pickle, which is no longer loaded (it could run code); "
+                                 f"correction.json replaces it")
+            lut = LatencyLUT.from_json(read_json(cls._file(run_dir, "lut")))
+            correction = _checked_correction(read_json(cls._file(run_dir, "correction"))) \
+                if meta["has_correction"] else None
+            return cls(lut, meta["power_mw"], meta["power_source"], correction, meta.get("statistic", "median"))
+        except (ArtifactError, FileNotFoundError, KeyError, TypeError, ValueError) as e:
+            where = "" if Path(run_dir).name == "profiling" else f"; rebuild it: {rebuild_command(run_dir, '02')}"
+            raise ArtifactError(f"cannot load the cost model in {meta_path.parent}: "
+                                f"{type(e).__name__ + ': ' if isinstance(e, KeyError) else ''}{e}{where}") from None
+
+
+def _checked_correction(doc: Any) -> dict[str, Any]:
+    """``correction.json`` as :meth:`CostModel._fit_forest` needs it, or ``ValueError`` saying what is wrong."""
+    names, x, y, params = doc["feature_names"], doc["x"], doc["y"], doc["params"]
+    if not (isinstance(x, list) and isinstance(y, list) and len(x) == len(y) >= 3):
+        raise ValueError("correction.json needs matching lists x and y of at least 3 rows")
+    values = np.asarray(x, dtype=float)
+    if values.shape != (len(y), len(names)) or not np.isfinite(values).all() or not np.isfinite(y).all():
+        raise ValueError(f"correction.json: x must be finite numbers of shape ({len(y)}, {len(names)}), y finite")
+    if set(params) != {"n_estimators", "min_samples_leaf", "random_state"} or \
+            not all(isinstance(v, int) and v >= 0 for v in params.values()):
+        raise ValueError(f"correction.json: unexpected forest parameters {params}")
+    return doc

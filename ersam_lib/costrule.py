@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .io import atomic_write_json, read_json
-from .rundir import run_file
+from .io import ArtifactError, atomic_write_json, read_json
+from .rundir import damaged, run_file
 
 __all__ = ["CostRule", "load_rule"]
 
@@ -68,11 +68,24 @@ class CostRule:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> CostRule:
+        """The rule saved in ``path``; a damaged or malformed file raises :class:`~ersam_lib.io.ArtifactError`."""
         doc = read_json(path)
-        return cls(**doc)
+        try:
+            rule = cls(**doc)
+            ok = len(rule.coef) == 4 and np.isfinite(rule.coef).all() and rule.max_op_ms > 0
+        except (TypeError, ValueError) as e:
+            raise ArtifactError(f"{path} is not a cost rule ({e})") from None
+        if not ok:
+            raise ArtifactError(f"{path} is not a cost rule (needs 4 finite coefficients and max_op_ms > 0)")
+        return rule
 
 
 def load_rule(run_dir: str | os.PathLike) -> CostRule | None:
     """Chapter 2's rule from ``RUN_DIR/profiling/rule.json``, or ``None`` if chapter 2 has not run (chapters 3-5)."""
     path = run_file(run_dir, "rule")
-    return CostRule.load(path) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        return CostRule.load(path)
+    except ArtifactError as e:
+        raise damaged(path, run_dir, "02", str(e)) from None

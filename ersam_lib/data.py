@@ -39,6 +39,7 @@ class FeatureData:
     n_frames: int
     classes: list[str]
     extra: dict[str, Dataset] = field(default_factory=dict)
+    key: str = ""  # the features' content key (meta.json): what models trained on them record as provenance
 
     @property
     def n_classes(self) -> int:
@@ -58,7 +59,8 @@ def load_feature_data(run_dir: str | os.PathLike, kind: str = "logmel") -> Featu
     _, n_features, n_frames = sets["train"].x.shape
     base = ("train", "val", "test")
     return FeatureData(*(FeatureDataset(sets[s]) for s in base), int(n_features), int(n_frames),
-                       list(sets["train"].classes), {s: FeatureDataset(sets[s]) for s in names if s not in base})
+                       list(sets["train"].classes), {s: FeatureDataset(sets[s]) for s in names if s not in base},
+                       sets["train"].meta["key"])
 
 
 def subset(ds: Dataset, n: int | None, seed: int) -> Dataset:

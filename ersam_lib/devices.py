@@ -16,7 +16,6 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
-import json
 import os
 import platform
 import re
@@ -35,6 +34,7 @@ import torch
 from torch import nn
 
 from .costmodel import layer_key_of
+from .io import ArtifactError, read_json
 from .export import BACKENDS, TimingConfig, export_executorch, runner_for, time_calls, torch_threads
 
 __all__ = [
@@ -325,25 +325,30 @@ def module_key(module: nn.Module, input_shape: Sequence[int]) -> str:
 
 class ImportedProfile(Device):
     """Latencies measured elsewhere, loaded from CSV or JSON with columns ``key, count, mean, var, median, p90``
-    (optionally ``min``, ``energy_mj``) and a metadata record; ``measure`` looks the module's key up."""
+    (optionally ``min``, ``energy_mj``) and a metadata record; ``measure`` looks the module's key up.
+
+    The file is data from elsewhere, so it is read as data only (CSV or JSON, never a pickle) and checked: unique
+    keys, counts >= 1, latencies and variances finite and non-negative (energy may be missing). A bad file raises
+    :class:`~ersam_lib.io.ArtifactError` naming it and the first offending keys.
+    """
 
     def __init__(self, path: str | os.PathLike):
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"profile {path} does not exist")
-        if path.suffix == ".csv":
-            self.table = pd.read_csv(path)
-            meta_path = path.with_suffix(".meta.json")
-            self.meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-        elif path.suffix == ".json":
-            doc = json.loads(path.read_text())
-            self.table, self.meta = pd.DataFrame(doc["entries"]), doc.get("metadata", {})
-        else:
-            raise ValueError(f"profile {path} must be .csv or .json")
-        missing = {"key", "count", "mean", "var", "median"} - set(self.table.columns)
-        if missing:
-            raise ValueError(f"profile {path} lacks columns {sorted(missing)}")
-        self.table = self.table.set_index("key")
+        try:
+            if path.suffix == ".csv":
+                table = pd.read_csv(path)
+                meta_path = path.with_suffix(".meta.json")
+                self.meta = read_json(meta_path) if meta_path.exists() else {}
+            elif path.suffix == ".json":
+                doc = read_json(path)
+                table, self.meta = pd.DataFrame(doc["entries"]), doc.get("metadata", {})
+            else:
+                raise ValueError(f"profile {path} must be .csv or .json")
+        except (pd.errors.ParserError, UnicodeDecodeError, KeyError, TypeError) as e:
+            raise ArtifactError(f"profile {path} is not a readable table ({type(e).__name__}: {e})") from None
+        self.table = _checked_profile(table, path).drop_duplicates("key").set_index("key")
         self.name = f"imported-{self.meta.get('device', path.stem)}"
         self.power = None
 
@@ -363,6 +368,28 @@ class ImportedProfile(Device):
                             min=float(row.get("min", row["median"])),
                             energy_mj=None if energy is None or pd.isna(energy) else float(energy),
                             metadata=self.metadata() | {"input_shape": list(input_shape)})
+
+
+def _checked_profile(table: pd.DataFrame, path: Path) -> pd.DataFrame:
+    missing = {"key", "count", "mean", "var", "median"} - set(table.columns)
+    if missing:
+        raise ArtifactError(f"profile {path} lacks columns {sorted(missing)}")
+    stats = [c for c in ("count", "mean", "var", "median", "p90", "min", "energy_mj") if c in table]
+    # One key, one measurement: a key listed twice is ambiguous unless the rows agree (one layer, two op labels).
+    dup = table.drop_duplicates(["key", *stats])["key"]
+    dup = dup[dup.duplicated()].astype(str).tolist()
+    if dup:
+        raise ArtifactError(f"profile {path} lists keys more than once with different measurements: {dup[:3]}")
+    for col in stats:
+        values = pd.to_numeric(table[col], errors="coerce").to_numpy(dtype=float)
+        bad = ~(np.isfinite(values) & (values >= (1 if col == "count" else 0)))
+        if col == "energy_mj":
+            bad &= ~np.isnan(values)  # energy is optional per entry: missing, not wrong
+        if bad.any():
+            keys = table["key"][bad].astype(str).tolist()[:3]
+            raise ArtifactError(f"profile {path}: column {col!r} must hold finite numbers >= "
+                                f"{1 if col == 'count' else 0}; bad for keys {keys}")
+    return table
 
 
 DEVICES: dict[str, type[Device]] = {"host": HostCPU, "adb": AdbPhone, "imported": ImportedProfile}

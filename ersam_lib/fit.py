@@ -25,13 +25,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
-from data_prep.build import load_dataset_info
-
 from .baselines import build_baseline
 from .complexity import count_params
 from .data import FeatureData, WaveformDataset, load_feature_data, subset
 from .evaluation import count_report, eval_loader, evaluate, predict
-from .io import atomic_torch_save, atomic_write_json, read_json
+from .io import atomic_torch_save, atomic_write_json, read_json, torch_load
 from .progress import progress
 from .repro import pick_device
 from .scales import check_scale
@@ -149,7 +147,7 @@ def fit_teacher(run_dir: str | os.PathLike, cfg: TeacherConfig, device: str | No
     torch.manual_seed(cfg.seed)
     data = load_feature_data(run_dir)
     kind, fallback = cfg.kind, None
-    info: dict[str, Any] = {"n_features": data.n_features, "n_classes": data.n_classes}
+    info: dict[str, Any] = {"n_features": data.n_features, "n_classes": data.n_classes, "data_key": data.key}
     if kind == "wav2vec2":
         try:
             model = build_wav2vec2(data.n_classes)
@@ -191,18 +189,18 @@ def fit_largest_student(run_dir: str | os.PathLike, scale: str, cfg: TeacherConf
 
 
 # --------------------------------------------------------------------------------------------- chapter 5
-def fit_baseline(run_dir: str | os.PathLike, name: str, data: FeatureData, cfg: FitConfig, folder: str | os.PathLike,
+def fit_baseline(name: str, data: FeatureData, cfg: FitConfig, folder: str | os.PathLike,
                  device: str | None = "auto") -> tuple[nn.Module, dict[str, Any]]:
     """Train baseline ``name`` (:data:`ersam_lib.baselines.BASELINES`) on chapter 1's features with ``cfg`` and
     score it on the test split (chapter 5). Weights and report go to ``folder/<name>.pt`` and ``.json``; a re-run
-    with the same recipe and data loads them instead of training again."""
+    with the same recipe and data (the features' content key) loads them instead of training again."""
     folder = Path(folder)
-    key = {"name": name, "config": dataclasses.asdict(cfg), "data": _data_key(run_dir)}
+    key = {"name": name, "config": dataclasses.asdict(cfg), "data": data.key}
     report_path, weights_path = folder / f"{name}.json", folder / f"{name}.pt"
     torch.manual_seed(cfg.seed)
     model = build_baseline(name, data.n_features, data.n_classes)
     if report_path.exists() and weights_path.exists() and read_json(report_path).get("key") == key:
-        model.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
+        model.load_state_dict(torch_load(weights_path))
         return model.eval(), read_json(report_path)
     fit = train_classifier(model, subset(data.train, cfg.max_train_samples, cfg.seed), data.val, cfg, device)
     report = {"key": key, "name": name, "params": count_params(model), "val_acc": fit.best_val_acc,
@@ -235,8 +233,3 @@ def finetune_subnet(supernet: Supernet, arch: Arch, data: FeatureData, cfg: FitC
 def _test_report(model: nn.Module, data: FeatureData) -> dict[str, Any]:
     y_true, y_pred = predict(model, eval_loader(data.test))
     return {f"test_{k}": v for k, v in count_report(y_true, y_pred, data.n_classes).items()}
-
-
-def _data_key(run_dir: str | os.PathLike) -> str:
-    """The data set a model was trained on: chapter 1's manifest hash."""
-    return str(load_dataset_info(run_dir)["manifest_sha256"])

@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from torch import nn
 
 from data_prep.build import load_dataset_info
@@ -28,7 +27,7 @@ from .complexity import count_params
 from .costmodel import CostModel, EnergyCalibration
 from .devices import HostCPU
 from .export import TimingConfig
-from .io import atomic_torch_save, atomic_write_json, read_json
+from .io import atomic_torch_save, atomic_write_json, read_json, torch_load
 from .rundir import feature_dir, stage_dir
 from .scales import check_scale
 from .space import Arch, build_model
@@ -155,5 +154,5 @@ def load_chosen(run_dir: str | os.PathLike, name: str) -> tuple[nn.Module, dict[
         model = build_model(Arch.from_dict(arch["arch"]), n_features, n_classes, int(arch["attn_dim"]))
     else:
         model = build_baseline(arch["baseline"], n_features, n_classes)
-    model.load_state_dict(torch.load(folder / f"{name}.pt", map_location="cpu", weights_only=True))
+    model.load_state_dict(torch_load(folder / f"{name}.pt"))
     return model.eval(), card

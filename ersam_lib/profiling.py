@@ -150,12 +150,19 @@ class _SelfAttention(nn.Module):
 
 
 def profile_operators(device: Device, grid: OperatorGrid) -> pd.DataFrame:
-    """Time every operator of ``grid`` on ``device``; one row per case with MACs and latency statistics."""
+    """Time every operator of ``grid`` on ``device``; one row per case with MACs and latency statistics.
+
+    A layer that two cases share (a kernel-1 ``conv1d`` is also a ``conv1d_pw``) is timed once and its statistics
+    are reused, so the table never holds two different measurements under one key.
+    """
     rows = []
+    measured: dict[str, LatencyStats] = {}
     for case in progress(operator_cases(grid), desc="operators"):
         module, shape = case.pop("module"), case["input_shape"]
         rec = trace_layers(module, shape)[0]
-        stats = device.measure(module, shape)
+        if rec.key not in measured:
+            measured[rec.key] = device.measure(module, shape)
+        stats = measured[rec.key]
         rows.append({k: v for k, v in case.items() if k != "input_shape"}
                     | {"key": rec.key, "macs": rec.macs, "in_shape": "x".join(map(str, shape))}
                     | _stats_row(stats))

@@ -4,12 +4,13 @@
 
     RUN_DIR/
       summary.json            the runner's run summary: per chapter status, wall time, metrics    (ersam_lib.runner)
+                              (updated under the lock .summary.json.lock)
       metrics/<chapter>.json  what each chapter recorded with :func:`record_metrics`          (the notebooks)
       executed/<nb>.ipynb     papermill-executed copies (what the book renders)                  (ersam_lib.runner)
       logs/<nb>.log           each notebook's streamed output                                    (ersam_lib.runner)
-      data/                   chapter 1: config.json, manifest.parquet, manifest.sha256, dataset.json,
+      data/                   chapter 1: manifest.parquet, manifest.sha256, config.json, dataset.json,
                               features/<kind>/{<split>.npy, <split>_y.npy, meta.json}            (data_prep.build)
-      profiling/              chapter 2: operators.csv, rule.json, lut.json, costmodel.json, correction.pkl,
+      profiling/              chapter 2: operators.csv, rule.json, lut.json, correction.json, costmodel.json,
                               train_archs.csv, validation.csv, validation_baselines.csv  (chapter 2 via profiling)
       teacher/                chapter 3: teacher.pt (state dict), teacher.json       (ersam_lib.fit via teacher)
       supernet/               chapter 4: runs/<variant>/{checkpoint.pt, history.json},
@@ -22,19 +23,27 @@
 This module owns that layout: every stage asks it for its folder (:func:`stage_dir`) and for the paths of the
 well-known files (:func:`run_file`, :func:`require`), so that a file's name and the chapter that writes it are
 stated once, here.
+
+Every derived file records what it was made from (the data's content key, upstream hashes) and is reused only when
+that matches; each stage writes its "done" marker last (``config.json`` for the manifest, ``meta.json`` for a
+feature kind, ``dataset.json`` for the data, ``teacher.json``, ``costmodel.json``). A file that is missing, damaged
+or stale raises an error whose one line names it and the command that rebuilds it (:func:`damaged`,
+:func:`rebuild_command`).
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
-from .io import atomic_write_json, read_json
+from .io import ArtifactError, read_json, update_json
 
 __all__ = [
-    "executed_path", "feature_dir", "load_metrics", "log_path", "metrics_path", "missing_message", "record_metrics",
-    "require", "run_file", "stage_dir", "summary_path", "variant_dir"
+    "check_run_dir", "damaged", "executed_path", "feature_dir", "load_metrics", "log_path", "metrics_path",
+    "missing_message", "read_run_json", "rebuild_command", "record_metrics", "require", "run_file", "stage_dir",
+    "summary_path", "variant_dir"
 ]
 
 STAGES: tuple[str, ...] = ("data", "profiling", "teacher", "supernet", "search", "deploy")
@@ -49,7 +58,7 @@ FILES: dict[str, tuple[str, str, str]] = {
     "rule": ("profiling", "rule.json", "02"),
     "lut": ("profiling", "lut.json", "02"),
     "costmodel": ("profiling", "costmodel.json", "02"),
-    "correction": ("profiling", "correction.pkl", "02"),
+    "correction": ("profiling", "correction.json", "02"),
     "train_archs": ("profiling", "train_archs.csv", "02"),
     "validation": ("profiling", "validation.csv", "02"),
     "validation_baselines": ("profiling", "validation_baselines.csv", "02"),
@@ -97,8 +106,59 @@ def require(run_dir: str | os.PathLike, key: str) -> Path:
 
 def missing_message(path: str | os.PathLike, run_dir: str | os.PathLike, chapter: str) -> str:
     """The one-line message for a file chapter ``chapter`` writes and that is not there."""
-    return (f"{path} is missing: run chapter {chapter} with the same RUN_DIR first "
-            f"(python -m ersam_lib run --run-dir {run_dir} --only {chapter})")
+    return f"{path} is missing: run chapter {chapter} with the same RUN_DIR first ({rebuild_command(run_dir, chapter)})"
+
+
+def rebuild_command(run_dir: str | os.PathLike, chapter: str) -> str:
+    """The command that (re)runs chapter ``chapter`` of the run in ``run_dir`` (its scale and seed when known)."""
+    opts = ""
+    try:
+        summary = read_json(summary_path(run_dir))
+        opts = f" --scale {summary['scale']} --seed {summary['seed']}"
+    except (OSError, ValueError, KeyError, TypeError):  # no (readable) summary: the defaults apply
+        pass
+    return f"python -m ersam_lib run --run-dir {run_dir}{opts} --only {chapter}"
+
+
+def damaged(path: str | os.PathLike, run_dir: str | os.PathLike, chapter: str, reason: str) -> ArtifactError:
+    """The error for a run file that is damaged or stale: one line naming it, why, and the command that rebuilds it.
+
+    ``reason`` may be another error's message that starts with the path; it is not repeated.
+    """
+    return ArtifactError(f"{path} {reason.removeprefix(f'{path} ')}; rebuild it: {rebuild_command(run_dir, chapter)}")
+
+
+def read_run_json(run_dir: str | os.PathLike, key: str) -> Any:
+    """The well-known JSON file ``key``; missing or damaged, the error names the chapter that rewrites it."""
+    path = require(run_dir, key)
+    try:
+        return read_json(path)
+    except ArtifactError as e:
+        raise damaged(path, run_dir, FILES[key][2], str(e)) from None
+
+
+def check_run_dir(run_dir: str | os.PathLike, create: bool = True) -> Path:
+    """Make sure files can be written in ``run_dir`` (created unless ``create=False``, then its nearest existing
+    parent is checked instead); a one-line error otherwise. The command lines call it before any work."""
+    path = Path(run_dir)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"run folder {path} is a file, not a folder")
+    probe = path
+    if create:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise PermissionError(f"cannot create run folder {path}: {e.strerror or e}") from None
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise NotADirectoryError(f"run folder {path} lies under the file {probe}")
+    try:
+        with tempfile.NamedTemporaryFile(dir=probe, prefix=".write-check."):
+            pass
+    except OSError as e:
+        raise PermissionError(f"cannot write into {probe} (for run folder {path}): {e.strerror or e}") from None
+    return path
 
 
 def feature_dir(run_dir: str | os.PathLike, kind: str) -> Path:
@@ -133,12 +193,12 @@ def record_metrics(run_dir: str | os.PathLike, chapter: str, metrics: dict[str, 
     """Merge ``metrics`` into ``RUN_DIR/metrics/<chapter>.json``; the runner copies them into ``summary.json``.
 
     ``chapter`` is the notebook's two-digit prefix (``"01"``). Values must be JSON-serialisable numbers, strings,
-    lists or dicts; tests read them back and assert on them, so record measured values, never constants.
+    lists or dicts; tests read them back and assert on them, so record measured values, never constants. The runner
+    clears the file when the chapter starts, so it holds this execution's metrics only.
     """
     path = metrics_path(run_dir, chapter)
-    current = read_json(path) if path.exists() else {}
-    current.update(metrics)
-    return atomic_write_json(path, current)
+    update_json(path, lambda current: (current or {}) | metrics)
+    return path
 
 
 def load_metrics(run_dir: str | os.PathLike, chapter: str) -> dict[str, Any]:

@@ -2,35 +2,49 @@
 
 Each notebook ``notebooks/NN_name.ipynb`` runs in its own papermill process with ``SCALE``, ``RUN_DIR`` and ``SEED``
 injected, a wall-clock limit per notebook (and per cell), its output streamed to ``RUN_DIR/logs/NN_name.log``, and
-its executed copy written to ``RUN_DIR/executed/NN_name.ipynb`` (kept when it fails, for the post-mortem). After
-each notebook the runner updates ``RUN_DIR/summary.json`` with the status, the wall time and the metrics the chapter
-recorded with :func:`ersam_lib.rundir.record_metrics`. A failure stops the run and names the notebook, the cell
-and the error. Further chapter parameters (papermill's ``-p NAME VALUE``, e.g. ``-p SOURCE librispeech``) go only to
-the notebooks whose parameters cell declares them (:func:`chapter_parameters`).
+its executed copy written to ``RUN_DIR/executed/NN_name.ipynb`` (kept when it fails, for the post-mortem). A failure
+stops the run and names the notebook, the cell and the error. Further chapter parameters (papermill's
+``-p NAME VALUE``, e.g. ``-p SOURCE librispeech``) go only to the notebooks whose parameters cell declares them
+(:func:`chapter_parameters`).
+
+``RUN_DIR/summary.json`` is the run's record, updated under a file lock and atomically (two chapters run at once
+keep both entries): a chapter is marked ``running`` when it starts, then ``ok``, ``failed``, ``timeout`` or
+``interrupted`` with its wall time, the metrics it recorded with :func:`ersam_lib.rundir.record_metrics` and the
+SHA-256 of its executed copy (what the book checks before rendering it).
+
+The runner owns its children: on SIGINT (Ctrl-C) or SIGTERM, on a timeout too, it kills papermill *and* the kernel
+(jupyter_client starts the kernel in a session of its own, so it is found through the process tree, not the
+process group), records ``interrupted`` and raises :class:`RunInterrupted`; nothing keeps writing the run folder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import platform
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .io import atomic_write_json, read_json
-from .rundir import executed_path, load_metrics, log_path, summary_path
+import psutil
+
+from .io import ArtifactError, read_json, sha256_file, update_json
+from .rundir import executed_path, load_metrics, log_path, metrics_path, summary_path
 from .scales import check_scale
 
 __all__ = [
-    "ChapterResult", "chapter_parameters", "discover_notebooks", "environment_info", "execute_notebook",
-    "locate_error", "NotebookFailed", "parse_parameter", "run_pipeline", "select_notebooks"
+    "ChapterResult", "chapter_parameters", "discover_notebooks", "environment_info", "execute_notebook", "kill_tree",
+    "locate_error", "NotebookFailed", "parse_parameter", "RunInterrupted", "run_pipeline", "select_notebooks"
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -42,12 +56,14 @@ RESERVED = {"SCALE": "--scale", "RUN_DIR": "--run-dir", "SEED": "--seed"}  # the
 class ChapterResult:
     """What the run summary keeps about one executed notebook."""
 
-    status: str  # "ok" | "failed" | "timeout"
+    status: str  # "running" | "ok" | "failed" | "timeout" | "interrupted"
     wall_s: float
     executed: str
     log: str
     metrics: dict[str, Any] = field(default_factory=dict)
     error: dict[str, Any] | None = None
+    executed_sha256: str | None = None  # of the executed copy, so the book renders exactly what ran
+    started: str | None = None
 
 
 class NotebookFailed(RuntimeError):
@@ -64,6 +80,16 @@ class NotebookFailed(RuntimeError):
             f"  source: {err.get('source', '').strip()[:200]}\n"
             f"  executed copy: {result.executed}\n  log: {result.log}"
         )
+
+
+class RunInterrupted(NotebookFailed):
+    """SIGINT or SIGTERM stopped the run; the chapter it was running is marked ``interrupted``."""
+
+    def __init__(self, notebook: str, result: ChapterResult, signum: int):
+        super().__init__(notebook, result)
+        self.signum = signum
+        self.args = (f"interrupted by {signal.Signals(signum).name} in {notebook}; papermill and its kernel were "
+                     f"stopped, the chapter is marked 'interrupted' in summary.json",)
 
 
 def discover_notebooks(notebooks_dir: str | os.PathLike = DEFAULT_NOTEBOOKS) -> list[Path]:
@@ -152,70 +178,151 @@ def run_pipeline(
     """Execute the selected notebooks in order; return the run summary (also written to ``RUN_DIR/summary.json``).
 
     ``params`` are further chapter parameters (``-p NAME VALUE``), each passed to the notebooks that declare it.
-    Raises :class:`NotebookFailed` at the first failing notebook, after recording it in the summary.
+    Raises :class:`NotebookFailed` at the first failing notebook, after recording it in the summary, and
+    :class:`RunInterrupted` (after stopping papermill and the kernel) on SIGINT or SIGTERM.
     """
     scale = check_scale(scale)
+    for name, value in (("timeout_s", timeout_s), ("cell_timeout_s", cell_timeout_s)):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a finite number of seconds > 0, got {value}")
     run_dir = Path(run_dir).resolve()
     notebooks = select_notebooks(discover_notebooks(notebooks_dir), only=only, from_=from_)
     routed = chapter_parameters(notebooks, params or {})
-    summary = _open_summary(run_dir, scale, seed)
-    if params:
-        summary["parameters"] = dict(params)
-    for nb in notebooks:
-        print(f"[ersam] running {nb.name} (SCALE={scale}, SEED={seed}) ...", flush=True)
-        result = execute_notebook(nb, run_dir, scale, seed, timeout_s, cell_timeout_s or timeout_s, routed[nb.name])
-        summary["chapters"][nb.stem] = asdict(result)
-        summary["updated"] = _now()
-        atomic_write_json(summary_path(run_dir), summary)
-        if result.status != "ok":
-            raise NotebookFailed(nb.name, result)
-        print(f"[ersam] {nb.name} ok in {result.wall_s:.1f} s", flush=True)
+    summary = _open_summary(run_dir, scale, seed, params or {})
+    with _stop_on_signals() as stop:
+        for nb in notebooks:
+            if stop:  # a signal between two chapters: the next one does not start
+                raise RunInterrupted(nb.name, ChapterResult("interrupted", 0.0, "", ""), stop[0])
+            print(f"[ersam] running {nb.name} (SCALE={scale}, SEED={seed}) ...", flush=True)
+            result = execute_notebook(nb, run_dir, scale, seed, timeout_s, cell_timeout_s or timeout_s, stop,
+                                      routed[nb.name])
+            summary = _record(run_dir, nb.stem, result)
+            if result.status == "interrupted":
+                raise RunInterrupted(nb.name, result, stop[0])
+            if result.status != "ok":
+                raise NotebookFailed(nb.name, result)
+            print(f"[ersam] {nb.name} ok in {result.wall_s:.1f} s", flush=True)
     return summary
 
 
 def execute_notebook(
     notebook: Path, run_dir: Path, scale: str, seed: int, timeout_s: float, cell_timeout_s: float,
-    extra: dict[str, Any] | None = None,
+    stop: list[int] | None = None, extra: dict[str, Any] | None = None,
 ) -> ChapterResult:
-    """Run one notebook in a papermill subprocess (a hard wall-clock limit needs a process we can kill)."""
+    """Run one notebook in a papermill subprocess (a hard wall-clock limit needs a process we can kill).
+
+    The chapter is marked ``running`` in the summary and its metrics file is cleared first, so the record never
+    shows an earlier execution's status or metrics next to this one's executed copy. A signal number appended to
+    ``stop`` (by the runner's SIGINT/SIGTERM handler) ends it as ``interrupted``.
+    """
     executed = executed_path(run_dir, notebook.name)
     log = log_path(run_dir, notebook.stem)
     executed.parent.mkdir(parents=True, exist_ok=True)
     log.parent.mkdir(parents=True, exist_ok=True)
+    metrics_path(run_dir, notebook.name[:2]).unlink(missing_ok=True)
+    started = _now()
+    _record(run_dir, notebook.stem, ChapterResult("running", 0.0, _rel(executed, run_dir), _rel(log, run_dir),
+                                                 started=started))
     params = {"SCALE": scale, "RUN_DIR": str(run_dir), "SEED": seed} | (extra or {})
     cmd = [
         sys.executable, "-m", "papermill", str(notebook), str(executed),
         "-y", json.dumps(params), "--cwd", str(notebook.parent),
-        "--log-output", "--no-progress-bar", "--execution-timeout", str(int(cell_timeout_s)),
+        # whole seconds, rounded up: papermill takes an integer, and 0 would mean "no limit"
+        "--log-output", "--no-progress-bar", "--execution-timeout", str(math.ceil(cell_timeout_s)),
     ]
     env = dict(os.environ, PAPERMILL_EXECUTION="1", ERSAM_PROGRESS=os.environ.get("ERSAM_PROGRESS", "0"),
                MPLBACKEND="module://matplotlib_inline.backend_inline", PYTHONUNBUFFERED="1")
+    stop = stop if stop is not None else []
     start = time.perf_counter()
-    status = "ok"
     with open(log, "w", encoding="utf-8") as log_f:
         proc = subprocess.Popen(cmd, stdout=log_f, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        try:
-            rc = proc.wait(timeout=timeout_s)
-            status = "ok" if rc == 0 else "failed"
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)  # the kernel is a grandchild: kill the whole group
-            proc.wait()
-            status = "timeout"
+        status = _wait(proc, start + timeout_s, stop)
     wall = time.perf_counter() - start
     error = None
+    if status == "failed" and "CellTimeoutError" in _tail(log, 40):  # papermill's per-cell limit, not a bug
+        status = "timeout"
+        timeout_s = math.ceil(cell_timeout_s)
     if status != "ok":
         error = locate_error(executed, log)
         if status == "timeout":
             error["message"] = f"timed out after {timeout_s:.0f} s (still running: cell {error.get('cell')})"
+        if status == "interrupted":
+            error["message"] = (f"interrupted by {signal.Signals(stop[0]).name} (was running: cell "
+                                f"{error.get('cell')})")
     metrics = load_metrics(run_dir, notebook.name[:2])
-    return ChapterResult(status, round(wall, 2), _rel(executed, run_dir), _rel(log, run_dir), metrics, error)
+    digest = sha256_file(executed) if status == "ok" else None
+    return ChapterResult(status, round(wall, 2), _rel(executed, run_dir), _rel(log, run_dir), metrics, error, digest,
+                         started)
+
+
+def _wait(proc: subprocess.Popen, deadline: float, stop: list[int]) -> str:
+    """Wait for papermill; on the deadline or a stop signal, kill it and its kernel. Returns the status."""
+    while True:
+        try:
+            rc = proc.wait(timeout=0.2)
+            return "ok" if rc == 0 else "failed"
+        except subprocess.TimeoutExpired:
+            pass
+        if stop or time.perf_counter() > deadline:
+            kill_tree(proc)
+            return "interrupted" if stop else "timeout"
+
+
+def kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL ``proc``, every process below it (the kernel and its workers) and their process groups; reap it.
+
+    The kernel runs in its own session (jupyter_client starts it with ``start_new_session``), so killing
+    papermill's group alone would leave it running; the tree is taken before anything is killed.
+    """
+    try:
+        tree = [psutil.Process(proc.pid)]
+        tree += tree[0].children(recursive=True)
+    except psutil.NoSuchProcess:
+        tree = []
+    groups = set()
+    for p in tree:
+        with contextlib.suppress(psutil.Error, OSError):
+            groups.add(os.getpgid(p.pid))
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    for group in groups - {os.getpgrp()}:  # anything the kernel forked after the snapshot shares its group
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, signal.SIGKILL)
+    psutil.wait_procs(tree, timeout=5)
+    proc.wait()
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[list[int]]:
+    """Collect SIGINT/SIGTERM into a list instead of dying, so the runner can stop its children first."""
+    stop: list[int] = []
+    if threading.current_thread() is not threading.main_thread():  # handlers can only be set there
+        yield stop
+        return
+    previous = {sig: signal.signal(sig, lambda signum, frame: stop.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _record(run_dir: Path, stem: str, result: ChapterResult) -> dict[str, Any]:
+    """Set one chapter's entry in ``summary.json`` under the summary lock; return the updated summary."""
+    def update(summary: dict[str, Any]) -> dict[str, Any]:
+        summary["chapters"][stem] = asdict(result)
+        summary["updated"] = _now()
+        return summary
+
+    return update_json(summary_path(run_dir), update)
 
 
 def locate_error(executed: Path, log: Path) -> dict[str, Any]:
     """Find the failing (or, after a timeout, the still-running) cell in papermill's partial executed copy."""
     try:
         nb = read_json(executed)
-    except (FileNotFoundError, json.JSONDecodeError):
+    except (FileNotFoundError, ArtifactError):  # not written yet, or cut short by a kill
         return {"cell": None, "source": "", "message": _tail(log)}
     code_cells = [c for c in nb.get("cells", []) if c.get("cell_type") == "code"]
     for number, cell in enumerate(code_cells, start=1):
@@ -228,19 +335,29 @@ def locate_error(executed: Path, log: Path) -> dict[str, Any]:
     return {"cell": None, "source": "", "message": _tail(log)}
 
 
-def _open_summary(run_dir: Path, scale: str, seed: int) -> dict[str, Any]:
+def _open_summary(run_dir: Path, scale: str, seed: int, params: dict[str, Any]) -> dict[str, Any]:
+    """Create the run's summary, or check that the existing one is of the same scale and seed (under the lock);
+    record the run's further chapter parameters."""
     path = summary_path(run_dir)
-    if path.exists():
-        summary = read_json(path)
-        if (summary.get("scale"), summary.get("seed")) != (scale, seed):
+
+    def update(summary: dict[str, Any] | None) -> dict[str, Any]:
+        if summary is None:
+            summary = {"run_dir": str(run_dir), "scale": scale, "seed": seed, "created": _now(), "chapters": {}}
+        elif (summary.get("scale"), summary.get("seed")) != (scale, seed):
             raise ValueError(
                 f"{run_dir} holds a run with SCALE={summary.get('scale')}, SEED={summary.get('seed')}; "
                 f"use another --run-dir for SCALE={scale}, SEED={seed}"
             )
-    else:
-        summary = {"run_dir": str(run_dir), "scale": scale, "seed": seed, "created": _now(), "chapters": {}}
-    summary["environment"] = environment_info()
-    return summary
+        summary["environment"] = environment_info()
+        if params:
+            summary["parameters"] = dict(params)
+        return summary
+
+    try:
+        return update_json(path, update)
+    except ArtifactError as e:
+        raise ArtifactError(f"{e}; it is the record of the run: move it away and run every chapter again "
+                            f"(python -m ersam_lib run --run-dir {run_dir} --scale {scale} --seed {seed})") from None
 
 
 def _source(cell: dict) -> str:

@@ -662,7 +662,7 @@ def run_search_setup(run_dir: str | os.PathLike, n_bn_batches: int = 8, bn_batch
     own figure stays in ``energy_mj_device``). With ``cache`` the objectives live in ``RUN_DIR/search/
     objectives.json``, tagged with what they were computed from, so a re-run reuses every evaluation."""
     import torch
-    from torch.utils.data import DataLoader, TensorDataset
+    from torch.utils.data import DataLoader
 
     data = load_feature_data(run_dir)
     supernet, space, info = load_supernet(run_dir)

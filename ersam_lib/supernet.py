@@ -39,8 +39,10 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from .costrule import load_rule
 from .evaluation import evaluate
-from .io import atomic_torch_save
-from .rundir import require
+from data_prep.features import feature_meta
+
+from .io import ArtifactError, atomic_torch_save, to_plain, torch_load
+from .rundir import damaged, require
 from .space import (
     Arch, AttentionBlock, EncoderBlock, InvertedResidual, SearchSpace, StageArch, StaticNet, attention, build_model,
     check_input,
@@ -329,17 +331,35 @@ def evaluate_arch(supernet: Supernet, arch: Arch, bn_loader: Iterable, eval_load
 
 # --------------------------------------------------------------------------------------------- hand-off to chapter 5
 def save_supernet(path: str | os.PathLike, supernet: Supernet, space: SearchSpace, info: dict[str, Any]) -> Path:
-    """Save the trained supernet with its space description so :func:`load_supernet` rebuilds it (chapter 4)."""
-    return atomic_torch_save({"model": supernet.state_dict(), "space": space.to_dict(), "info": info}, path)
+    """Save the trained supernet with its space description so :func:`load_supernet` rebuilds it (chapter 4).
+
+    Tensors and plain values only (``info`` is turned into plain JSON values), so it loads with ``weights_only``;
+    ``info["provenance"]["data"]``, the features' content key, lets the loader refuse it once the data changed.
+    """
+    return atomic_torch_save({"model": supernet.state_dict(), "space": to_plain(space.to_dict()),
+                              "info": to_plain(info)}, path)
 
 
 def load_supernet(run_dir: str | os.PathLike) -> tuple[Supernet, SearchSpace, dict]:
     """``(supernet, space, info)`` from chapter 4's ``RUN_DIR/supernet/supernet.pt``, in eval mode (chapter 5).
 
-    The space carries chapter 2's cost rule again when ``RUN_DIR/profiling/rule.json`` exists.
+    The space carries chapter 2's cost rule again when ``RUN_DIR/profiling/rule.json`` exists. A damaged file, or a
+    supernet trained on other data than the run's features, raises an error naming the file and chapter 4.
     """
-    ck = torch.load(require(run_dir, "supernet"), map_location="cpu", weights_only=False)
-    space = SearchSpace.from_dict(ck["space"], rule=load_rule(run_dir))
-    net = Supernet(space, space.n_features, space.n_classes)
-    net.load_state_dict(ck["model"])
-    return net.eval(), space, ck["info"]
+    path = require(run_dir, "supernet")
+    try:
+        ck = torch_load(path)
+        space = SearchSpace.from_dict(ck["space"], rule=load_rule(run_dir))
+        net = Supernet(space, space.n_features, space.n_classes)
+        net.load_state_dict(ck["model"])
+        info = ck["info"]
+    except ArtifactError as e:
+        raise damaged(path, run_dir, "04", str(e)) from None
+    except (KeyError, TypeError, RuntimeError) as e:
+        raise damaged(path, run_dir, "04", f"cannot be loaded ({type(e).__name__}: {str(e).splitlines()[0][:200]})") \
+            from None
+    data_key = info.get("provenance", {}).get("data")
+    if data_key and data_key != feature_meta(run_dir).get("key"):
+        raise damaged(path, run_dir, "04", "was trained on other data than the run's features (chapter 1 was rebuilt "
+                      "since)")
+    return net.eval(), space, info

@@ -23,8 +23,10 @@ import torch
 from torch import nn
 
 from .complexity import count_params
-from .io import atomic_torch_save, atomic_write_json, read_json
-from .rundir import require, run_file, stage_dir
+from data_prep.features import feature_meta
+
+from .io import ArtifactError, atomic_torch_save, atomic_write_json, sha256_file, torch_load
+from .rundir import damaged, read_run_json, require, run_file, stage_dir
 from .scales import check_scale
 
 __all__ = [
@@ -163,20 +165,34 @@ def build_teacher(kind: str, n_features: int, n_classes: int, cfg: TeacherConfig
 
 # --------------------------------------------------------------------------------------------- hand-off to chapter 4
 def save_teacher(run_dir: str | os.PathLike, model: nn.Module, info: dict[str, Any]) -> Path:
-    """Write ``RUN_DIR/teacher/teacher.pt`` and ``teacher.json`` (``info`` must hold ``kind``, ``n_features``,
-    ``n_classes`` and, for the CRNN, ``channels``/``hidden``) (chapter 3)."""
+    """Write ``RUN_DIR/teacher/teacher.pt`` (a plain state dict) and then ``teacher.json`` (the "done" marker, with
+    the weights' SHA-256) (chapter 3). ``info`` must hold ``kind``, ``n_features``, ``n_classes`` and, for the CRNN,
+    ``channels``/``hidden``; ``data_key`` (the features' content key) makes :func:`load_teacher` check that the run's
+    data are still the ones the teacher was trained on."""
     missing = {"kind", "n_features", "n_classes"} - set(info)
     if missing:
         raise ValueError(f"teacher info lacks {sorted(missing)}")
-    info = dict(info, params=count_params(model))
-    atomic_torch_save(model.state_dict(), run_file(run_dir, "teacher_weights"))
+    weights = run_file(run_dir, "teacher_weights")
+    run_file(run_dir, "teacher_info").unlink(missing_ok=True)  # not done until both files are written
+    atomic_torch_save(model.state_dict(), weights)
+    info = dict(info, params=count_params(model), weights_sha256=sha256_file(weights))
     atomic_write_json(run_file(run_dir, "teacher_info"), info)
     return stage_dir(run_dir, "teacher")
 
 
 def load_teacher(run_dir: str | os.PathLike) -> nn.Module:
-    """The trained teacher of chapter 3, frozen and in eval mode (used by chapter 4's distillation)."""
+    """The trained teacher of chapter 3, frozen and in eval mode (used by chapter 4's distillation).
+
+    Refuses weights that changed since chapter 3 wrote them and a teacher trained on other data than the run's
+    features (chapter 1 rebuilt since): the error names the file and the command that retrains it.
+    """
     info = teacher_info(run_dir)
+    path = require(run_dir, "teacher_weights")
+    if sha256_file(path) != info.get("weights_sha256"):
+        raise damaged(path, run_dir, "03", "does not match the weights_sha256 in teacher.json (damaged or replaced)")
+    if info.get("data_key") and info["data_key"] != feature_meta(run_dir).get("key"):
+        raise damaged(path, run_dir, "03", "was trained on other data than the run's features (chapter 1 was "
+                      "rebuilt since)")
     if info["kind"] == "crnn":
         model: nn.Module = CRNNTeacher(info["n_features"], info["n_classes"], tuple(info["channels"]), info["hidden"])
     elif info["kind"] == "wav2vec2":
@@ -184,13 +200,17 @@ def load_teacher(run_dir: str | os.PathLike) -> nn.Module:
             build_wav2vec2(info["n_classes"])
     else:
         raise ValueError(f"teacher.json names an unknown kind {info['kind']!r}")
-    state = torch.load(require(run_dir, "teacher_weights"), map_location="cpu", weights_only=True)
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(torch_load(path))
+    except ArtifactError as e:
+        raise damaged(path, run_dir, "03", str(e)) from None
+    except RuntimeError as e:  # weights of another shape than teacher.json describes
+        raise damaged(path, run_dir, "03", f"does not fit teacher.json ({str(e).splitlines()[0][:200]})") from None
     for p in model.parameters():
         p.requires_grad_(False)
     return model.eval()
 
 
 def teacher_info(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """The ``teacher.json`` chapter 3 wrote (kind, params, accuracy)."""
-    return read_json(require(run_dir, "teacher_info"))
+    """The ``teacher.json`` chapter 3 wrote (kind, params, accuracy, the weights' hash, the data it was trained on)."""
+    return read_run_json(run_dir, "teacher_info")

@@ -10,9 +10,11 @@ One optimiser step (:func:`sandwich_step`), BigNAS/AttentiveNAS style:
 
 :func:`train_supernet` loops over epochs with a checkpoint after each (written atomically, so a kill leaves the
 previous one intact) and resumes from it to the same state: data order, subnet draws and dropout are seeded per
-epoch from ``(seed, epoch)``. Under ``torchrun`` it runs DistributedDataParallel on gloo (CPU) or NCCL (GPU); the
-command line that trains one variant of chapter 4's ablation that way is ``ersam train``
-(:func:`ersam_lib.ablation.train_variant`)::
+epoch from ``(seed, epoch)``. The checkpoint holds tensors and plain values only (loaded with
+``weights_only=True``, never running code) and records its provenance (the data's content key, the teacher's
+weights hash): a checkpoint made from other inputs, or a damaged one, is set aside and training starts afresh.
+Under ``torchrun`` it runs DistributedDataParallel on gloo (CPU) or NCCL (GPU); the command line that trains one
+variant of chapter 4's ablation that way is ``ersam train`` (:func:`ersam_lib.ablation.train_variant`)::
 
     torchrun --nproc_per_node 2 -m ersam_lib train --run-dir runs/tutorial --scale tutorial --mode selective
 """
@@ -37,7 +39,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from .data import subset
 from .distill import DistillConfig, SelectiveTeacher, kd_loss, teacher_flops_per_sample
-from .io import atomic_torch_save, atomic_write_json
+from .io import ArtifactError, atomic_torch_save, atomic_write_json, torch_load
 from .progress import progress
 from .repro import pick_device
 from .rundir import CHECKPOINT, HISTORY
@@ -182,12 +184,14 @@ def _lr_lambda(cfg: TrainConfig, steps_per_epoch: int):
 
 def train_supernet(supernet: nn.Module, space: Any, train_ds: Dataset, cfg: TrainConfig, ckpt_dir: str | os.PathLike,
                    teacher: nn.Module | None = None, stop_after_epoch: int | None = None,
-                   device: str | None = "auto") -> TrainResult:
+                   device: str | None = "auto", provenance: dict[str, Any] | None = None) -> TrainResult:
     """Train ``supernet`` over ``space`` with the sandwich rule; checkpoint each epoch into ``ckpt_dir``; resume.
 
     Introduced in chapter 4. ``train_ds`` yields ``(x, y)`` or ``(x, y, teacher_x)``. ``stop_after_epoch`` ends the
     run early (as a kill would, but cleanly) to demonstrate and test resuming. The supernet and the teacher are
     moved to ``device`` (:func:`~ersam_lib.repro.pick_device`: the GPU when there is one) and stay there.
+    ``provenance`` (plain values: what the data and the teacher are) is stored in each checkpoint; one with
+    another provenance is not resumed from.
     """
     rank, world = dist_info()
     dev = pick_device(device)
@@ -206,7 +210,7 @@ def train_supernet(supernet: nn.Module, space: Any, train_ds: Dataset, cfg: Trai
     optimizer = torch.optim.AdamW(supernet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, steps))
     selective = SelectiveTeacher(teacher if cfg.distill.uses_teacher else None, cfg.distill, flops)
-    state = _load_checkpoint(ckpt_dir, cfg, supernet, optimizer, scheduler, selective)
+    state = _load_checkpoint(ckpt_dir, cfg, supernet, optimizer, scheduler, selective, provenance)
     history, wall, start = state["history"], state["wall_s"], state["epoch"]
     for epoch in range(start, cfg.epochs):
         if stop_after_epoch is not None and epoch >= stop_after_epoch:
@@ -216,7 +220,8 @@ def train_supernet(supernet: nn.Module, space: Any, train_ds: Dataset, cfg: Trai
         wall += time.perf_counter() - t0
         history.append({"epoch": epoch + 1, "wall_s": wall, **stats, **selective.stats()})
         if rank == 0:
-            _save_checkpoint(ckpt_dir, cfg, supernet, optimizer, scheduler, selective, epoch + 1, history, wall)
+            _save_checkpoint(ckpt_dir, cfg, supernet, optimizer, scheduler, selective, epoch + 1, history, wall,
+                             provenance)
     return TrainResult(history, _global_stats(selective), wall, start)
 
 
@@ -259,24 +264,34 @@ def _train_epoch(model: nn.Module, space: Any, ds: Dataset, cfg: TrainConfig, ep
 
 
 def _save_checkpoint(ckpt_dir: Path, cfg: TrainConfig, supernet: nn.Module, optimizer: Any, scheduler: Any,
-                     selective: SelectiveTeacher, epoch: int, history: list, wall: float) -> None:
+                     selective: SelectiveTeacher, epoch: int, history: list, wall: float,
+                     provenance: dict[str, Any] | None) -> None:
     atomic_torch_save({
         "epoch": epoch, "config": cfg.to_dict(), "model": supernet.state_dict(), "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(), "teacher_stats": selective.state_dict(), "history": history,
-        "wall_s": wall,
+        "wall_s": wall, "provenance": provenance,
     }, ckpt_dir / CHECKPOINT)
-    atomic_write_json(ckpt_dir / HISTORY, {"config": cfg.to_dict(), "history": history})
+    atomic_write_json(ckpt_dir / HISTORY, {"config": cfg.to_dict(), "history": history, "provenance": provenance})
 
 
 def _load_checkpoint(ckpt_dir: Path, cfg: TrainConfig, supernet: nn.Module, optimizer: Any, scheduler: Any,
-                     selective: SelectiveTeacher) -> dict[str, Any]:
+                     selective: SelectiveTeacher, provenance: dict[str, Any] | None = None) -> dict[str, Any]:
     path = ckpt_dir / CHECKPOINT
+    fresh = {"epoch": 0, "history": [], "wall_s": 0.0}
     if not path.exists():
-        return {"epoch": 0, "history": [], "wall_s": 0.0}
-    ck = torch.load(path, map_location="cpu", weights_only=False)
-    if ck["config"] != cfg.to_dict():
+        return fresh
+    try:
+        ck = torch_load(path)
+    except ArtifactError as e:
+        print(f"[train] {e}; training from scratch", flush=True)
+        return fresh
+    if ck.get("config") != cfg.to_dict():
         raise ValueError(f"{path} was written with a different TrainConfig; use another folder or delete it\n"
-                         f"  checkpoint: {ck['config']}\n  now:        {cfg.to_dict()}")
+                         f"  checkpoint: {ck.get('config')}\n  now:        {cfg.to_dict()}")
+    if ck.get("provenance") != provenance:
+        print(f"[train] {path} was trained on other inputs ({ck.get('provenance')}, now {provenance}); "
+              f"training from scratch", flush=True)
+        return fresh
     supernet.load_state_dict(ck["model"])
     optimizer.load_state_dict(ck["optimizer"])
     scheduler.load_state_dict(ck["scheduler"])

@@ -137,3 +137,64 @@ def test_statistic_choice_sums_the_chosen_entry(tmp_path):
     assert CostModel.load(tmp_path).statistic == "median"
     with pytest.raises(ValueError, match="statistic"):
         CostModel(lut, 1.0, "x", statistic="mean")
+
+
+def _corrected_model():
+    models = [nn.Sequential(*[nn.Conv1d(8, 8, k, padding=k // 2) for _ in range(n)]) for n in (1, 2, 3, 4)
+              for k in (3, 5)]
+    shape = (1, 8, 40)
+    lut = LatencyLUT(metadata={"device": "toy"})
+    for m in models:
+        for rec in trace_layers(m, shape):
+            lut.add(rec, _stats(0.01 * rec.macs / 1000))
+    cm = CostModel(lut, 1000.0, "toy")
+    feats = [cm.features(m, shape) for m in models]
+    cm.fit_correction(feats, [f["lut_ms"] * (1.2 + 0.1 * i) for i, f in enumerate(feats)], seed=3)
+    return cm, models, shape
+
+
+def test_correction_is_saved_as_json_and_refits_to_identical_predictions(tmp_path):
+    import json
+
+    cm, models, shape = _corrected_model()
+    cm.save(tmp_path)
+    doc = json.loads((tmp_path / "profiling" / "correction.json").read_text())
+    assert set(doc) == {"feature_names", "x", "y", "params"} and len(doc["x"]) == len(models)
+    assert not list((tmp_path / "profiling").glob("*.pkl"))
+    back = CostModel.load(tmp_path)
+    for m in models + [nn.Sequential(nn.Conv1d(8, 8, 7, padding=3))]:
+        assert back.predict_latency(back.features(m, shape)) == cm.predict_latency(cm.features(m, shape))
+
+
+def test_a_pickle_or_malformed_correction_is_refused_without_running_it(tmp_path):
+    import json
+    import pickle
+
+    from ersam_lib.io import ArtifactError
+
+    cm, _, _ = _corrected_model()
+    folder = tmp_path / "measured_elsewhere" / "profiling"
+    folder.mkdir(parents=True)
+    cm.save(folder)  # a profiling folder handed over from another machine
+    good = (folder / "correction.json").read_text()
+    marker = tmp_path / "payload-ran"
+    (folder / "correction.json").unlink()
+    (folder / "correction.pkl").write_bytes(pickle.dumps(_Payload(marker)))
+    with pytest.raises(ArtifactError, match=r"correction\.pkl is a pickle, which is no longer loaded"):
+        CostModel.load(folder)
+    assert not marker.exists()
+    for broken in ('{"x": [[1', json.dumps(json.loads(good) | {"y": [1.0]}),
+                   json.dumps(json.loads(good) | {"params": {"n_estimators": 5, "criterion": "x"}})):
+        (folder / "correction.json").write_text(broken)
+        with pytest.raises(ArtifactError, match="cannot load the cost model in .*measured_elsewhere"):
+            CostModel.load(folder)
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        from pathlib import Path
+
+        return (Path.touch, (self.marker,))

@@ -242,3 +242,126 @@ def test_reverb_and_background_are_deterministic_options(tiny_run):
     assert np.array_equal(bg, background(80000, seed=3)) and np.sqrt(np.mean(bg**2)) == pytest.approx(1, rel=1e-3)
     k0 = m[m["count"] == 0].iloc[0]
     assert np.abs(dp.render_mixture(k0, src)).max() > 0  # k = 0 is background, not silence
+
+
+def _rows_differ(a, b) -> int:
+    xa, xb = (np.asarray(load_features(r, "train").x, np.float32) for r in (a, b))
+    return int((np.abs(xa - xb).reshape(len(xa), -1).max(axis=1) > 1e-3).sum())
+
+
+def test_interrupted_build_then_another_seed_never_mixes_features(cache, tmp_path, monkeypatch):
+    import data_prep.features as features
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("simulated kill after every shard was rendered")
+
+    with monkeypatch.context() as m:
+        m.setattr(features, "_finalize", killed)
+        with pytest.raises(KeyboardInterrupt):
+            dp.build(dp.DataConfig.tiny(shard_size=16, seed=0), tmp_path / "run")
+    assert len(list((tmp_path / "run/data/features/logmel/.parts").glob("*.npy"))) == 4  # seed 0's shards
+    dp.build(dp.DataConfig.tiny(shard_size=16, seed=1), tmp_path / "run")
+    dp.build(dp.DataConfig.tiny(shard_size=16, seed=1), tmp_path / "fresh")
+    assert _rows_differ(tmp_path / "run", tmp_path / "fresh") == 0
+    assert np.array_equal(load_features(tmp_path / "run", "train").y, load_features(tmp_path / "fresh", "train").y)
+
+
+def test_changing_the_front_end_rebuilds_the_features(cache, tmp_path):
+    dp.build(dp.DataConfig.tiny(features=dp.FeatureConfig(n_mels=32, hop_length=800)), tmp_path)
+    report = dp.build(dp.DataConfig.tiny(), tmp_path)  # only n_mels changed: same manifest, new features
+    assert report.render_s > 0
+    info = dp.load_dataset_info(tmp_path)
+    assert load_features(tmp_path, "train").x.shape[1] == info["config"]["features"]["n_mels"] == 16
+
+
+def test_damaged_arrays_are_named_and_a_rebuild_repairs_them(tiny_run, tmp_path):
+    import shutil
+
+    from ersam_lib.io import ArtifactError
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run[0], run)
+    folder = run / "data" / "features" / "logmel"
+    x = np.load(folder / "train.npy", mmap_mode="r+")
+    x[:] = 0  # zeroed, header intact: the right shape, the wrong content
+    x.flush()
+    del x
+    with pytest.raises(ArtifactError, match=r"train\.npy does not match the SHA-256 .* --only 01$"):
+        load_features(run, "train")
+    (folder / "val_y.npy").write_bytes((folder / "val_y.npy").read_bytes()[:100])
+    with pytest.raises(ArtifactError, match=r"val_y\.npy is not a readable NumPy array"):
+        load_features(run, "val")
+    report = dp.build_tiny(run)  # chapter 1 again: the manifest is reused, the damaged features are rebuilt
+    assert report.reused_manifest and report.render_s > 0
+    assert _rows_differ(run, tiny_run[0]) == 0 and load_features(run, "val").y.shape == (12,)
+
+
+def test_damaged_records_are_named_and_a_rebuild_repairs_them(tiny_run, tmp_path):
+    import shutil
+
+    from ersam_lib.io import ArtifactError
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run[0], run)
+    data = run / "data"
+    (data / "dataset.json").write_text('{"classes": [')
+    (data / "features/logmel/meta.json").write_text('{"kind": "log')
+    (data / "manifest.parquet").write_bytes(b"PAR1 truncated")
+    with pytest.raises(ArtifactError, match=r"dataset\.json is not valid JSON .*--only 01$"):
+        load_features(run, "train")
+    report = dp.build_tiny(run)
+    assert not report.reused_manifest and report.render_s > 0  # both were rebuilt, not trusted
+    assert dp.load_manifest(run).equals(dp.load_manifest(tiny_run[0]))
+    assert _rows_differ(run, tiny_run[0]) == 0
+
+
+def test_a_stale_record_is_refused(tiny_run, tmp_path):
+    import shutil
+
+    from ersam_lib.io import ArtifactError, atomic_write_json
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run[0], run)
+    info = dp.load_dataset_info(run)
+    atomic_write_json(run / "data/dataset.json", info | {"manifest_sha256": "0" * 64})
+    with pytest.raises(ArtifactError, match=r"meta\.json was built from other data"):
+        load_features(run, "train")
+    with pytest.raises(ArtifactError, match=r"manifest\.parquet does not match"):
+        dp.load_manifest(run)
+    atomic_write_json(run / "data/dataset.json", info | {"source_fingerprint": info["source_fingerprint"]
+                                                         | {"audio_sha256": "f" * 64}})
+    with pytest.raises(ArtifactError, match="speech that has changed"):
+        dp.open_run_source(run)
+
+
+def test_a_silent_speaker_is_skipped_and_named_or_refused(cache, tmp_path):
+    import soundfile as sf
+
+    from data_prep.sources import TtsSource, synthesize_corpus
+
+    tts = TtsSource(synthesize_corpus(dp.TtsConfig(n_speakers=12, utts_per_speaker=2, min_words=6, max_words=9)))
+    voices = tmp_path / "voices"
+    for utt, spk in zip(tts.index()["utt_id"], tts.index()["speaker"]):
+        (voices / spk).mkdir(parents=True, exist_ok=True)
+        sf.write(voices / spk / f"{utt}.wav", tts.load(utt), 16000)
+    (voices / "quiet").mkdir()
+    sf.write(voices / "quiet" / "silence.wav", np.zeros(32000, np.float32), 16000)
+    cfg = dp.DataConfig.tiny(source="folder", root=str(voices), seed=3)
+    dp.build(cfg, tmp_path / "run")
+    skipped = dp.load_dataset_info(tmp_path / "run")["source"]["skipped"]
+    assert [s["path"] for s in skipped] == [str(voices / "quiet" / "silence.wav")]  # drawn, left out, named
+    with pytest.raises(SourceError, match=r"quiet/silence\.wav"):
+        make_manifest(dataclasses.replace(cfg, on_error="raise"), open_source(cfg))
+
+
+def test_cli_refuses_impossible_values(tmp_path, capsys):
+    from data_prep.cli import main
+
+    for args in (["--features", ","], ["--features", "mfcc"], ["--workers", "0"], ["--seed", "-1"],
+                 ["--max-count", "0"]):
+        with pytest.raises(SystemExit) as info:
+            main(["build", "--out", str(tmp_path / "run"), "--scale", "smoke", *args])
+        assert info.value.code == 2 and args[0] in capsys.readouterr().err
+    (tmp_path / "afile").write_text("x")
+    assert main(["build", "--out", str(tmp_path / "afile"), "--scale", "smoke"]) == 2
+    assert "is a file" in capsys.readouterr().err and not (tmp_path / "run").exists()

@@ -100,3 +100,26 @@ def test_rttm_bad_lines_name_the_line(tmp_path):
         from data_prep.rttm import read_rttm
 
         read_rttm(tmp_path / "missing.rttm")
+
+
+@pytest.mark.parametrize("onset, duration", [("nan", "1.0"), ("0.5", "inf"), ("-inf", "1"), ("0", "NaN")])
+def test_rttm_refuses_non_finite_times(onset, duration):
+    with pytest.raises(RttmError, match=r"x\.rttm:2: onset and duration must be finite"):
+        parse_rttm(f"SPEAKER a 1 0 1 <NA> <NA> x <NA> <NA>\nSPEAKER a 1 {onset} {duration} <NA> <NA> y <NA> <NA>\n",
+                   "x.rttm")
+
+
+def test_rttm_that_is_not_utf8_names_the_file_and_line(tmp_path):
+    from data_prep.rttm import read_rttm
+
+    path = tmp_path / "meeting.rttm"
+    path.write_bytes(b"SPEAKER a 1 0 1 <NA> <NA> x <NA> <NA>\nSPEAKER a 1 0 1 <NA> <NA> \xff\xfe <NA> <NA>\n")
+    with pytest.raises(RttmError, match=r"meeting\.rttm:2: not UTF-8"):
+        read_rttm(path)
+
+
+@pytest.mark.parametrize("kwargs", [{"hop_s": 0}, {"hop_s": -1.0}, {"hop_s": 0.004}, {"hop_s": 0.015},
+                                    {"window_s": 0}, {"window_s": float("nan")}, {"duration_s": -2.0}])
+def test_windows_refuse_impossible_sizes(kwargs):
+    with pytest.raises(ValueError, match="window_s|hop_s|duration_s"):
+        window_counts(parse_rttm(RTTM), **kwargs)

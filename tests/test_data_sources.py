@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import tarfile
 
 import numpy as np
@@ -181,3 +180,117 @@ def test_cli_download_reports_a_bad_subset(tmp_path, capsys):
 
     assert main(["download", "--root", str(tmp_path), "--subset", "train-other-999"]) == 2
     assert "no known checksum" in capsys.readouterr().err and not list(tmp_path.iterdir())
+
+
+_SYNTH = """
+import sys
+import data_prep.sources.tts as tts
+from data_prep.config import TtsConfig
+
+real = tts._synth_block
+def logged(block, cfg, out):
+    with open(sys.argv[1], "a") as f:
+        f.write(out.name + "\\n")
+    return real(block, cfg, out)
+tts._synth_block = logged
+folder = tts.synthesize_corpus(TtsConfig(n_speakers=6, utts_per_speaker=1, min_words=3, max_words=4), workers=1)
+print(len(tts.TtsSource(folder).index()))
+"""
+
+
+def test_two_synthesisers_of_one_corpus_synthesise_it_once(tmp_path, monkeypatch):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = dict(os.environ, ERSAM_CACHE=str(tmp_path / "cache"), ERSAM_PROGRESS="0",
+               PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    log = tmp_path / "blocks.log"
+    procs = [subprocess.Popen([sys.executable, "-c", _SYNTH, str(log)], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [e for _, e in outs]
+    assert [o.strip() for o, _ in outs] == ["6", "6"]  # the second waited, then reused the corpus
+    assert log.read_text().splitlines() == ["block_0000.npz"]  # 6 speakers = one block, synthesised once
+    folder = next((tmp_path / "cache" / "tts").glob("[0-9a-f]*"))
+    assert sorted(p.name for p in folder.iterdir()) == ["audio.npy", "corpus.json", "index.parquet", "vad.npy"]
+
+
+def test_a_damaged_corpus_is_named_then_synthesised_again(tmp_path):
+    from ersam_lib.io import ArtifactError
+
+    cfg = TtsConfig(n_speakers=3, utts_per_speaker=1, min_words=3, max_words=4)
+    folder = synthesize_corpus(cfg, tmp_path, workers=1)
+    audio = folder / "audio.npy"
+    audio.write_bytes(audio.read_bytes()[: audio.stat().st_size // 2])
+    with pytest.raises(ArtifactError, match=r"audio\.npy is not a readable NumPy array"):
+        TtsSource(folder)
+    with pytest.warns(UserWarning, match="synthesising the corpus again"):
+        assert synthesize_corpus(cfg, tmp_path, workers=1) == folder
+    assert len(TtsSource(folder).index()) == 3
+    data = np.load(audio, mmap_mode="r+")
+    data[:] = 1000  # same size, other samples: only the recorded hash tells
+    data.flush()
+    del data
+    with pytest.raises(ArtifactError, match="does not match the audio_sha256"):
+        TtsSource(folder)
+
+
+class _RangeServer:
+    """A local HTTP server for one file that honours Range requests, or stalls after ``stall_after`` bytes."""
+
+    def __init__(self, payload: bytes, stall_after: int | None = None):
+        import http.server
+        import threading
+
+        outer = self
+        self.payload, self.stall_after, self.ranges = payload, stall_after, []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                start = int(self.headers.get("Range", "bytes=0-")[6:].rstrip("-") or 0)
+                outer.ranges.append(start)
+                body = outer.payload[start:]
+                self.send_response(206 if start else 200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if outer.stall_after is not None:
+                    self.wfile.write(body[:outer.stall_after])
+                    self.wfile.flush()
+                    outer.release.wait(30)  # stall: send nothing more
+                    return
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.release = threading.Event()
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/dev-clean.tar.gz"
+
+    def close(self):
+        self.release.set()
+        self.httpd.shutdown()
+
+
+def test_download_times_out_keeps_its_part_and_resumes(tmp_path):
+    import hashlib
+
+    from data_prep.sources.files import download
+
+    payload = np.random.default_rng(0).bytes(300_000)
+    digest = hashlib.sha256(payload).hexdigest()
+    dest = tmp_path / "dl" / "dev-clean.tar.gz"
+    server = _RangeServer(payload, stall_after=100_000)
+    try:
+        with pytest.raises(SourceError, match=r"stalled .*100000 bytes kept in .*\.part, run the command again"):
+            download(server.url, dest, digest, timeout_s=1.0)
+        assert (dest.parent / "dev-clean.tar.gz.part").stat().st_size == 100_000 and not dest.exists()
+        server.stall_after = None
+        assert download(server.url, dest, digest, timeout_s=5.0) == dest
+        assert server.ranges == [0, 100_000]  # the second request asked for the rest only
+        assert dest.read_bytes() == payload and not list(dest.parent.glob("*.part"))
+    finally:
+        server.close()

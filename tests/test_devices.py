@@ -74,3 +74,37 @@ def test_imported_profile_roundtrip_csv_and_json(tmp_path):
     (tmp_path / "bad.csv").write_text("key,mean\nx,1\n")
     with pytest.raises(ValueError, match="lacks columns"):
         ImportedProfile(tmp_path / "bad.csv")
+
+
+@pytest.mark.parametrize("bad, what", [
+    ({"median": -1.0}, "median"), ({"mean": float("nan")}, "mean"), ({"var": float("inf")}, "var"),
+    ({"count": 0}, "count"), ({"p90": "fast"}, "p90"), ({"energy_mj": -3.0}, "energy_mj")])
+def test_imported_profile_refuses_impossible_values(tmp_path, bad, what):
+    import pandas as pd
+
+    from ersam_lib.io import ArtifactError
+
+    good = {"key": "k0", "count": 10, "mean": 1.5, "var": 0.01, "median": 1.4, "p90": 1.7, "energy_mj": 3.0}
+    pd.DataFrame([good, good | {"key": "k1"} | bad]).to_csv(tmp_path / "p.csv", index=False)
+    with pytest.raises(ArtifactError, match=rf"p\.csv: column '{what}' .*\['k1'\]"):
+        ImportedProfile(tmp_path / "p.csv")
+
+
+def test_imported_profile_refuses_ambiguous_keys_and_damaged_files(tmp_path):
+    import pandas as pd
+
+    from ersam_lib.io import ArtifactError
+
+    row = {"key": "k0", "count": 10, "mean": 1.5, "var": 0.01, "median": 1.4, "p90": 1.7}
+    pd.DataFrame([row, row]).to_csv(tmp_path / "same.csv", index=False)  # one layer under two op labels
+    assert len(ImportedProfile(tmp_path / "same.csv").table) == 1
+    pd.DataFrame([row, row | {"median": 2.0}]).to_csv(tmp_path / "twice.csv", index=False)
+    with pytest.raises(ArtifactError, match=r"twice\.csv lists keys more than once .*\['k0'\]"):
+        ImportedProfile(tmp_path / "twice.csv")
+    (tmp_path / "cut.json").write_text('{"entries": [{"key": "k0", "cou')
+    with pytest.raises(ArtifactError, match=r"cut\.json is not valid JSON"):
+        ImportedProfile(tmp_path / "cut.json")
+    (tmp_path / "p.meta.json").write_text("{")
+    pd.DataFrame([row]).to_csv(tmp_path / "p.csv", index=False)
+    with pytest.raises(ArtifactError, match=r"p\.meta\.json is not valid JSON"):
+        ImportedProfile(tmp_path / "p.csv")

@@ -34,3 +34,95 @@ def test_layout_errors_are_clear(tmp_path: Path) -> None:
         require(tmp_path, "manifest")
     with pytest.raises(ValueError, match="smoke, tutorial, paper"):
         check_scale("huge")
+
+
+def test_damaged_files_raise_one_line_naming_the_file(tmp_path: Path) -> None:
+    import numpy as np
+
+    from ersam_lib.io import ArtifactError, load_array
+    from ersam_lib.rundir import read_run_json
+
+    bad = tmp_path / "data" / "dataset.json"
+    bad.parent.mkdir()
+    bad.write_text('{"classes": [')
+    with pytest.raises(ArtifactError, match=r"dataset\.json is not valid JSON") as info:
+        read_json(bad)
+    assert "\n" not in str(info.value)
+    with pytest.raises(ArtifactError, match=r"dataset\.json is not valid JSON .*--only 01$"):
+        read_run_json(tmp_path, "dataset")  # names the chapter that rewrites it
+    arr = tmp_path / "x.npy"
+    np.save(arr, np.arange(1000.0))
+    arr.write_bytes(arr.read_bytes()[:500])
+    with pytest.raises(ArtifactError, match=r"x\.npy is not a readable NumPy array"):
+        load_array(arr, mmap_mode="r")
+    np.save(arr, np.array([{"a": 1}], dtype=object))  # an object array is a pickle
+    with pytest.raises(ArtifactError, match=r"x\.npy is not a readable NumPy array"):
+        load_array(arr)
+
+
+def test_torch_load_refuses_a_pickle_payload_without_running_it(tmp_path: Path) -> None:
+    import torch
+
+    from ersam_lib.io import ArtifactError, atomic_torch_save, torch_load
+
+    marker = tmp_path / "payload-ran"
+    atomic_torch_save({"model": _Payload(marker)}, tmp_path / "checkpoint.pt")
+    with pytest.raises(ArtifactError, match="refused to load it"):
+        torch_load(tmp_path / "checkpoint.pt")
+    assert not marker.exists()
+    torch.load(tmp_path / "checkpoint.pt", weights_only=False)  # the payload is real: an unsafe load runs it
+    assert marker.exists()
+    atomic_torch_save({"model": {"w": torch.ones(2)}, "epoch": 3, "history": [{"loss": 0.5}]}, tmp_path / "ok.pt")
+    assert torch_load(tmp_path / "ok.pt")["epoch"] == 3
+
+
+class _Payload:
+    """Pickles as a call that creates a file: proof that loading ran code."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+_WRITER = """
+import sys
+from ersam_lib.io import update_json
+for i in range(40):
+    update_json(sys.argv[1], lambda d: (d or {}) | {f"{sys.argv[2]}-{i}": i})
+"""
+
+
+def test_update_json_keeps_every_update_of_two_processes(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path / "record.json"), name], env=env)
+             for name in ("a", "b")]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    assert len(read_json(tmp_path / "record.json")) == 80  # no lost update
+
+
+def test_check_run_dir_refuses_a_file_or_an_unwritable_folder(tmp_path: Path) -> None:
+    import os
+
+    from ersam_lib.rundir import check_run_dir
+
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(NotADirectoryError, match="is a file"):
+        check_run_dir(tmp_path / "afile")
+    with pytest.raises(OSError, match="afile"):
+        check_run_dir(tmp_path / "afile" / "run")
+    assert check_run_dir(tmp_path / "new" / "run").is_dir()
+    assert not (tmp_path / "later").exists() and check_run_dir(tmp_path / "later", create=False)
+    readonly = tmp_path / "ro"
+    readonly.mkdir(mode=0o555)
+    if os.geteuid() == 0:  # root writes anywhere a mode allows nothing: use a file system that refuses
+        readonly = Path("/sys/ersam-check")
+        if not Path("/sys").is_dir():
+            pytest.skip("running as root without /sys")
+    with pytest.raises(PermissionError, match="cannot"):
+        check_run_dir(readonly / "run")

@@ -3,7 +3,6 @@ disjoint across all six splits; the real splits the same for every training choi
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import numpy as np

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nbformat
@@ -86,3 +88,77 @@ def test_notebook_timeout(notebooks: Path, tmp_path: Path) -> None:
     entry = read_json(tmp_path / "run" / "summary.json")["chapters"]["01_first"]
     assert entry["status"] == "timeout" and entry["error"]["cell"] == 3
     assert json.dumps(entry)  # the summary stays valid JSON after a kill
+
+
+HEARTBEAT = ("import time, pathlib\nfor i in range(120):\n"
+             "    pathlib.Path(RUN_DIR, 'heartbeat').write_text(str(i))\n    time.sleep(0.5)")
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "ersam_lib", *args]
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_stops_papermill_and_the_kernel_and_is_recorded(notebooks: Path, tmp_path: Path, sig, code) -> None:
+    import psutil
+
+    _write_notebook(notebooks / "01_first.ipynb", HEARTBEAT)
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(_cli("run", "--scale", "smoke", "--run-dir", str(run_dir), "--notebooks", str(notebooks)),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for _ in range(240):
+        if (run_dir / "heartbeat").exists():
+            break
+        time.sleep(0.5)
+    assert read_json(run_dir / "summary.json")["chapters"]["01_first"]["status"] == "running"
+    children = psutil.Process(proc.pid).children(recursive=True)
+    assert len(children) >= 2  # papermill and the kernel
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code and f"interrupted by {sig.name}" in err and "Traceback" not in err
+    gone, alive = psutil.wait_procs(children, timeout=5)
+    assert not alive, [p.info for p in alive]
+    beat = (run_dir / "heartbeat").read_text()
+    time.sleep(1.5)
+    assert (run_dir / "heartbeat").read_text() == beat  # nobody writes the run folder any more
+    summary = read_json(run_dir / "summary.json")
+    assert summary["chapters"]["01_first"]["status"] == "interrupted" and "02_second" not in summary["chapters"]
+
+
+def test_two_chapters_at_once_keep_both_entries(notebooks: Path, tmp_path: Path) -> None:
+    for name in ("01_first", "02_second"):
+        _write_notebook(notebooks / f"{name}.ipynb", "import time\ntime.sleep(2)\n" + RECORD.format(chapter=name[:2]))
+    run_dir = tmp_path / "run"
+    procs = [subprocess.Popen(_cli("run", "--scale", "smoke", "--run-dir", str(run_dir), "--notebooks", str(notebooks),
+                                   "--only", ch), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for ch in ("01", "02")]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    chapters = read_json(run_dir / "summary.json")["chapters"]
+    assert set(chapters) == {"01_first", "02_second"} and {c["status"] for c in chapters.values()} == {"ok"}
+
+
+def test_damaged_summary_and_impossible_values_are_one_line_errors(notebooks: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "summary.json").write_text('{"run_dir": "x", "sca')
+    cli = subprocess.run(_cli("run", "--scale", "smoke", "--run-dir", str(run_dir), "--notebooks", str(notebooks)),
+                         capture_output=True, text=True)
+    assert cli.returncode == 2 and len(cli.stderr.strip().splitlines()) == 1
+    assert "summary.json is not valid JSON" in cli.stderr and "--scale smoke --seed 0" in cli.stderr
+    (tmp_path / "afile").write_text("x")
+    for args, words in ((["--timeout", "0"], "--timeout"), (["--cell-timeout", "-1"], "--cell-timeout"),
+                        (["--timeout", "nan"], "--timeout"), (["--seed", "-1"], "--seed"),
+                        (["--run-dir", str(tmp_path / "afile")], "is a file")):
+        argv = ["run", "--scale", "smoke", "--run-dir", str(tmp_path / "fresh"), "--notebooks", str(notebooks), *args]
+        cli = subprocess.run(_cli(*argv), capture_output=True, text=True)
+        assert cli.returncode == 2 and words in cli.stderr and "Traceback" not in cli.stderr, cli.stderr
+    for args in (["--epochs", "0"], ["--tau", "1.5"], ["--seed", "-3"]):
+        cli = subprocess.run(_cli("train", "--run-dir", str(tmp_path), *args), capture_output=True, text=True)
+        assert cli.returncode == 2 and args[0] in cli.stderr and "Traceback" not in cli.stderr
+
+
+def test_cell_timeout_below_a_second_is_a_limit_not_none(notebooks: Path, tmp_path: Path) -> None:
+    _write_notebook(notebooks / "01_first.ipynb", "import time\ntime.sleep(20)")
+    with pytest.raises(NotebookFailed, match="timed out after 1 s"):
+        run_pipeline(tmp_path / "run", "smoke", 0, notebooks, only="01", timeout_s=120, cell_timeout_s=0.9)
+    assert read_json(tmp_path / "run" / "summary.json")["chapters"]["01_first"]["status"] == "timeout"

@@ -101,3 +101,25 @@ def test_crnn_learns_and_round_trips_through_run_dir(tmp_path):
         load_teacher(tmp_path / "empty")
     with pytest.raises(ValueError, match="lacks"):
         save_teacher(tmp_path, m, {"kind": "crnn"})
+
+
+def test_load_teacher_refuses_changed_weights_and_other_data(tmp_path):
+    import json
+
+    from ersam_lib.io import ArtifactError, atomic_torch_save
+
+    meta = tmp_path / "data" / "features" / "logmel" / "meta.json"
+    meta.parent.mkdir(parents=True)
+    meta.write_text(json.dumps({"format": 2, "key": "A"}))
+    m = build_teacher("crnn", 16, 3, TeacherConfig(channels=(4, 8, 8), hidden=8))
+    info = {"kind": "crnn", "n_features": 16, "n_classes": 3, "channels": [4, 8, 8], "hidden": 8, "data_key": "A"}
+    save_teacher(tmp_path, m, info)
+    assert teacher_info(tmp_path)["weights_sha256"] and load_teacher(tmp_path) is not None
+    other = build_teacher("crnn", 16, 3, TeacherConfig(channels=(4, 8, 8), hidden=8))
+    atomic_torch_save(other.state_dict(), tmp_path / "teacher" / "teacher.pt")  # replaced behind chapter 3's back
+    with pytest.raises(ArtifactError, match=r"teacher\.pt does not match the weights_sha256 .*--only 03$"):
+        load_teacher(tmp_path)
+    save_teacher(tmp_path, m, info)
+    meta.write_text(json.dumps({"format": 2, "key": "B"}))  # chapter 1 rebuilt the data since
+    with pytest.raises(ArtifactError, match="trained on other data"):
+        load_teacher(tmp_path)

@@ -195,3 +195,63 @@ def test_training_on_the_gpu_matches_the_cpu_loosely_and_stays_on_the_gpu(tmp_pa
     assert gpu.history[-1]["loss_largest"] == pytest.approx(cpu.history[-1]["loss_largest"], rel=0.05)
     scores = evaluate_arch(net_gpu, space.smallest(), eval_loader(data, 8), eval_loader(data, 8), n_bn_batches=2)
     assert scores["n"] == 32
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        from pathlib import Path
+
+        return (Path.touch, (self.marker,))
+
+
+def test_a_checkpoint_with_code_or_from_other_inputs_is_not_resumed(tmp_path, capsys):
+    from ersam_lib.io import atomic_torch_save
+
+    cfg, data = small_cfg(epochs=2), make_data(16)
+    marker = tmp_path / "payload-ran"
+    atomic_torch_save({"config": cfg.to_dict(), "model": _Payload(marker)}, tmp_path / "ck" / "checkpoint.pt")
+    net, space = make_supernet()
+    res = train_supernet(net, space, data, cfg, tmp_path / "ck", teacher=MeanTeacher(), provenance={"data": "A"})
+    assert not marker.exists() and res.resumed_from == 0 and len(res.history) == 2
+    assert "refused to load it" in capsys.readouterr().out
+    # resumed only with the same provenance: new data (or a new teacher) trains from scratch, never mixes
+    net, _ = make_supernet()
+    more = small_cfg(epochs=3)
+    (tmp_path / "ck2").mkdir()
+    part = train_supernet(net, space, data, more, tmp_path / "ck2", MeanTeacher(), stop_after_epoch=1,
+                          provenance={"data": "A"})
+    assert part.resumed_from == 0
+    again = train_supernet(make_supernet()[0], space, data, more, tmp_path / "ck2", MeanTeacher(),
+                           provenance={"data": "B"})
+    assert again.resumed_from == 0 and "trained on other inputs" in capsys.readouterr().out
+    same = train_supernet(make_supernet()[0], space, data, small_cfg(epochs=3), tmp_path / "ck2", MeanTeacher(),
+                          provenance={"data": "B"})
+    assert same.resumed_from == 3
+
+
+def test_load_supernet_refuses_code_damage_and_other_data(tmp_path):
+    import json
+
+    from ersam_lib.io import ArtifactError, atomic_torch_save
+
+    net, space = make_supernet()
+    path = tmp_path / "run" / "supernet" / "supernet.pt"
+    marker = tmp_path / "payload-ran"
+    atomic_torch_save({"model": _Payload(marker), "space": space.to_dict(), "info": {}}, path)
+    with pytest.raises(ArtifactError, match=r"supernet\.pt holds objects other than tensors .*--only 04$"):
+        load_supernet(tmp_path / "run")
+    assert not marker.exists()
+    path.write_bytes(b"PK\x03\x04 cut short")
+    with pytest.raises(ArtifactError, match=r"supernet\.pt is not a readable checkpoint"):
+        load_supernet(tmp_path / "run")
+    meta = tmp_path / "run" / "data" / "features" / "logmel" / "meta.json"
+    meta.parent.mkdir(parents=True)
+    meta.write_text(json.dumps({"format": 2, "key": "A"}))
+    save_supernet(path, net, space, {"variant": "none", "provenance": {"data": "A"}})
+    assert load_supernet(tmp_path / "run")[2]["provenance"] == {"data": "A"}
+    meta.write_text(json.dumps({"format": 2, "key": "B"}))  # chapter 1 rebuilt the data since
+    with pytest.raises(ArtifactError, match="trained on other data"):
+        load_supernet(tmp_path / "run")

@@ -41,6 +41,11 @@ class SpeechSource(ABC):
     def describe(self) -> dict[str, Any]:
         """JSON description, enough to reopen the source (:func:`data_prep.sources.open_source`)."""
 
+    def fingerprint(self) -> dict[str, Any]:
+        """What identifies the audio this source serves: the manifest and the features built from it record it,
+        and are reused only while it matches (chapter 1)."""
+        return self.describe()
+
     def vad(self, utt_id: str, mode: int = 2) -> np.ndarray:
         """Per-10-ms speech activity of an utterance (memoised: the sampler asks for each utterance many times)."""
         key = (utt_id, mode)

@@ -9,9 +9,9 @@ limited rendering (12 instead of ~100 mixtures/s per process).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tarfile
+import urllib.error
 import urllib.request
 from collections import OrderedDict
 from math import gcd
@@ -23,7 +23,7 @@ import pandas as pd
 import soundfile as sf
 from scipy.signal import resample_poly
 
-from ersam_lib.io import atomic_path
+from ersam_lib.io import sha256_file
 from ersam_lib.progress import progress
 
 from .base import SourceError, SpeechSource
@@ -37,6 +37,9 @@ LIBRISPEECH_SHA256 = {
     "train-clean-100": "d4ddd1d5a6ab303066f14971d768ee43278a5f2a0aa43dc716b0e64ecbbbf6e2",
     "train-clean-360": "146a56496217e96c14334a160df97fffedd6e0a04e66b9c5af0d40be3c792ecf",
 }
+
+
+DOWNLOAD_TIMEOUT_S = 60.0  # a connection that sends nothing for this long is given up (the download resumes)
 
 
 def read_audio(path: str | os.PathLike, sample_rate: int = 16_000) -> np.ndarray:
@@ -116,6 +119,10 @@ class FileSource(SpeechSource):
                 "seconds": float((self._table["file_frames"] / self._table["file_sample_rate"]).sum()),
                 "skipped": self.skipped}
 
+    def fingerprint(self) -> dict[str, Any]:
+        # Without ``skipped``: building a manifest adds the silent files it finds, the files themselves are the same.
+        return {k: v for k, v in self.describe().items() if k != "skipped"}
+
 
 class FolderSource(FileSource):
     """``root/<speaker>/**/*.wav|flac``: any speaker-labelled recordings, e.g. a user's own."""
@@ -167,20 +174,47 @@ class LibriSpeechSource(FileSource):
         return super().describe() | {"subsets": self.subsets}
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+def download(url: str, dest: str | os.PathLike, sha256: str, timeout_s: float = DOWNLOAD_TIMEOUT_S) -> Path:
+    """Download ``url`` to ``dest`` and verify its SHA-256; resumable, never hangs on a stalled connection.
+
+    Bytes arrive in ``dest.part``; a download that fails or stalls (no data for ``timeout_s``) keeps them, and the
+    next call asks the server for the rest (an HTTP range request; a server that ignores it sends everything
+    again). Only a file with the expected checksum is renamed to ``dest``; a mismatch deletes it.
+    """
+    dest = Path(dest)
+    part = dest.with_name(dest.name + ".part")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    have = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as r:
+            resumed = have > 0 and getattr(r, "status", None) == 206
+            read = getattr(r, "read1", r.read)  # what has arrived: a stall must not lose the bytes already read
+            with open(part, "ab" if resumed else "wb") as f:
+                while block := read(1 << 20):
+                    f.write(block)
+    except urllib.error.HTTPError as e:
+        if e.code != 416:  # 416: nothing left to send, the part is complete
+            raise SourceError(f"download of {url} failed: HTTP {e.code} {e.reason}") from None
+    except (urllib.error.URLError, TimeoutError, OSError) as e:
+        kept = f"{part.stat().st_size} bytes kept in {part}, " if part.exists() else ""
+        raise SourceError(f"download of {url} failed or stalled ({getattr(e, 'reason', e)}); {kept}run the command "
+                          f"again to resume") from None
+    got = sha256_file(part)
+    if got != sha256:
+        part.unlink()
+        raise SourceError(f"checksum mismatch for {url}: expected {sha256}, got {got}; the download was removed")
+    os.replace(part, dest)
+    return dest
 
 
 def download_librispeech(subset: str, root: str | os.PathLike, url: str | None = None,
                          sha256: str | None = None) -> Path:
     """Download one LibriSpeech subset, verify its SHA-256, extract it under ``root``; return the tree.
 
-    Needs internet (not available where the book is tested: the tests call it with a local ``file://`` archive).
-    A checksum mismatch deletes the download and raises, so a truncated archive is never extracted.
+    Needs internet (not available where the book is tested: the tests call it with a local archive). The download
+    resumes after an interruption and gives up on a stalled connection (:func:`download`); a checksum mismatch
+    deletes it and raises, so a truncated archive is never extracted.
     """
     root = Path(root)
     expected = sha256 or LIBRISPEECH_SHA256.get(subset)
@@ -190,15 +224,11 @@ def download_librispeech(subset: str, root: str | os.PathLike, url: str | None =
     if tree.is_dir():
         return root / "LibriSpeech"
     archive = root / f"{subset}.tar.gz"
-    if not archive.exists():
-        with atomic_path(archive) as tmp, urllib.request.urlopen(url or LIBRISPEECH_URL.format(subset=subset)) as r:
-            with open(tmp, "wb") as f:
-                while block := r.read(1 << 20):
-                    f.write(block)
-    got = sha256_file(archive)
-    if got != expected:
+    if archive.exists() and sha256_file(archive) != expected:
         archive.unlink()
-        raise SourceError(f"checksum mismatch for {subset}: expected {expected}, got {got}; the download was removed")
+        raise SourceError(f"checksum mismatch for {archive}: expected {expected}; the file was removed, run again")
+    if not archive.exists():
+        download(url or LIBRISPEECH_URL.format(subset=subset), archive, expected)
     staging = root / f".{subset}.extracting"
     with tarfile.open(archive) as tar:
         tar.extractall(staging, filter="data")

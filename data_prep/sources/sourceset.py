@@ -75,6 +75,9 @@ class SourceSet(SpeechSource):
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "members": {n: s.describe() for n, s in self.members.items()}}
 
+    def fingerprint(self) -> dict[str, Any]:
+        return {"name": self.name, "members": {n: s.fingerprint() for n, s in self.members.items()}}
+
     def __getstate__(self) -> dict:
         state = super().__getstate__()
         state["_index"] = None

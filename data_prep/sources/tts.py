@@ -6,15 +6,21 @@ runs are made reproducible by sharing one synthesised corpus, whose content hash
 corpus is cached under ``$ERSAM_CACHE/tts/<config hash>/`` (default ``~/.cache/ersam``) so
 that several runs reuse it; it is synthesised in blocks of speakers, each block written atomically, so an
 interrupted synthesis resumes where it stopped; ``corpus.json`` is written last and marks the corpus complete.
+
+The cache is shared by every run on the machine: synthesis holds a lock (``.<config hash>.lock`` beside the
+corpus), so a second process that asks for the same corpus waits and then reuses it. A corpus is used only when its
+files are intact (the audio's recorded ``audio_sha256`` is checked); a damaged one is synthesised again.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import os
 import shutil
 import time
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -24,7 +30,7 @@ import numpy as np
 import pandas as pd
 from scipy.signal import resample_poly
 
-from ersam_lib.io import atomic_path, atomic_write_json, read_json
+from ersam_lib.io import ArtifactError, atomic_path, atomic_write_json, file_lock, load_array, read_json
 from ersam_lib.progress import progress
 
 from ..config import TtsConfig
@@ -43,6 +49,7 @@ VARIANTS: tuple[str, ...] = (
     "john", "linda", "max", "michel", "norbert", "pablo", "paul", "pedro", "quincy", "rob", "robert", "steph",
     "travis", "grandma", "grandpa")
 BLOCK = 16  # speakers per resumable block
+CORPUS_FILES: tuple[str, ...] = ("corpus.json", "audio.npy", "vad.npy", "index.parquet")
 
 
 def cache_root() -> Path:
@@ -102,11 +109,23 @@ def _synth_block(block: list[dict[str, Any]], cfg: TtsConfig, out: Path) -> Path
 def synthesize_corpus(cfg: TtsConfig, root: Path | None = None, workers: int = 2) -> Path:
     """Make sure the TTS corpus for ``cfg`` exists in the cache and return its folder (chapter 1).
 
-    Resumable: finished blocks are kept; ``corpus.json`` marks completion and records the synthesis speed.
+    Resumable: finished blocks are kept; ``corpus.json`` marks completion and records the synthesis speed. Holds
+    the corpus lock throughout, so concurrent callers synthesise it once; a damaged corpus is synthesised again.
     """
     folder = (root or cache_root()) / "tts" / cfg.key()
-    if (folder / "corpus.json").exists():
-        return folder
+    with file_lock(folder.parent / f".{cfg.key()}.lock"):
+        problem = corpus_problem(folder)
+        if problem is None:
+            return folder
+        if (folder / "corpus.json").exists():  # it was complete once: remove the damaged corpus, keep nothing
+            warnings.warn(f"{problem}; synthesising the corpus again", stacklevel=2)
+            for name in CORPUS_FILES:
+                (folder / name).unlink(missing_ok=True)
+        _synthesize(cfg, folder, workers)
+    return folder
+
+
+def _synthesize(cfg: TtsConfig, folder: Path, workers: int) -> None:
     parts = folder / "parts"
     parts.mkdir(parents=True, exist_ok=True)
     idents = make_identities(cfg.n_speakers, cfg.seed)
@@ -126,7 +145,44 @@ def synthesize_corpus(cfg: TtsConfig, root: Path | None = None, workers: int = 2
     synth_s = time.perf_counter() - t0
     _consolidate(folder, [parts / f"block_{i:04d}.npz" for i in range(len(blocks))], idents, cfg, synth_s, len(todo))
     shutil.rmtree(parts, ignore_errors=True)
-    return folder
+
+
+def corpus_problem(folder: Path) -> str | None:
+    """Why the corpus in ``folder`` cannot be used (one line naming the file), or ``None`` when it is complete and
+    its audio still has the SHA-256 recorded in ``corpus.json``."""
+    meta_path = folder / "corpus.json"
+    if not meta_path.exists():
+        return f"{folder} is not a complete TTS corpus (no corpus.json)"
+    try:
+        meta = read_json(meta_path)
+        for name in CORPUS_FILES[1:]:
+            if not (folder / name).exists():
+                return f"{folder / name} is missing"
+        if _array_sha256(folder / "audio.npy") != meta["audio_sha256"]:
+            return f"{folder / 'audio.npy'} does not match the audio_sha256 recorded in corpus.json"
+        load_array(folder / "vad.npy", mmap_mode="r")
+        if len(pd.read_parquet(folder / "index.parquet")) != meta["n_utterances"]:
+            return f"{folder / 'index.parquet'} does not list the {meta['n_utterances']} utterances of corpus.json"
+    except ArtifactError as e:
+        return str(e)
+    except Exception as e:  # a damaged Parquet file or a corpus.json without its fields
+        return f"{folder} holds a damaged corpus ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''})"
+    return None
+
+
+def _array_sha256(path: Path) -> str:
+    """SHA-256 of the array's bytes (what ``corpus.json`` records), remembered per file version."""
+    st = path.stat()
+    return _array_digest(str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+@functools.lru_cache(maxsize=8)
+def _array_digest(path: str, size: int, mtime_ns: int, inode: int) -> str:
+    flat = load_array(path, mmap_mode="r").reshape(-1)
+    h = hashlib.sha256()
+    for i in range(0, len(flat), 1 << 24):  # in chunks: the tutorial corpus is hundreds of MB
+        h.update(np.ascontiguousarray(flat[i:i + (1 << 24)]).tobytes())
+    return h.hexdigest()
 
 
 def _consolidate(folder: Path, files: list[Path], idents: list[dict], cfg: TtsConfig, synth_s: float,
@@ -145,8 +201,6 @@ def _consolidate(folder: Path, files: list[Path], idents: list[dict], cfg: TtsCo
     with atomic_path(folder / "index.parquet") as tmp:
         index.to_parquet(tmp, index=False)
     seconds = float(len(audio) / 16_000)
-    import hashlib
-
     digest = hashlib.sha256(audio.tobytes()).hexdigest()
     atomic_write_json(folder / "corpus.json", {
         "config": dataclasses.asdict(cfg), "speakers": idents, "n_utterances": len(index), "seconds": seconds,
@@ -166,6 +220,10 @@ class TtsSource(SpeechSource):
         self.folder = Path(folder)
         if not (self.folder / "corpus.json").exists():
             raise SourceError(f"{self.folder} is not a complete TTS corpus (no corpus.json); synthesise it first")
+        problem = corpus_problem(self.folder)
+        if problem is not None:
+            raise ArtifactError(f"{problem}; the next build synthesises it again (python -m data_prep build, or "
+                                f"chapter 1)")
         self._index: pd.DataFrame | None = None
         self._audio: np.ndarray | None = None
         self._vad: np.ndarray | None = None
@@ -181,8 +239,8 @@ class TtsSource(SpeechSource):
             cols = zip(self._index["utt_id"], self._index["start"], self._index["n_samples"],
                        self._index["vad_start"], self._index["n_frames"])
             self._where = {u: (int(a), int(n), int(va), int(vn)) for u, a, n, va, vn in cols}
-            self._audio = np.load(self.folder / "audio.npy", mmap_mode="r")
-            self._vad = np.load(self.folder / "vad.npy", mmap_mode="r")
+            self._audio = load_array(self.folder / "audio.npy", mmap_mode="r")
+            self._vad = load_array(self.folder / "vad.npy", mmap_mode="r")
 
     def index(self) -> pd.DataFrame:
         self._open()
@@ -192,6 +250,11 @@ class TtsSource(SpeechSource):
         self._open()
         start, n, _, _ = self._where[utt_id]
         return self._audio[start:start + n].astype(np.float32) / 32767.0
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The corpus config and its audio hash: a rebuilt corpus (espeak-ng is not bit-exact) differs."""
+        meta = read_json(self.folder / "corpus.json")
+        return {"name": self.name, "config": meta["config"], "audio_sha256": meta["audio_sha256"]}
 
     def vad(self, utt_id: str, mode: int = 2) -> np.ndarray:
         if mode != 2:  # the corpus stores mode-2 tracks; other modes are computed
