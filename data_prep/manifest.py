@@ -261,12 +261,9 @@ def shares(quota: int, n: int) -> list[int]:
 
 def _drop_silent(cfg: DataConfig, source: SpeechSource, split: str, speakers: list[str], e: _SilentSpeaker) -> str:
     """Skip (``on_error="skip"``, recorded in ``source.skipped``) or refuse a speaker whose files are all silent."""
-    index = source.index()
-    where = dict(zip(index["utt_id"], index["path"])) if "path" in index else {}
-    files = [str(where.get(u, u)) for u in e.utts]
+    files = source.skip(e.utts, "no speech found by the VAD", record=cfg.on_error != "raise")
     if cfg.on_error == "raise":
         raise SourceError(f"{e}: {', '.join(files[:5])}") from None
-    source.skipped.extend({"path": f, "error": "no speech found by the VAD"} for f in files)
     if len(speakers) - 1 < required_speakers(cfg):
         raise SourceError(f"split {split!r}: too few speakers with speech for K={cfg.max_count} once the silent "
                           f"speaker {e.speaker} is left out ({', '.join(files[:3])})") from None

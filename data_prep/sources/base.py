@@ -46,6 +46,16 @@ class SpeechSource(ABC):
         and are reused only while it matches (chapter 1)."""
         return self.describe()
 
+    def skip(self, utt_ids: list[str], error: str, record: bool = True) -> list[str]:
+        """The files of ``utt_ids`` (their ids where the index has no paths), recorded in ``skipped`` as left out
+        with ``error`` unless ``record`` is false (chapter 1 names what it leaves out)."""
+        index = self.index()
+        where = dict(zip(index["utt_id"], index["path"])) if "path" in index else {}
+        files = [str(where.get(u, u)) for u in utt_ids]
+        if record:
+            self.skipped.extend({"path": f, "error": error} for f in files)
+        return files
+
     def vad(self, utt_id: str, mode: int = 2) -> np.ndarray:
         """Per-10-ms speech activity of an utterance (memoised: the sampler asks for each utterance many times)."""
         key = (utt_id, mode)

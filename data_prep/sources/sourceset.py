@@ -68,6 +68,13 @@ class SourceSet(SpeechSource):
         src, bare = self._split(utt_id)
         return src.load(bare)
 
+    def skip(self, utt_ids: list[str], error: str, record: bool = True) -> list[str]:
+        files = []
+        for uid in utt_ids:  # recorded by the member that owns the file, so its description lists it
+            src, bare = self._split(uid)
+            files += src.skip([bare], error, record)
+        return files
+
     def vad(self, utt_id: str, mode: int = 2) -> np.ndarray:
         src, bare = self._split(utt_id)
         return src.vad(bare, mode)  # the member memoises (or, for TTS, stores) its tracks

@@ -1,0 +1,50 @@
+"""Chapter 5 notebook at SCALE=smoke: the search ran every strategy, the budgets held, the frontier and the chosen
+models are on disk with cards chapter 6 can load, and the recorded figures follow from the saved tables."""
+
+import pandas as pd
+import pytest
+
+from .conftest import chapter_metrics
+
+pytestmark = pytest.mark.notebooks
+
+
+def test_ch05_search_and_frontier_are_consistent(smoke_run, smoke_run_dir):
+    from ersam_lib.frontier import FrontierConfig
+    from ersam_lib.search import History
+
+    m = chapter_metrics(smoke_run, "05")
+    cfg = FrontierConfig.for_scale("smoke")
+    history = History.load(smoke_run_dir / "search" / "history.json")
+    assert set(history.df["strategy"]) == set(cfg.strategies) == set(m["hypervolume"])
+    assert m["n_evaluations"] == len(history) and m["n_supernet_scores"] >= 0
+    assert all(0.0 <= a <= 1.0 for a in history.df["acc"]) and m["eval_s"] > 0
+    assert m["calibration_scale"] == pytest.approx(13.9 / m["mobilenetv2_energy_mj_device"])
+    table = pd.read_csv(smoke_run_dir / "search" / "frontier.csv")
+    searched, baselines = table[table.kind == "searched"], table[table.kind == "baseline"]
+    assert set(baselines["name"]) == set(cfg.baselines) == set(m["baseline_test_acc"])
+    assert len(searched) == len(m["finalists"]) >= 1
+    for _, r in table.iterrows():  # the error column is 1 - accuracy, energies are calibrated predictions
+        assert r["error"] == pytest.approx(1 - r["acc"]) and 0.0 <= r["acc"] <= 1.0 and r["mae"] >= 0
+        assert r["energy_mj"] == pytest.approx(r["energy_mj_device"] * m["calibration_scale"])
+    for budget, acc in m["ersam_budget_best_acc"].items():  # a budget either found nothing or a model within it
+        assert acc is None or 0.0 <= acc <= 1.0
+
+
+def test_ch05_hands_chosen_models_to_chapter_6(smoke_run, smoke_run_dir):
+    import torch
+
+    from ersam_lib.frontier import load_chosen
+    from ersam_lib.io import read_json
+
+    chosen = read_json(smoke_run_dir / "search" / "chosen.json")
+    names = [chosen[k] for k in ("budget", "most_accurate") if k in chosen] + chosen["baselines"]
+    info = read_json(smoke_run_dir / "data" / "dataset.json")
+    for name in names:
+        model, card = load_chosen(smoke_run_dir, name)
+        assert card["manifest_sha256"] == info["manifest_sha256"] and card["classes"] == info["classes"]
+        x = torch.zeros(2, card["input"]["n_features"], card["input"]["n_frames"])
+        with torch.no_grad():
+            assert model(x).shape == (2, len(card["classes"]))
+    with pytest.raises(FileNotFoundError, match="run chapter 05"):
+        load_chosen(smoke_run_dir, "no-such-model")
