@@ -440,39 +440,43 @@ class CostModel:
 
     # -- persistence: RUN_DIR/profiling/{lut.json, correction.json, costmodel.json} -------------------------------
     @staticmethod
-    def _file(path: str | os.PathLike, key: str) -> Path:
-        """The file ``key`` of :data:`ersam_lib.rundir.FILES` in a run folder or in a profiling folder itself."""
+    def _file(path: str | os.PathLike, key: str, runtime: str = "eager") -> Path:
+        """The file ``key`` of :data:`ersam_lib.rundir.FILES` in a run folder or in a profiling folder itself; a
+        model of another runtime than eager PyTorch has its own ``<key>_<runtime>`` files (the LUT is shared)."""
         path = Path(path)
+        key = key if runtime == "eager" or key == "lut" else f"{key}_{runtime}"
         name = run_file(path, key).name
         return path / name if path.name == "profiling" else run_file(path, key)
 
-    def save(self, run_dir: str | os.PathLike) -> Path:
-        """Write ``lut.json``, ``correction.json`` (the forest's training data) and, last, ``costmodel.json``."""
+    def save(self, run_dir: str | os.PathLike, runtime: str = "eager") -> Path:
+        """Write ``lut.json``, ``correction.json`` (the forest's training data) and, last, ``costmodel.json``;
+        ``runtime`` names the runtime the correction predicts (chapter 2's ExecuTorch model: ``"executorch"``)."""
         atomic_write_json(self._file(run_dir, "lut"), self.lut.to_json())
         if self.correction is not None:
-            atomic_write_json(self._file(run_dir, "correction"), self.correction)
+            atomic_write_json(self._file(run_dir, "correction", runtime), self.correction)
         meta = {"power_mw": self.power_mw, "power_source": self.power_source, "feature_names": self.feature_names,
-                "has_correction": self.correction is not None, "statistic": self.statistic}
-        return atomic_write_json(self._file(run_dir, "costmodel"), meta).parent
+                "has_correction": self.correction is not None, "statistic": self.statistic, "runtime": runtime}
+        return atomic_write_json(self._file(run_dir, "costmodel", runtime), meta).parent
 
     @classmethod
-    def load(cls, run_dir: str | os.PathLike) -> CostModel:
-        """The cost model chapter 2 saved in ``RUN_DIR/profiling`` (or a profiling folder measured elsewhere).
+    def load(cls, run_dir: str | os.PathLike, runtime: str = "eager") -> CostModel:
+        """The cost model chapter 2 saved in ``RUN_DIR/profiling`` (or a profiling folder measured elsewhere), for
+        eager PyTorch or, with ``runtime="executorch"``, for the runtime chapter 6 deploys to.
 
         Only JSON is read, and checked: a damaged or malformed file raises :class:`~ersam_lib.io.ArtifactError`
         naming it.
         """
-        meta_path = cls._file(run_dir, "costmodel")
+        meta_path = cls._file(run_dir, "costmodel", runtime)
         if not meta_path.exists():
             raise FileNotFoundError(missing_message(meta_path, run_dir, "02"))
-        legacy = cls._file(run_dir, "correction").with_suffix(".pkl")
+        legacy = cls._file(run_dir, "correction", runtime).with_suffix(".pkl")
         try:
             meta = read_json(meta_path)
-            if meta["has_correction"] and legacy.exists() and not cls._file(run_dir, "correction").exists():
+            if meta["has_correction"] and legacy.exists() and not cls._file(run_dir, "correction", runtime).exists():
                 raise ValueError(f"{legacy} is a pickle, which is no longer loaded (it could run code); "
                                  f"correction.json replaces it")
             lut = LatencyLUT.from_json(read_json(cls._file(run_dir, "lut")))
-            correction = _checked_correction(read_json(cls._file(run_dir, "correction"))) \
+            correction = _checked_correction(read_json(cls._file(run_dir, "correction", runtime))) \
                 if meta["has_correction"] else None
             return cls(lut, meta["power_mw"], meta["power_source"], correction, meta.get("statistic", "median"))
         except (ArtifactError, FileNotFoundError, KeyError, TypeError, ValueError) as e:

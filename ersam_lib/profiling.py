@@ -76,6 +76,10 @@ class ProfilingConfig:
     n_train_archs: int = 80
     n_heldout_archs: int = 60
     rounds: int = 3  # interleaved measurement passes over all architectures
+    # The runtime chapter 6 deploys to (ExecuTorch + XNNPACK): architectures measured end to end through it, some to
+    # fit its correction on the eager LUT, the others to validate it (each is exported once, seconds apiece).
+    n_runtime_train: int = 30
+    n_runtime_heldout: int = 20
     # Latency statistic the LUT sums and the model predicts. On a shared machine interference only adds time, so
     # the minimum over many warm calls tracks the uncontended latency best; on a quiet device "median" is the norm.
     statistic: str = "min"
@@ -90,8 +94,9 @@ class ProfilingConfig:
         data = DataConfig.for_scale(check_scale(scale))
         shape = dict(n_features=data.features.n_mels, n_classes=data.max_count + 1,
                      n_frames=int(data.duration_s * data.sample_rate) // data.features.hop_length + 1)
-        sizes = {"smoke": dict(n_train_archs=6, n_heldout_archs=4, rounds=1),
-                 "tutorial": {}, "paper": dict(n_train_archs=200, n_heldout_archs=200)}[scale]
+        sizes = {"smoke": dict(n_train_archs=6, n_heldout_archs=4, rounds=1, n_runtime_train=4, n_runtime_heldout=3),
+                 "tutorial": {}, "paper": dict(n_train_archs=200, n_heldout_archs=200, n_runtime_train=100,
+                                               n_runtime_heldout=100)}[scale]
         return cls(grid=OperatorGrid.for_scale(scale), **(shape | sizes | overrides))
 
     @property

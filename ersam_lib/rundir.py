@@ -11,7 +11,9 @@
       data/                   chapter 1: manifest.parquet, manifest.sha256, config.json, dataset.json,
                               features/<kind>/{<split>.npy, <split>_y.npy, meta.json}            (data_prep.build)
       profiling/              chapter 2: operators.csv, rule.json, lut.json, correction.json, costmodel.json,
-                              train_archs.csv, validation.csv, validation_baselines.csv  (chapter 2 via profiling)
+                              train_archs.csv, validation.csv, validation_baselines.csv, and the ExecuTorch
+                              model: costmodel_executorch.json, correction_executorch.json,
+                              validation_executorch.csv                              (chapter 2 via profiling)
       teacher/                chapter 3: teacher.pt (state dict), teacher.json       (ersam_lib.fit via teacher)
       supernet/               chapter 4: runs/<variant>/{checkpoint.pt, history.json},
                               ablation.csv, ablation.json, supernet.pt                          (ersam_lib.ablation)
@@ -59,6 +61,9 @@ FILES: dict[str, tuple[str, str, str]] = {
     "lut": ("profiling", "lut.json", "02"),
     "costmodel": ("profiling", "costmodel.json", "02"),
     "correction": ("profiling", "correction.json", "02"),
+    "costmodel_executorch": ("profiling", "costmodel_executorch.json", "02"),
+    "correction_executorch": ("profiling", "correction_executorch.json", "02"),
+    "runtime_validation": ("profiling", "validation_executorch.csv", "02"),
     "train_archs": ("profiling", "train_archs.csv", "02"),
     "validation": ("profiling", "validation.csv", "02"),
     "validation_baselines": ("profiling", "validation_baselines.csv", "02"),

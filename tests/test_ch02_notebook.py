@@ -17,6 +17,9 @@ def test_ch02_measured_grid_rule_and_validation(smoke_run):
     assert 0.0 < m["val_mape"] < 5.0 and m["val_max_abs_err"] >= m["val_median_abs_err"]
     assert m["first_call_over_median"] > 0
     assert m["imported_lookup_matches"] and m["reloaded_prediction_matches"]
+    # The deployed runtime's model: validated on held-out architectures measured through ExecuTorch.
+    assert m["executorch_val_n"] >= 3 and 0.0 <= m["executorch_val_within10"] <= 1.0
+    assert -1.0 <= m["executorch_val_spearman"] <= 1.0 and -1.0 <= m["executorch_eager_rank"] <= 1.0
     for backends in m["backend_median_ms"].values():
         assert set(backends) == {"eager", "executorch", "onnxruntime"} and min(backends.values()) > 0
     # Energy is latency x power: bigger networks cost more, the 12-h average is energy / 5 s.
@@ -38,3 +41,6 @@ def test_ch02_hands_rule_and_cost_model_to_later_chapters(smoke_run_dir):
     torch.set_num_threads(1)
     est = cm.predict(build_baseline("tcresnet8", 32, 4), (1, 32, 126))
     assert est.latency_ms > 0 and est.params > 60_000 and est.lut_coverage == 1.0
+    et = CostModel.load(smoke_run_dir, runtime="executorch")  # same LUT, a correction fitted to ExecuTorch
+    assert et.lut.entries == cm.lut.entries
+    assert et.predict(build_baseline("tcresnet8", 32, 4), (1, 32, 126)).latency_ms > 0
