@@ -39,7 +39,7 @@ from .teacher import CRNNTeacher, TeacherConfig, TeacherUnavailable, build_wav2v
 
 __all__ = [
     "FitConfig", "FitReport", "Recipe", "finetune_subnet", "fit_baseline", "fit_largest_student", "fit_teacher",
-    "train_classifier",
+    "split_scores", "train_classifier",
 ]
 
 
@@ -162,6 +162,8 @@ def fit_teacher(run_dir: str | os.PathLike, cfg: TeacherConfig, device: str | No
     train_ds = subset(train_ds, cfg.max_train_samples, cfg.seed)
     fit = train_classifier(model, train_ds, val_ds, cfg, device)
     test = evaluate(model, eval_loader(test_ds, 128))
+    if kind == "crnn":  # the real-speech splits, on the same features (sim-to-real gap)
+        info |= split_scores(model, data.extra)
     info |= {"kind": kind, "input": "waveform" if kind == "wav2vec2" else "logmel", "fallback_reason": fallback,
              "val_acc": fit.best_val_acc, "best_epoch": fit.best_epoch, "test_acc": test["acc"],
              "test_mae": test["mae"], "train_samples": len(train_ds), "wall_s": fit.wall_s,  # type: ignore[arg-type]
@@ -185,7 +187,17 @@ def fit_largest_student(run_dir: str | os.PathLike, scale: str, cfg: TeacherConf
     test = evaluate(model, eval_loader(data.test, 128))
     return {"arch": space.largest().describe(), "params": count_params(model), "macs": space.macs(space.largest()),
             "val_acc": fit.best_val_acc, "test_acc": test["acc"], "test_mae": test["mae"], "wall_s": fit.wall_s,
-            "history": fit.history}
+            "history": fit.history} | split_scores(model, data.extra)
+
+
+def split_scores(model: nn.Module, splits: dict[str, Dataset]) -> dict[str, float]:
+    """``<split>_acc`` and ``<split>_mae`` of ``model`` on each named split (chapters 3-6 score the real-speech
+    splits, ``real_val``/``real_test``/``real_test_other``, beside the synthetic ones)."""
+    out: dict[str, float] = {}
+    for name, ds in splits.items():
+        r = evaluate(model, eval_loader(ds, 256))
+        out |= {f"{name}_acc": r["acc"], f"{name}_mae": r["mae"]}
+    return out
 
 
 # --------------------------------------------------------------------------------------------- chapter 5
@@ -231,5 +243,8 @@ def finetune_subnet(supernet: Supernet, arch: Arch, data: FeatureData, cfg: FitC
 
 
 def _test_report(model: nn.Module, data: FeatureData) -> dict[str, Any]:
+    """The test split's full report (``test_*``: accuracy, MAE, per class, confusion, levels) and the real splits'
+    accuracy and MAE."""
     y_true, y_pred = predict(model, eval_loader(data.test))
-    return {f"test_{k}": v for k, v in count_report(y_true, y_pred, data.n_classes).items()}
+    report = {f"test_{k}": v for k, v in count_report(y_true, y_pred, data.n_classes).items()}
+    return report | split_scores(model, data.extra)

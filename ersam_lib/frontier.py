@@ -25,6 +25,8 @@ from data_prep.build import load_dataset_info
 from .baselines import build_baseline
 from .complexity import count_params
 from .costmodel import CostModel, EnergyCalibration
+from .countnet import INPUT_SHAPE, load_published, predict_counts
+from .data import WaveformDataset
 from .devices import HostCPU
 from .export import TimingConfig
 from .io import atomic_torch_save, atomic_write_json, read_json, torch_load
@@ -33,7 +35,8 @@ from .scales import check_scale
 from .space import Arch, build_model
 
 __all__ = [
-    "CARD_KIND", "FrontierConfig", "frontier_row", "load_chosen", "measure_latency", "pick_finalists", "save_chosen",
+    "CARD_KIND", "FrontierConfig", "frontier_row", "load_chosen", "measure_latency", "peer_row", "pick_finalists",
+    "save_chosen",
 ]
 
 CARD_KIND = "ersam-model-card"
@@ -51,6 +54,7 @@ class FrontierConfig:
     n_finalists: int = 4
     baselines: tuple[str, ...] = ("countnet_crnn", "countnet_fcrnn", "tcresnet8", "tcresnet14", "mobilenetv2")
     backends: tuple[str, ...] = ("eager", "executorch")
+    peers: tuple[str, ...] = ("F-CRNN", "RNN")  # CountNet's published models (ersam_lib.countnet)
 
     def __post_init__(self) -> None:
         if self.n_seeds < 1 or self.n_finalists < 1 or not self.strategies:
@@ -64,7 +68,7 @@ class FrontierConfig:
         costs seconds); ``tutorial``/``paper``: the above (``paper`` adds the GP-based Bayesian optimiser, minutes
         per hundred proposals on a CPU)."""
         sizes = {"smoke": dict(n_seeds=1, n_finalists=2, baselines=("tcresnet8",), backends=("executorch",),
-                               strategies=("random", "evolution", "tpe", "nsga2")),
+                               strategies=("random", "evolution", "tpe", "nsga2"), peers=("F-CRNN",)),
                  "tutorial": {},
                  "paper": dict(n_finalists=8, strategies=cls.strategies + ("gp",))}[check_scale(scale)]
         return cls(**(sizes | overrides))
@@ -107,7 +111,8 @@ def frontier_row(name: str, kind: str, model: nn.Module, report: dict[str, Any],
            "memory_kb_float": 4 * params / 1000.0, "peak_act_kb_float": est.peak_activation_bytes / 1000.0,
            "macs": est.macs, "latency_ms_predicted": est.latency_ms, "energy_mj_predicted": calibration(est.energy_mj),
            "acc": report["test_acc"], "error": 1 - report["test_acc"], "mae": report["test_mae"],
-           "level_acc": report.get("test_level_acc")}
+           "level_acc": report.get("test_level_acc"), "real_acc": report.get("real_test_acc"),
+           "real_mae": report.get("real_test_mae")}
     for k, v in (measured or {}).items():
         row[f"measured_{k}"] = v
     if f"{runtime}_ms" in (measured or {}):
@@ -116,6 +121,34 @@ def frontier_row(name: str, kind: str, model: nn.Module, report: dict[str, Any],
     else:
         row |= {"latency_ms": est.latency_ms, "energy_mj_device": est.energy_mj,
                 "energy_mj": calibration(est.energy_mj), "cost_source": "predicted"}
+    return row
+
+
+def peer_row(run_dir: str | os.PathLike, name: str, splits: tuple[str, ...] = ("real_test", "real_test_other"),
+             backends: tuple[str, ...] = ("eager",), timing: TimingConfig | None = None,
+             calibration: EnergyCalibration | None = None, runtime: str = "eager") -> dict[str, Any]:
+    """CountNet's published model ``name`` (:data:`ersam_lib.countnet.PUBLISHED`) as the peer row of the frontier:
+    its accuracy and MAE on ``splits`` of the run (rendered to waveforms and preprocessed as upstream does: |STFT|,
+    its own scaler; real speech is what it was trained on), its size, and its latency on ``backends`` measured with
+    chapter 2's protocol on its own input (``(1, 500, 201)``; the |STFT| is left out, as our models' log-mel is).
+    It was trained on LibriCount's counts 0..10, so on a run with a smaller K its predictions above K count as
+    errors."""
+    model = load_published(name)
+    row: dict[str, Any] = {"name": f"CountNet {name} (published)", "kind": "published",
+                           "params": count_params(model), "memory_kb": count_params(model) / 1000.0}
+    for split in splits:
+        waves = WaveformDataset(run_dir, split)
+        x = np.stack([waves[i][0].numpy() for i in range(len(waves))])
+        y = waves.rows["label"].to_numpy(np.int64)
+        pred = predict_counts(model, x)
+        key = "real" if split == "real_test" else split
+        row |= {f"{key}_acc": float(np.mean(pred == y)), f"{key}_mae": float(np.mean(np.abs(pred - y))),
+                f"{key}_n": int(len(y))}
+    measured = measure_latency(model, INPUT_SHAPE, backends, timing)
+    row |= {f"measured_{k}": v for k, v in measured.items()}
+    if f"{runtime}_ms" in measured and calibration is not None:
+        row |= {"latency_ms": measured[f"{runtime}_ms"], "energy_mj_device": measured[f"{runtime}_energy_mj_device"],
+                "energy_mj": calibration(measured[f"{runtime}_energy_mj_device"]), "cost_source": f"measured {runtime}"}
     return row
 
 
