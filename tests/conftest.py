@@ -40,10 +40,14 @@ def smoke_run(smoke_run_dir: Path) -> dict:
 
 @pytest.fixture(scope="session")
 def smoke_book(smoke_run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The html folder of the book rendered from the smoke run into a temporary folder (never book/_build)."""
-    from ersam_lib.book import build_book
+    """The html folder of the book rendered from the smoke run into a temporary folder; the checkout's book/ is
+    left exactly as it was."""
+    from ersam_lib.book import BOOK_DIR, build_book
 
-    return build_book(smoke_run_dir, out_dir=tmp_path_factory.mktemp("smoke_book")).parent
+    checkout = {p: p.stat().st_mtime_ns for p in BOOK_DIR.rglob("*")}
+    html = build_book(smoke_run_dir, out_dir=tmp_path_factory.mktemp("smoke_book")).parent
+    assert {p: p.stat().st_mtime_ns for p in BOOK_DIR.rglob("*")} == checkout, "the render wrote into book/"
+    return html
 
 
 def chapter_metrics(summary: dict, prefix: str) -> dict:
