@@ -324,8 +324,8 @@ def _frontier_section(run_dir: Path, figure: str | None, docs: set[str]) -> list
                   ":alt: Test error against energy per 5-s segment (log scale) for the searched finalists and the "
                   "baselines of this run.", ":width: 80%", "",
                   f"Test error against energy per 5-s segment of the searched finalists and the baselines, from "
-                  f"{where}. Energy is predicted on this machine's cost model and calibrated to the phone scale "
-                  f"(see {where}); lower left is better.", "```", ""]
+                  f"{where}. Energy is predicted by this machine's cost model and calibrated to the phone scale; "
+                  f"lower left is better.", "```", ""]
     latency = next((c for c in ("measured_eager_min_ms", "latency_ms") if c in table.columns), None)
     how = ("measured on this machine, fastest of the repeats, one thread" if latency == "measured_eager_min_ms"
            else "predicted by chapter 2's cost model")
