@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
@@ -31,9 +31,10 @@ from .sources import SourceSet, SpeechSource, open_sources, reopen_source, reope
 
 @dataclass
 class BuildReport:
-    """What a build did and how fast (the benchmark prints it; chapter 1 records it)."""
+    """What a build did and how fast (the benchmark prints it; chapter 1 records it). Its repr leaves out
+    ``data_dir``, an absolute path of the build machine, so that chapter 1's page does not show it."""
 
-    data_dir: str
+    data_dir: str = field(repr=False)
     n_mixtures: int
     n_speakers: int
     n_utterances: int

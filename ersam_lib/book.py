@@ -7,24 +7,37 @@ name) in every page's footer, and runs ``jupyter-book build --all`` with warning
 The checkout is only read: by default ``OUT`` is ``book/`` (the reader's copy, what ``make render`` makes); tests
 pass a temporary folder. ``--all`` (a fresh Sphinx environment) makes every page show the run it was given, even
 when another run was rendered into the same folder before.
+
+What readers see is checked, not hoped for. The staged copies (never the run's) lose papermill's injected-parameters
+cell, which prints the build machine's ``RUN_DIR``, and gain a note saying at which scale and seed the page was
+executed (:func:`prepare_for_readers`); the landing page includes the run's headline results, written at render time
+into ``_generated/headline.md`` (:func:`write_headline`). After the build, a page that loads anything from the
+network (a CDN script: MathJax is served from ``book/_vendor/mathjax``) or shows an absolute path of the run folder
+or of the repository fails the render (:func:`check_offline`, :func:`find_leaks`).
 """
 
 from __future__ import annotations
 
+import html
+import json
+import math
 import os
+import re
 import shutil
 import subprocess
 import sys
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from .io import ArtifactError, read_json, sha256_file
-from .rundir import summary_path
+from .rundir import FILES, run_file, summary_path
 from .runner import REPO_ROOT
 
-__all__ = ["build_book", "check_executed", "stage_executed", "toc_chapters", "toc_files"]
+__all__ = ["build_book", "check_executed", "check_offline", "find_leaks", "headline_markdown", "prepare_for_readers",
+           "stage_executed", "toc_chapters", "toc_files", "write_headline"]
 
 BOOK_DIR = REPO_ROOT / "book"
 
@@ -89,8 +102,42 @@ def stage_executed(run_dir: str | os.PathLike, source_dir: Path, book_dir: Path 
         if not executed.exists():
             raise FileNotFoundError(f"{executed} is missing; run chapter {stem[:2]} again before rendering")
         check_executed(executed, entry, summary)
-        copied.append(Path(shutil.copyfile(executed, target / f"{stem}.ipynb")))
+        staged = target / f"{stem}.ipynb"
+        nb = prepare_for_readers(read_json(executed), summary, run_dir.resolve().name)
+        staged.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        copied.append(staged)
     return copied
+
+
+def prepare_for_readers(nb: dict[str, Any], summary: dict[str, Any], run_name: str) -> dict[str, Any]:
+    """The staged copy of an executed chapter as readers see it: papermill's injected-parameters cell (it shows
+    the build machine's absolute ``RUN_DIR``) replaced by a note that says at which scale and seed (and with which
+    further ``-p`` parameters) the page was executed, and papermill's absolute paths in the metadata reduced to
+    names. ``nb`` is a parsed notebook; a changed copy is returned."""
+    nb = json.loads(json.dumps(nb))
+    params = nb.get("metadata", {}).get("papermill", {}).get("parameters", {})
+    cells = [c for c in nb["cells"] if "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
+    tagged = [i for i, c in enumerate(cells) if "parameters" in c.get("metadata", {}).get("tags", [])]
+    at = tagged[0] + 1 if tagged else 1
+    nb["cells"] = cells[:at] + [_executed_at_note(params, summary, run_name)] + cells[at:]
+    papermill = nb.get("metadata", {}).get("papermill", {})
+    for key in ("input_path", "output_path"):
+        if papermill.get(key):
+            papermill[key] = Path(papermill[key]).name
+    if "RUN_DIR" in params:
+        params["RUN_DIR"] = run_name
+    return nb
+
+
+def _executed_at_note(params: dict[str, Any], summary: dict[str, Any], run_name: str) -> dict[str, Any]:
+    """The markdown cell that takes the injected-parameters cell's place."""
+    extra = ", ".join(f"`{k}={v!r}`" for k, v in params.items() if k not in ("SCALE", "SEED", "RUN_DIR"))
+    text = (f"```{{note}}\nThis page shows the chapter executed at **`SCALE=\"{summary['scale']}\"`** with "
+            f"**`SEED={summary['seed']}`**{' and ' + extra if extra else ''}, as part of the run `{run_name}` "
+            f"(last updated {summary.get('updated', summary.get('created', '?'))}). The runner set these "
+            f"parameters and `RUN_DIR`, in place of the defaults in the cell above; every number below is from "
+            f"that execution.\n```")
+    return {"cell_type": "markdown", "id": "executed-at", "metadata": {}, "source": text}
 
 
 def build_book(run_dir: str | os.PathLike, book_dir: Path = BOOK_DIR, out_dir: str | os.PathLike | None = None) -> Path:
@@ -108,6 +155,7 @@ def build_book(run_dir: str | os.PathLike, book_dir: Path = BOOK_DIR, out_dir: s
     shutil.copytree(book_dir, source, ignore=shutil.ignore_patterns("_build", "chapters", ".*"))
     stage_executed(run_dir, source, book_dir)
     _state_the_run(source / "_config.yml", run_dir)
+    write_headline(run_dir, source)
     exe = Path(sys.executable).with_name("jupyter-book")
     cmd = [str(exe), "build", str(source), "--path-output", str(out), "--builder", "html", "--all",
            "--warningiserror", "--keep-going"]
@@ -115,7 +163,61 @@ def build_book(run_dir: str | os.PathLike, book_dir: Path = BOOK_DIR, out_dir: s
     index = out / "_build" / "html" / "index.html"
     if not index.exists():
         raise FileNotFoundError(f"the build did not produce {index}")
+    problems = check_offline(index.parent) + find_leaks(index.parent, [run_dir.resolve(), REPO_ROOT, out.resolve()])
+    if problems:
+        raise ArtifactError(f"the rendered book in {index.parent} is not fit for readers: {len(problems)} "
+                            f"problem(s): {'; '.join(problems[:6])}")
     return index
+
+
+class _Assets(HTMLParser):
+    """The URLs a page loads by itself (scripts, stylesheets, images, media, frames), not the links it shows."""
+
+    LOADS = {"script": "src", "img": "src", "audio": "src", "video": "src", "source": "src", "iframe": "src",
+             "embed": "src", "link": "href"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attr = dict(attrs)
+        key = self.LOADS.get(tag)
+        if key is None or not attr.get(key):
+            return
+        if tag == "link" and not set((attr.get("rel") or "").split()) & {"stylesheet", "preload", "icon",
+                                                                          "modulepreload", "prefetch"}:
+            return  # <link rel="next"> and the like are navigation, not loads
+        self.urls.append(attr[key])
+
+
+def check_offline(html_dir: str | os.PathLike) -> list[str]:
+    """Every asset a page of ``html_dir`` would load from the network (``page: url``); empty when the book
+    renders offline (equations included: MathJax must come from ``_static``)."""
+    html_dir = Path(html_dir)
+    problems = []
+    for page in sorted(html_dir.rglob("*.html")):
+        parser = _Assets()
+        parser.feed(page.read_text(encoding="utf-8", errors="replace"))
+        problems += [f"{page.relative_to(html_dir)} loads {url} from the network" for url in parser.urls
+                     if re.match(r"^(https?:)?//", url.strip(), re.I)]
+    return problems
+
+
+def find_leaks(html_dir: str | os.PathLike, paths: list[str | os.PathLike]) -> list[str]:
+    """Files of the rendered book that show one of ``paths`` (absolute paths of the build machine: the run folder,
+    the repository); a path counts only as a whole path component sequence, not inside a longer name."""
+    html_dir = Path(html_dir)
+    needles = sorted({str(Path(p)) for p in paths if len(str(Path(p))) > 1}, key=len, reverse=True)
+    patterns = [(n, re.compile(rb"(?<![\w./-])" + re.escape(n.encode()) + rb"(?![\w.-])")) for n in needles]
+    problems = []
+    for path in sorted(p for p in html_dir.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        for needle, pattern in patterns:
+            if pattern.search(data):
+                problems.append(f"{path.relative_to(html_dir)} shows the build machine's path {needle}")
+                break
+    return problems
 
 
 def _state_the_run(config: Path, run_dir: Path) -> None:
@@ -126,3 +228,162 @@ def _state_the_run(config: Path, run_dir: Path) -> None:
         f"<p>Rendered from the run <code>{run_dir.resolve().name}</code>: SCALE={summary['scale']}, "
         f"SEED={summary['seed']}, last updated {summary.get('updated', summary.get('created', '?'))}.</p>")
     config.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+
+
+# ------------------------------------------------------------------------------------------ the landing page's results
+PUBLISHED = ("The papers' own figures, on their data and their phones (not measured here): ERSAM reports 14.3 % "
+             "error on LibriSpeech-SAM at 0.05 s per 5-s segment on a Pixel 3 {cite}`ersam2023`; the published "
+             "CountNet reaches a MAE of 0.27 (CRNN) and 0.36 (F-CRNN) on LibriCount's test set "
+             "{cite}`stoter2019countnet`; Speckhard et al.'s searched net uses 1.27 mJ per inference at 71.2 % "
+             "accuracy on a Pixel 4 XL {cite}`speckhard2022`.")
+
+
+def write_headline(run_dir: str | os.PathLike, source_dir: str | os.PathLike) -> Path:
+    """Write ``source_dir/_generated/headline.md`` (and the frontier figure beside it) from the run's summary and
+    chapter 5's ``frontier.csv``; the landing page includes it. Returns the markdown file."""
+    run_dir, gen = Path(run_dir), Path(source_dir) / "_generated"
+    gen.mkdir(parents=True, exist_ok=True)
+    figure = None
+    frontier = run_file(run_dir, "frontier")
+    if frontier.exists():
+        _plot_frontier(_read_frontier(frontier), gen / "frontier.png")
+        figure = "_generated/frontier.png"
+    docs = set(toc_files(Path(source_dir)))
+    path = gen / "headline.md"
+    path.write_text(headline_markdown(run_dir, docs, figure), encoding="utf-8")
+    return path
+
+
+def headline_markdown(run_dir: str | os.PathLike, docs: set[str], figure: str | None) -> str:
+    """The "Headline results" text of a run: what ran, the frontier figure, the chosen models against the baselines
+    (from ``frontier.csv``), chapter 6's figures when it ran, and what is missing when a chapter did not run.
+    ``docs`` are the book's pages (links go only to pages that exist); ``figure`` the frontier image, if any."""
+    run_dir = Path(run_dir)
+    summary = read_json(summary_path(run_dir))
+    chapters = summary["chapters"]
+    ok = [name for name, e in chapters.items() if e.get("status") == "ok"]
+    wall = sum(e.get("wall_s", 0.0) for e in chapters.values())
+    scale = summary["scale"]
+    lines = [f"These are the results of the run this book was rendered from: `SCALE=\"{scale}\"`, "
+             f"`SEED={summary['seed']}`, run `{run_dir.resolve().name}`, {len(ok)} chapters executed "
+             f"({', '.join(n[:2] for n in ok) or 'none'}) in {wall / 60:.1f} min."]
+    if scale == "smoke":
+        lines.append("\nAt `smoke` scale the models train for seconds on a tiny data set: the numbers show that every "
+                     "step ran, not what the method achieves. Render a `tutorial` run for results.")
+    lines.append("")
+    search = _chapter(chapters, "05")
+    if search is None:
+        lines.append("**This run has no chapter 5 (search)**: the accuracy-energy frontier and the chosen model "
+                     "appear here once chapter 5 has run with the same `RUN_DIR`.")
+    elif not run_file(run_dir, "frontier").exists():
+        lines.append(f"**Chapter 5 ran but left no `{FILES['frontier'][1]}`** in `search/`: run it again.")
+    else:
+        lines += _frontier_section(run_dir, figure, docs)
+    lines.append("")
+    deploy = _chapter(chapters, "06")
+    if deploy is None:
+        lines.append("**This run has no chapter 6 (deployment)**: the quantized model's accuracy, latency and memory "
+                     "appear here once chapter 6 has run with the same `RUN_DIR`.")
+    else:
+        lines += _deploy_section(deploy)
+    lines += ["", PUBLISHED + (" {doc}`/differences` sets them beside this run's." if "differences" in docs else "")]
+    if "paper_scale" in docs:
+        lines += ["", "To run the book at full size, on LibriSpeech and a GPU, see {doc}`/paper_scale`."]
+    return "\n".join(lines) + "\n"
+
+
+def _chapter(chapters: dict[str, Any], prefix: str) -> dict[str, Any] | None:
+    for name, entry in chapters.items():
+        if name.startswith(prefix + "_") and entry.get("status") == "ok":
+            return entry
+    return None
+
+
+def _read_frontier(path: Path) -> Any:
+    import pandas as pd  # imported here: the CLI's other commands start without pandas
+
+    try:
+        return pd.read_csv(path)
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"{path} is not a readable frontier table ({exc}); run chapter 05 again") from None
+
+
+def _frontier_section(run_dir: Path, figure: str | None, docs: set[str]) -> list[str]:
+    table = _read_frontier(run_file(run_dir, "frontier"))
+    chosen_path = run_file(run_dir, "chosen")
+    chosen = read_json(chosen_path) if chosen_path.exists() else {}
+    roles: dict[str, str] = {}
+    for key, role in (("budget", "chosen within the default energy budget"),
+                      ("most_accurate", "most accurate searched")):
+        if chosen.get(key):
+            roles[chosen[key]] = "; ".join(filter(None, (roles.get(chosen[key]), role)))
+    where = "{doc}`/chapters/05_search`" if "chapters/05_search" in docs else "chapter 5"
+    lines = []
+    if figure:
+        lines += [f"```{{figure}} {figure}", ":name: fig-headline-frontier",
+                  ":alt: Test error against energy per 5-s segment (log scale) for the searched finalists and the "
+                  "baselines of this run.", ":width: 80%", "",
+                  f"Test error against energy per 5-s segment of the searched finalists and the baselines, from "
+                  f"{where}. Energy is predicted by this machine's cost model and calibrated to the phone scale; "
+                  f"lower left is better.", "```", ""]
+    latency = next((c for c in ("measured_eager_min_ms", "latency_ms") if c in table.columns), None)
+    how = ("measured on this machine, fastest of the repeats, one thread" if latency == "measured_eager_min_ms"
+           else "predicted by chapter 2's cost model")
+    cols = [("test error", "error", "{:.1%}"), ("MAE", "mae", "{:.3f}"), ("latency (ms)", latency, "{:.2f}"),
+            ("energy (mJ)", "energy_mj", "{:.2f}"), ("parameters", "params", "{:,.0f}")]
+    cols = [c for c in cols if c[1] in table.columns]
+    rows = [r for r in table.to_dict("records") if r.get("name") in roles or r.get("kind") == "baseline"]
+    order = list(roles)  # the chosen model first, then the most accurate, then the baselines from the best
+    rows.sort(key=lambda r: (order.index(r["name"]) if r["name"] in roles else len(order), r.get("error", 0.0)))
+    lines += ["| model | role | " + " | ".join(c[0] for c in cols) + " |",
+              "|---|---|" + "---:|" * len(cols)]
+    for r in rows:
+        role = roles.get(r["name"], r.get("kind", ""))
+        cells = [_cell(fmt, r.get(key)) for _, key, fmt in cols]
+        lines.append(f"| `{r['name']}` | {role} | " + " | ".join(cells) + " |")
+    lines += ["", f"Test-split scores of this run, all models trained on the same data and measured with the same "
+                  f"protocol ({len(table)} rows in `search/{FILES['frontier'][1]}`). Latency per 5-s segment: {how}; "
+                  f"energy per 5-s segment: predicted and calibrated to the phone scale."]
+    return lines
+
+
+def _deploy_section(entry: dict[str, Any]) -> list[str]:
+    scalars = {k: v for k, v in entry.get("metrics", {}).items() if isinstance(v, int | float | str | bool)}
+    lines = ["Chapter 6 (deployment) recorded:", "", "| metric | value |", "|---|---:|"]
+    lines += [f"| `{k}` | {_cell('{:.4g}', v)} |" for k, v in list(scalars.items())[:12]]
+    return lines
+
+
+def _cell(fmt: str, value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    try:
+        return fmt.format(value)
+    except (ValueError, TypeError):
+        return html.escape(str(value))
+
+
+def _plot_frontier(table: Any, path: Path) -> None:
+    """Test error against energy per segment: searched finalists joined in order of energy, baselines labelled."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    searched = table[table["kind"] == "searched"].sort_values("energy_mj")
+    others = table[table["kind"] != "searched"]
+    ax.plot(searched["energy_mj"], searched["error"], "o-", color="C0", label="searched finalists")
+    ax.plot(others["energy_mj"], others["error"], "s", color="C3", label="baselines")
+    for r in others.itertuples():
+        ax.annotate(str(r.name), (r.energy_mj, r.error), textcoords="offset points", xytext=(4, 3), fontsize=8)
+    energy = table["energy_mj"]
+    if (energy > 0).all() and energy.max() > 10 * energy.min():  # a log axis only where it spans decades
+        ax.set_xscale("log")
+    ax.set_xlabel("energy per 5-s segment (mJ, calibrated)")
+    ax.set_ylabel("test error")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,7 +1,11 @@
-"""Command line: ``python -m ersam_lib run|book|train|count|evaluate-rttm`` (also installed as ``ersam``).
+"""Command line: ``python -m ersam_lib run|book|compare|students|train|count|evaluate-rttm`` (also ``ersam``).
 
-- ``run``: execute the chapter notebooks with papermill (:mod:`ersam_lib.runner`; chapter 0);
+- ``run``: execute the chapter notebooks with papermill (:mod:`ersam_lib.runner`; chapter 0); after a run of every
+  chapter it prints the comparison with the reference metrics of its scale (print only);
 - ``book``: render the executed notebooks of a run (:mod:`ersam_lib.book`; chapter 0);
+- ``compare``: a run's metrics against a reference, exit 1 when one is out of tolerance; ``--record`` writes a
+  reference from a run (:mod:`ersam_lib.compare`);
+- ``students``: the student copies of the chapters, without solutions (:mod:`ersam_lib.students`);
 - ``train``: train one supernet variant of chapter 4's ablation from a ``RUN_DIR``
   (:func:`ersam_lib.ablation.train_variant`); it works as is under ``torchrun``::
 
@@ -85,9 +89,23 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                      help="a chapter parameter, as papermill's -p (e.g. -p SOURCE librispeech -p ROOT DIR); it goes "
                           "to the chapters that declare it")
+    run.add_argument("--reference", default=None,
+                     help="reference metrics printed against the run's at the end of a run of every chapter "
+                          "(default: ersam_lib/recorded/reference_<scale>.json when it exists)")
     book = sub.add_parser("book", help="render the executed notebooks of a run as a Jupyter Book")
     book.add_argument("--run-dir", required=True)
     book.add_argument("--out", default=None, help="folder for _build/html (default: book/, the reader's copy)")
+    compare = sub.add_parser("compare", help="a run's recorded metrics against reference metrics")
+    compare.add_argument("run_dir", help="RUN_DIR of the run (its summary.json)")
+    compare.add_argument("--reference", default=None,
+                         help="reference file (default: ersam_lib/recorded/reference_<scale>.json)")
+    compare.add_argument("--record", action="store_true",
+                         help="write the reference from this run instead (default tolerance per kind of metric)")
+    compare.add_argument("--command", dest="record_command", default=None,
+                         help="with --record: the command that made the run, as recorded")
+    students = sub.add_parser("students", help="write the student copies of the chapters (no solutions)")
+    students.add_argument("out_dir", nargs="?", default=None, help="folder (default: notebooks/student)")
+    students.add_argument("--check", action="store_true", help="write nothing; exit 1 if the copies are out of sync")
     _add_train_parser(sub)
     _add_meter_parsers(sub)
     return parser
@@ -217,6 +235,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("count", "evaluate-rttm"):
         return _run_meter(args)
     try:
+        if args.command == "compare":
+            return _compare(args)
+        if args.command == "students":
+            return _students(args)
         if args.command != "book":
             check_run_dir(args.run_dir, create=args.command == "run")
         if args.command == "run":
@@ -251,4 +273,54 @@ def _run(args: argparse.Namespace) -> int:
     total = sum(c["wall_s"] for c in summary["chapters"].values())
     print(f"[ersam] done: {len(summary['chapters'])} chapters, {total:.0f} s; "
           f"summary in {summary_path(args.run_dir)}")
+    if args.only is None:
+        _compare_after_run(args.run_dir, args.reference)
+    return 0
+
+
+def _compare_after_run(run_dir: str, reference: str | None) -> None:
+    """The end of a full run: its metrics against the reference, printed; never changes the exit code."""
+    from .compare import compare_run
+
+    try:
+        result = compare_run(run_dir, reference)
+    except (FileNotFoundError, ValueError) as exc:  # no reference for this scale or seed: say so, nothing to compare
+        print(f"[ersam] compare: skipped: {exc}", file=sys.stderr)
+        return
+    print(result.report())
+    if not result.ok:
+        print(f"[ersam] compare: WARNING: {len(result.failures)} metric(s) out of tolerance or missing against "
+              f"{result.reference} (listed above as OUT/missing); the run itself succeeded", file=sys.stderr)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    """``ersam compare``: 0 when every checked metric is within tolerance, 1 when not, 2 on bad input."""
+    from .compare import compare_run, record_reference
+
+    if not summary_path(args.run_dir).exists():
+        raise FileNotFoundError(f"{summary_path(args.run_dir)} does not exist: not a run folder")
+    if args.record:
+        written = record_reference(args.run_dir, args.reference, args.record_command)
+        print(f"[ersam] compare: reference written to {written}")
+        return 0
+    result = compare_run(args.run_dir, args.reference)
+    print(result.report())
+    return 0 if result.ok else 1
+
+
+def _students(args: argparse.Namespace) -> int:
+    """``ersam students``: write the student copies, or with ``--check`` say whether they are in sync."""
+    from .students import STUDENT_DIR, out_of_sync, write_student_copies
+
+    out = args.out_dir or STUDENT_DIR
+    if args.check:
+        wrong = out_of_sync(out)
+        if wrong:
+            print(f"[ersam] students: out of sync in {out}: {', '.join(wrong)}; run python -m ersam_lib students",
+                  file=sys.stderr)
+            return 1
+        print(f"[ersam] students: {out} is in sync")
+        return 0
+    written = write_student_copies(out)
+    print(f"[ersam] students: {len(written)} student copies in {out}")
     return 0

@@ -194,16 +194,15 @@ def metrics_path(run_dir: str | os.PathLike, chapter: str) -> Path:
     return Path(run_dir) / "metrics" / f"{chapter}.json"
 
 
-def record_metrics(run_dir: str | os.PathLike, chapter: str, metrics: dict[str, Any]) -> Path:
+def record_metrics(run_dir: str | os.PathLike, chapter: str, metrics: dict[str, Any]) -> None:
     """Merge ``metrics`` into ``RUN_DIR/metrics/<chapter>.json``; the runner copies them into ``summary.json``.
 
     ``chapter`` is the notebook's two-digit prefix (``"01"``). Values must be JSON-serialisable numbers, strings,
     lists or dicts; tests read them back and assert on them, so record measured values, never constants. The runner
-    clears the file when the chapter starts, so it holds this execution's metrics only.
+    clears the file when the chapter starts, so it holds this execution's metrics only. It returns nothing, so a
+    chapter cell that ends with it displays no path of the build machine.
     """
-    path = metrics_path(run_dir, chapter)
-    update_json(path, lambda current: (current or {}) | metrics)
-    return path
+    update_json(metrics_path(run_dir, chapter), lambda current: (current or {}) | metrics)
 
 
 def load_metrics(run_dir: str | os.PathLike, chapter: str) -> dict[str, Any]:

@@ -16,9 +16,14 @@ SMOKE_SEED = 0
 
 @pytest.fixture(scope="session")
 def smoke_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """RUN_DIR of one smoke-scale run of the whole pipeline (all notebooks, in order)."""
+    """RUN_DIR of one smoke-scale run of the whole pipeline (all notebooks, in order).
+
+    ``ERSAM_SMOKE_RUN_DIR=FOLDER`` reuses a finished smoke run instead (to iterate on the tests that only read it;
+    CI never sets it)."""
     from ersam_lib.runner import run_pipeline
 
+    if os.environ.get("ERSAM_SMOKE_RUN_DIR"):
+        return Path(os.environ["ERSAM_SMOKE_RUN_DIR"])
     run_dir = tmp_path_factory.mktemp("smoke_run")
     os.environ.setdefault("ERSAM_PROGRESS", "0")
     run_pipeline(run_dir=run_dir, scale="smoke", seed=SMOKE_SEED, notebooks_dir=NOTEBOOKS)
@@ -31,6 +36,18 @@ def smoke_run(smoke_run_dir: Path) -> dict:
     from ersam_lib.io import read_json
 
     return read_json(smoke_run_dir / "summary.json")
+
+
+@pytest.fixture(scope="session")
+def smoke_book(smoke_run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The html folder of the book rendered from the smoke run into a temporary folder; the checkout's book/ is
+    left exactly as it was."""
+    from ersam_lib.book import BOOK_DIR, build_book
+
+    checkout = {p: p.stat().st_mtime_ns for p in BOOK_DIR.rglob("*")}
+    html = build_book(smoke_run_dir, out_dir=tmp_path_factory.mktemp("smoke_book")).parent
+    assert {p: p.stat().st_mtime_ns for p in BOOK_DIR.rglob("*")} == checkout, "the render wrote into book/"
+    return html
 
 
 def chapter_metrics(summary: dict, prefix: str) -> dict:

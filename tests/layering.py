@@ -31,7 +31,8 @@ LAYERS: dict[str, int] = {
     "ersam_lib.search_plots": 4, "ersam_lib.frontier": 4, "ersam_lib.deploy": 4, "ersam_lib.meter": 4,
     "ersam_lib.rttm_eval": 4,
     # 5 runner and CLI
-    "ersam_lib.runner": 5, "ersam_lib.book": 5, "ersam_lib.cli": 5, "ersam_lib.__main__": 5,
+    "ersam_lib.runner": 5, "ersam_lib.book": 5, "ersam_lib.cli": 5, "ersam_lib.__main__": 5, "ersam_lib.compare": 5,
+    "ersam_lib.students": 5,
 }
 
 

@@ -1,0 +1,162 @@
+"""The reviewer's check: a run's recorded metrics against a reference with per-metric tolerances
+(``python -m ersam_lib compare``), the reference written from a run (``--record``), and the runner printing the
+comparison at the end of a run of every chapter."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ersam_lib.cli import main
+from ersam_lib.compare import compare_run, flatten, kind_of, load_reference, make_reference, record_reference
+from ersam_lib.io import ArtifactError, atomic_write_json, read_json
+
+from .test_runner import RECORD, _write_notebook
+
+METRICS = {
+    "01_data": {"n_train": 160, "floor_acc_test": 0.65, "floor_mae_test": 0.45, "manifest_sha256": "ab" * 20,
+                "build_total_s": 3.2, "splits": ["train", "val"], "class_set": "counts"},
+    "05_search": {"baseline_test_acc": {"tcresnet8": 0.25}, "chosen": {"budget": "searched-1-58790d3a1fe9"},
+                  "finalist_test_acc": {"searched-1-58790d3a1fe9": 0.375}, "beats_random": {"tpe": False},
+                  "hypervolume_std": {"tpe": float("nan")}},
+}
+
+
+def _summary(run_dir: Path, metrics: dict, status: str = "ok") -> Path:
+    chapters = {name: {"status": status, "wall_s": 12.5, "metrics": m} for name, m in metrics.items()}
+    atomic_write_json(run_dir / "summary.json", {"scale": "smoke", "seed": 0, "created": "2026-12-01T10:00:00+00:00",
+                                                 "environment": {"python": "3.11.7", "cpus": "2"},
+                                                 "chapters": chapters})
+    return run_dir
+
+
+def _changed(metrics: dict, chapter: str, key: str, value: object) -> dict:
+    return json.loads(json.dumps(metrics)) | {chapter: json.loads(json.dumps(metrics[chapter])) | {key: value}}
+
+
+@pytest.mark.parametrize(("name", "value", "kind"), [
+    ("floor_acc_test", 0.65, "accuracy"), ("query_rate.full", 1.0, "accuracy"), ("floor_mae_test", 0.45, "measure"),
+    ("n_train", 160, "count"), ("logmel_shape.0", 64, "count"), ("claim_holds.tau0.5", True, "flag"),
+    ("manifest_sha256", "ec2afe578bc03ac28189f930c05bb59efd39ed4a", "hash"), ("wall_s.full", 14.4, "machine"),
+    ("largest_subnet_train_s", 21.3, "machine"), ("baseline_energy_mj.tcresnet8", 2.3, "machine"),
+    ("torch", "2.14.1+cu130", "version"), ("threads", 2, "version"), ("class_set", "counts", "text"),
+    ("chosen.budget", "searched-1-58790d3a1fe9", "name"), ("mixtures_per_s", None, "machine"),
+    ("teacher_gap_val", 0.125, "measure"),
+])
+def test_each_metric_gets_the_kind_its_name_and_value_say(name: str, value: object, kind: str) -> None:
+    assert kind_of(name, value) == kind
+
+
+def test_chapter_2s_real_numbers_measure_the_machine() -> None:
+    assert kind_of("val_median_abs_err", 0.6, "02_profiling") == "machine"
+    assert kind_of("val_median_abs_err", 0.6, "03_teacher") == "accuracy"
+    assert kind_of("lut_entries", 179, "02_profiling") == "count"
+
+
+def test_flatten_names_every_leaf() -> None:
+    assert flatten({"a": {"b": [1, {"c": 2}]}, "d": None}) == {"a.b.0": 1, "a.b.1.c": 2, "d": None}
+
+
+def test_a_run_is_within_its_own_reference_and_out_of_it_where_a_metric_moved(tmp_path: Path) -> None:
+    run = _summary(tmp_path / "run", METRICS)
+    ref = record_reference(run, tmp_path / "ref.json", command="python -m ersam_lib run --scale smoke ...")
+    recorded = load_reference(ref)
+    assert recorded["recorded"]["command"].startswith("python -m ersam_lib run") and recorded["recorded"]["machine"]
+    entry = recorded["chapters"]["01_data"]["floor_acc_test"]
+    assert entry == {"value": 0.65, "kind": "accuracy", "abs_tol": 0.03}
+    assert recorded["chapters"]["01_data"]["run.wall_s"]["check"] is False
+    assert compare_run(run, ref).ok
+
+    cases = [("01_data", "floor_acc_test", 0.67, True), ("01_data", "floor_acc_test", 0.69, False),
+             ("01_data", "floor_mae_test", 0.49, True), ("01_data", "floor_mae_test", 0.5, False),
+             ("01_data", "n_train", 161, False), ("01_data", "build_total_s", 99.0, True),
+             ("01_data", "class_set", "levels", False), ("01_data", "manifest_sha256", "cd" * 20, False),
+             ("05_search", "chosen", {"budget": "searched-2-0123456789ab"}, True),
+             ("05_search", "beats_random", {"tpe": True}, False)]
+    for chapter, key, value, ok in cases:
+        run = _summary(tmp_path / f"run_{key}_{value}", _changed(METRICS, chapter, key, value))
+        result = compare_run(run, ref)
+        assert result.ok == ok, f"{key}={value}: {result.report()}"
+        if not ok:
+            assert [f"{r.chapter}/{r.metric}" for r in result.failures][0].startswith(f"{chapter}/{key}")
+            assert "NOT:" in result.report().splitlines()[-1]
+
+
+def test_missing_metrics_fail_unless_keyed_by_a_searched_architecture(tmp_path: Path) -> None:
+    ref = record_reference(_summary(tmp_path / "run", METRICS), tmp_path / "ref.json")
+    other_search = _changed(METRICS, "05_search", "finalist_test_acc", {"searched-0-aaaaaaaaaaaa": 0.5})
+    result = compare_run(_summary(tmp_path / "other", other_search), ref)
+    verdicts = {r.metric: r.verdict for r in result.rows if r.chapter == "05_search"}
+    assert result.ok and verdicts["finalist_test_acc.searched-1-58790d3a1fe9"] == "absent"
+    assert verdicts["finalist_test_acc.searched-0-aaaaaaaaaaaa"] == "new"
+    no_floor = {"01_data": {k: v for k, v in METRICS["01_data"].items() if k != "floor_acc_test"}}
+    result = compare_run(_summary(tmp_path / "short", METRICS | no_floor), ref)
+    assert [(r.metric, r.verdict) for r in result.failures] == [("floor_acc_test", "missing")]
+    failed = compare_run(_summary(tmp_path / "failed", METRICS, status="failed"), ref)
+    assert {r.metric for r in failed.failures} == {"run.status"}
+
+
+def test_the_reference_is_refused_for_another_scale_a_damaged_file_or_an_incomplete_run(tmp_path: Path) -> None:
+    run = _summary(tmp_path / "run", METRICS)
+    ref = record_reference(run, tmp_path / "ref.json")
+    other = read_json(ref) | {"scale": "tutorial"}
+    atomic_write_json(tmp_path / "tutorial.json", other)
+    with pytest.raises(ValueError, match="holds SCALE=tutorial"):
+        compare_run(run, tmp_path / "tutorial.json")
+    bad = read_json(ref)
+    bad["chapters"]["01_data"]["floor_acc_test"]["abs_tol"] = -1
+    atomic_write_json(tmp_path / "bad.json", bad)
+    with pytest.raises(ArtifactError, match=r"bad\.json: 01_data/floor_acc_test has abs_tol=-1"):
+        compare_run(run, tmp_path / "bad.json")
+    with pytest.raises(ValueError, match="not 'ok'"):
+        make_reference(_summary(tmp_path / "failed", METRICS, status="failed"))
+
+
+def test_the_compare_command_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run = _summary(tmp_path / "run", METRICS)
+    ref = tmp_path / "ref.json"
+    assert main(["compare", str(run), "--record", "--reference", str(ref)]) == 0 and ref.exists()
+    assert main(["compare", str(run), "--reference", str(ref)]) == 0
+    out = capsys.readouterr().out
+    assert "ok  01_data        floor_acc_test" in out and "12 of 12 checked metrics within tolerance" in out
+    moved = _summary(tmp_path / "moved", _changed(METRICS, "01_data", "floor_acc_test", 0.5))
+    assert main(["compare", str(moved), "--reference", str(ref)]) == 1
+    assert "OUT  01_data        floor_acc_test" in capsys.readouterr().out
+    assert main(["compare", str(tmp_path / "nowhere"), "--reference", str(ref)]) == 2
+    assert main(["compare", str(run), "--reference", str(tmp_path / "none.json")]) == 2
+    assert "no reference" in capsys.readouterr().err
+
+
+def test_the_runner_prints_the_comparison_after_a_run_of_every_chapter(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    _write_notebook(nbs / "01_first.ipynb", RECORD.format(chapter="01"))
+    run = tmp_path / "run"
+    args = ["run", "--scale", "smoke", "--run-dir", str(run), "--notebooks", str(nbs)]
+    assert main(args + ["--reference", str(tmp_path / "none.json")]) == 0
+    assert "compare: skipped: no reference" in capsys.readouterr().err
+    ref = read_json(record_reference(run, tmp_path / "ref.json"))
+    ref["chapters"]["01_first"]["seed"]["value"] = 1  # the run records seed 0
+    atomic_write_json(tmp_path / "ref.json", ref)
+    assert main(args + ["--reference", str(tmp_path / "ref.json")]) == 0  # print only: the run succeeded
+    captured = capsys.readouterr()
+    assert "OUT  01_first       seed" in captured.out
+    assert "WARNING: 1 metric(s) out of tolerance" in captured.err and "the run itself succeeded" in captured.err
+
+
+@pytest.mark.notebooks
+def test_the_smoke_run_against_a_reference_recorded_from_it(smoke_run_dir: Path, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture) -> None:
+    ref = tmp_path / "reference_smoke.json"
+    assert main(["compare", str(smoke_run_dir), "--record", "--reference", str(ref)]) == 0
+    recorded = load_reference(ref)
+    chapters = read_json(smoke_run_dir / "summary.json")["chapters"]
+    assert set(recorded["chapters"]) == set(chapters)
+    kinds = {e["kind"] for metrics in recorded["chapters"].values() for e in metrics.values()}
+    assert {"machine", "accuracy", "count"} <= kinds
+    assert main(["compare", str(smoke_run_dir), "--reference", str(ref)]) == 0
+    report = capsys.readouterr().out
+    assert "NOT:" not in report and "within tolerance" in report.splitlines()[-1]
