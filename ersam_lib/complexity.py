@@ -15,8 +15,8 @@ __all__ = ["count_params", "macs_per_sample"]
 
 
 def count_params(model: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    """Number of parameters the model stores (trainable or frozen: a teacher or a published model counts too)."""
+    return sum(p.numel() for p in model.parameters())
 
 
 def macs_per_sample(model: nn.Module, example: torch.Tensor) -> int:

@@ -266,15 +266,17 @@ def baseline_models(n_features: int, n_classes: int, n_frames: int) -> list[Name
 
 def compare_backends(models: Sequence[Named], backends: Sequence[str], timing: Any, threads: int = 1
                      ) -> pd.DataFrame:
-    """Median latency of each model under each host backend (eager, ExecuTorch + XNNPACK, ONNX Runtime)."""
+    """Latency of each model under each host backend (eager, ExecuTorch + XNNPACK, ONNX Runtime): one row per
+    (model, backend) with the median, minimum and p90 in ms and the host's energy of the minimum (chapter 2 shows
+    the medians; chapter 5 calibrates its energies on the MobileNetV2-style row)."""
     rows = []
     for backend in backends:
         dev = HostCPU(backend=backend, threads=threads, timing=timing)
         for name, model, shape in progress(models, desc=backend):
             s = dev.measure(model, shape)
-            rows.append({"model": name, "backend": backend, "median_ms": s.median, "p90_ms": s.p90,
-                         "count": s.count})
-    return pd.DataFrame(rows).pivot(index="model", columns="backend", values="median_ms")
+            rows.append({"model": name, "backend": backend, "median_ms": s.median, "min_ms": s.min,
+                         "p90_ms": s.p90, "count": s.count, "energy_mj": dev.power.energy_mj(s.min, threads)})
+    return pd.DataFrame(rows)
 
 
 def fill_lut(lut: LatencyLUT, models: Sequence[tuple[str, nn.Module, tuple]], device: Device) -> int:

@@ -10,7 +10,7 @@
       logs/<nb>.log           each notebook's streamed output                                    (ersam_lib.runner)
       data/                   chapter 1: manifest.parquet, manifest.sha256, config.json, dataset.json,
                               features/<kind>/{<split>.npy, <split>_y.npy, meta.json}            (data_prep.build)
-      profiling/              chapter 2: operators.csv, rule.json, lut.json, correction.json, costmodel.json,
+      profiling/              chapter 2: operators.csv, backends.csv, rule.json, lut.json, correction.json, costmodel.json,
                               train_archs.csv, validation.csv, validation_baselines.csv, and the ExecuTorch
                               model: costmodel_executorch.json, correction_executorch.json,
                               validation_executorch.csv                              (chapter 2 via profiling)
@@ -57,6 +57,7 @@ FILES: dict[str, tuple[str, str, str]] = {
     "manifest_sha": ("data", "manifest.sha256", "01"),
     "dataset": ("data", "dataset.json", "01"),
     "operators": ("profiling", "operators.csv", "02"),
+    "backends": ("profiling", "backends.csv", "02"),
     "rule": ("profiling", "rule.json", "02"),
     "lut": ("profiling", "lut.json", "02"),
     "costmodel": ("profiling", "costmodel.json", "02"),

@@ -51,16 +51,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .baselines import build_baseline
 from .complexity import count_params
 from .costmodel import CostEstimate, CostModel, EnergyCalibration
-from .devices import Device, HostCPU
-from .export import TimingConfig
+from .devices import Device
 from .data import load_feature_data, subset
 from .io import atomic_path, atomic_write_json, read_json
 from .pareto import hypervolume_curve, pareto_mask
 from .progress import progress
-from .rundir import run_file
+from .rundir import require, run_file
 from .scales import check_scale
 from .space import Arch, SearchSpace, StageArch, StageSpace, build_model
 from .supernet import evaluate_arch, load_supernet
@@ -194,10 +192,6 @@ class Objectives:
     def evaluate(self, arch: Arch) -> dict[str, float]:
         """Costs and accuracy together (ask :meth:`cost` first when a budget may reject ``arch``)."""
         return self.cost(arch) | self.accuracy(arch)
-
-    def drop_costs(self) -> None:
-        """Forget the cached costs (they are cheap): when what they depend on is re-measured, e.g. a calibration."""
-        self._cost.clear()
 
     def save(self) -> Path | None:
         """Write the cache file now (no-op without ``cache_path``)."""
@@ -658,27 +652,27 @@ class RunSearch:
 
 def run_search_setup(run_dir: str | os.PathLike, runtime: str = "executorch", n_bn_batches: int = 8,
                      bn_batch_size: int = 128, reference: str = "mobilenetv2", reference_mj: float = 13.9,
-                     timing: TimingConfig | None = None, cache: bool = True) -> RunSearch:
+                     cache: bool = True) -> RunSearch:
     """Chapter 5's objectives for a run: inherited accuracy after BN recalibration on ``n_bn_batches`` x
     ``bn_batch_size`` training mixtures (the same ones for every architecture) scored on the whole validation
     split; latency, memory and energy predicted by chapter 2's cost model of ``runtime`` (ExecuTorch, what chapter
-    6 deploys; ``"eager"`` for PyTorch). The energy is calibrated so that the ``reference`` baseline, *measured*
-    on the same runtime with chapter 2's protocol, costs ``reference_mj``
-    (:class:`~ersam_lib.costmodel.EnergyCalibration`; the device's own figure stays in ``energy_mj_device``).
-    With ``cache`` the objectives live in ``RUN_DIR/search/objectives.json``, tagged with what they were computed
-    from, so a re-run reuses every evaluation."""
-    import torch
+    6 deploys; ``"eager"`` for PyTorch). The energy is calibrated so that the ``reference`` baseline, as chapter 2
+    *measured* it on the same runtime (``profiling/backends.csv``, the minimum over repeats), costs
+    ``reference_mj`` (:class:`~ersam_lib.costmodel.EnergyCalibration`; the device's own figure stays in
+    ``energy_mj_device``). With ``cache`` the objectives live in ``RUN_DIR/search/objectives.json``, tagged with
+    what they were computed from, so a re-run reuses every evaluation."""
     from torch.utils.data import DataLoader
 
     data = load_feature_data(run_dir)
     supernet, space, info = load_supernet(run_dir)
     cost_model = CostModel.load(run_dir, runtime=runtime)
+    backends = pd.read_csv(require(run_dir, "backends"))
+    ref = backends[(backends["model"] == reference) & (backends["backend"] == runtime)]
+    if ref.empty:
+        raise ValueError(f"{run_file(run_dir, 'backends')} has no {reference!r} row for {runtime!r}: chapter 2 "
+                         f"measures the calibration reference; rerun it")
+    calibration = EnergyCalibration.to_reference(float(ref["energy_mj"].iloc[0]), reference_mj)
     shape = (1, space.n_features, space.n_frames)
-    with torch.random.fork_rng(devices=[]):
-        ref_model = build_baseline(reference, space.n_features, space.n_classes).eval()
-    device = HostCPU(backend=runtime, timing=timing)
-    ref_mj = device.energy_mj(device.measure(ref_model, shape))
-    calibration = EnergyCalibration.to_reference(ref_mj, reference_mj)
     # Materialise the BN batches and the validation split once: every architecture reads the same tensors.
     bn_ds = subset(data.train, n_bn_batches * bn_batch_size, seed=0)
     bn = [b for b in DataLoader(bn_ds, batch_size=bn_batch_size)]
@@ -688,13 +682,12 @@ def run_search_setup(run_dir: str | os.PathLike, runtime: str = "executorch", n_
         c = costs_from_estimate(cost_model.predict(_static_model(space, arch), shape))
         return c | {"energy_mj_device": c["energy_mj"], "energy_mj": calibration(c["energy_mj"])}
 
-    # The tag names what the scores depend on (the calibration is measured, so it is kept out of the cached costs'
-    # identity only through the reference's name: the costs are recomputed, cheaply, on every run).
+    correction = run_file(run_dir, "correction" if runtime == "eager" else f"correction_{runtime}")
     tag = (f"supernet={_file_digest(run_file(run_dir, 'supernet'))} runtime={runtime} "
+           f"costmodel={_file_digest(correction)} calibration={calibration.scale:.6g} "
            f"bn={n_bn_batches}x{bn_batch_size}")
     path = run_file(run_dir, "objectives") if cache else None
     objectives = Objectives(lambda arch: evaluate_arch(supernet, arch, bn, val, n_bn_batches), cost, path, tag)
-    objectives.drop_costs()  # the calibration is re-measured on every run: costs follow it, accuracies stay cached
     return RunSearch(space, supernet, data, cost_model, calibration, objectives, info)
 
 
