@@ -10,8 +10,8 @@
       logs/<nb>.log           each notebook's streamed output                                    (ersam_lib.runner)
       data/                   chapter 1: manifest.parquet, manifest.sha256, config.json, dataset.json,
                               features/<kind>/{<split>.npy, <split>_y.npy, meta.json}            (data_prep.build)
-      profiling/              chapter 2: operators.csv, backends.csv, rule.json, lut.json, correction.json, costmodel.json,
-                              train_archs.csv, validation.csv, validation_baselines.csv, and the ExecuTorch
+      profiling/              chapter 2: operators.csv, backends.csv, rule.json, lut.json, correction.json,
+                              costmodel.json, train_archs.csv, validation.csv, validation_baselines.csv, the ExecuTorch
                               model: costmodel_executorch.json, correction_executorch.json,
                               validation_executorch.csv                              (chapter 2 via profiling)
       teacher/                chapter 3: teacher.pt (state dict), teacher.json       (ersam_lib.fit via teacher)
