@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "students":
             return _students(args)
         if args.command != "book":
-            check_run_dir(args.run_dir, create=args.command == "run")
+            check_run_dir(args.run_dir, create=False)  # `run` creates it once its parameters are valid
         if args.command == "run":
             return _run(args)
         if args.command == "train":

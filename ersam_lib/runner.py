@@ -39,7 +39,7 @@ from typing import Any
 import psutil
 
 from .io import ArtifactError, read_json, sha256_file, update_json
-from .rundir import executed_path, load_metrics, log_path, metrics_path, summary_path
+from .rundir import check_run_dir, executed_path, load_metrics, log_path, metrics_path, summary_path
 from .scales import check_scale
 
 __all__ = [
@@ -188,6 +188,7 @@ def run_pipeline(
     run_dir = Path(run_dir).resolve()
     notebooks = select_notebooks(discover_notebooks(notebooks_dir), only=only, from_=from_)
     routed = chapter_parameters(notebooks, params or {})
+    check_run_dir(run_dir)  # created only now: a bad parameter leaves nothing on disk
     summary = _open_summary(run_dir, scale, seed, params or {})
     with _stop_on_signals() as stop:
         for nb in notebooks:
