@@ -60,7 +60,7 @@ class DataConfig:
     ``real_val`` and ``real_test`` (train-clean-100 speakers cut by ``real_fractions``, of which only the first two
     parts may ever train) and ``real_test_other`` (its test-other speakers), sized by ``real_per_class``.
     ``train_sources`` says which sources the training distribution (``train`` and ``val``) draws from: synthetic
-    only (the default, ``(source,)``), real only, or both, each source then filling an equal share of every class
+    only (``None``: ``(source,)``), real only, or both (the tutorial scale's default), each source then filling an equal share of every class
     (the training set keeps its size). Each row records its source; ids are namespaced ``<source>:<id>``. The
     real splits do not depend on ``train_sources``: the three choices are scored on the same real mixtures.
     """
@@ -108,12 +108,14 @@ class DataConfig:
                       real_per_class={"real_val": 10, "real_test": 10, "real_test_other": 5},
                       features=FeatureConfig(n_mels=32, hop_length=640),
                       tts=TtsConfig(n_speakers=24, utts_per_speaker=4), workers=1, shard_size=256)
-        elif scale == "tutorial":
-            cfg = cls()
+        elif scale == "tutorial":  # espeak voices and real training speakers: each alone misses the other by 20+ points
+            cfg = cls(train_sources=("tts", "librimini"))
         else:
             cfg = cls(source="librispeech", per_class={"train": 2000, "val": 300, "test": 520},
                       features=FeatureConfig(n_mels=64, hop_length=160))
         source = overrides.get("source", cfg.source)
+        if source != cfg.source and "train_sources" not in overrides:  # the default mix names the default source
+            overrides["train_sources"] = None
         if source == "librispeech" and "subset_splits" not in overrides:
             overrides["subset_splits"] = {k: list(v) for k, v in LIBRICOUNT_SUBSETS.items()}
         if source == cfg.real_source and "real_source" not in overrides:

@@ -130,15 +130,21 @@ def _teacher_for(run_dir: str | os.PathLike, d: DistillConfig) -> torch.nn.Modul
 
 
 def score_subnets(supernet: Any, space: Any, data: FeatureData, n_bn_batches: int, bn_batch_size: int,
-                  seed: int) -> dict[str, float]:
-    """Val accuracy and MAE of the smallest, middle and largest subnets after BN recalibration (chapter 4)."""
+                  seed: int, split: str = "val") -> dict[str, float]:
+    """Accuracy and MAE of the smallest, middle and largest subnets after BN recalibration on one split (chapter 4).
+
+    Keys ``acc_<subnet>``, ``mae_<subnet>``, ``macs_<subnet>`` on ``val`` (the ablation table); on another split
+    (``test``, ``real_test``: chapter 4's final supernet) ``<split>_acc_<subnet>`` and ``<split>_mae_<subnet>``.
+    """
+    prefix = "" if split == "val" else f"{split}_"
     out: dict[str, float] = {}
     for label, arch in (("smallest", space.smallest()), ("middle", middle_arch(space)), ("largest", space.largest())):
         bn = DataLoader(data.train, batch_size=bn_batch_size,
                         sampler=RandomSampler(data.train, generator=torch.Generator().manual_seed(seed)))
-        s = evaluate_arch(supernet, arch, bn, eval_loader(data.val), n_bn_batches)
-        out[f"acc_{label}"], out[f"mae_{label}"] = s["acc"], s["mae"]
-        out[f"macs_{label}"] = space.macs(arch)
+        s = evaluate_arch(supernet, arch, bn, eval_loader(data.splits[split]), n_bn_batches)
+        out[f"{prefix}acc_{label}"], out[f"{prefix}mae_{label}"] = s["acc"], s["mae"]
+        if not prefix:
+            out[f"macs_{label}"] = space.macs(arch)
     return out
 
 

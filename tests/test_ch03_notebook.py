@@ -19,6 +19,10 @@ def test_ch03_records_a_trained_teacher(smoke_run, smoke_run_dir):
     assert m["teacher_params"] > 0 and m["teacher_macs"] > 0 and m["teacher_train_s"] > 0
     assert m["teacher_train_samples"] > 0 and m["largest_subnet_params"] > 0
     assert (smoke_run_dir / "teacher" / "teacher.pt").exists()
+    assert m["train_sources"] == ["tts"]  # the smoke default; the tutorial trains on ("tts", "librimini")
+    for who in ("teacher", "largest_subnet"):  # the sim-to-real gap: both kinds of test mixtures, same models
+        for split in ("real_test", "real_test_other"):
+            assert 0.0 <= m[f"{who}_{split}_acc"] <= 1.0 and m[f"{who}_{split}_mae"] >= 0.0, (who, split)
 
 
 def test_ch03_teacher_loads_for_chapter_4(smoke_run_dir):

@@ -29,6 +29,10 @@ def test_ch04_ablation_is_consistent(smoke_run, smoke_run_dir):
         gaps = [m[f"acc_{s}"][v] - m[f"acc_{s}"]["full"] for s in ("smallest", "middle", "largest")]
         assert m["claim_holds"][v] == (m["query_rate"][v] <= 0.3 and min(gaps) >= -0.01)
     assert m["space_size"] > 1 and m["supernet_params"] > 0 and 0 <= m["smallest_errors_teacher_right"] <= 1
+    final = m["final_scores"]  # the saved supernet's subnets on the synthetic and the real test mixtures
+    for split in ("test", "real_test", "real_test_other"):
+        for size in ("smallest", "middle", "largest"):
+            assert 0.0 <= final[f"{split}_acc_{size}"] <= 1.0 and final[f"{split}_mae_{size}"] >= 0.0
 
 
 def test_ch04_leaves_a_supernet_for_chapter_5(smoke_run_dir):
