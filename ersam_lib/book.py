@@ -37,7 +37,7 @@ from .rundir import FILES, run_file, summary_path
 from .runner import REPO_ROOT
 
 __all__ = ["build_book", "check_executed", "check_offline", "find_leaks", "headline_markdown", "prepare_for_readers",
-           "stage_executed", "toc_chapters", "toc_files", "write_headline"]
+           "stage_executed", "toc_chapters", "toc_files", "write_differences", "write_headline", "differences_markdown"]
 
 BOOK_DIR = REPO_ROOT / "book"
 
@@ -156,6 +156,7 @@ def build_book(run_dir: str | os.PathLike, book_dir: Path = BOOK_DIR, out_dir: s
     stage_executed(run_dir, source, book_dir)
     _state_the_run(source / "_config.yml", run_dir)
     write_headline(run_dir, source)
+    write_differences(run_dir, source)
     exe = Path(sys.executable).with_name("jupyter-book")
     cmd = [str(exe), "build", str(source), "--path-output", str(out), "--builder", "html", "--all",
            "--warningiserror", "--keep-going"]
@@ -352,6 +353,106 @@ def _deploy_section(entry: dict[str, Any]) -> list[str]:
     lines = ["Chapter 6 (deployment) recorded:", "", "| metric | value |", "|---|---:|"]
     lines += [f"| `{k}` | {_cell('{:.4g}', v)} |" for k, v in list(scalars.items())[:12]]
     return lines
+
+
+# ------------------------------------------------------------------ "What differs from the paper": this run's column
+E0_MJ = 1.25  # Speckhard et al.'s energy threshold per inference (chapter 5's reward)
+
+
+def write_differences(run_dir: str | os.PathLike, source_dir: str | os.PathLike) -> Path:
+    """Write ``source_dir/_generated/differences.md``: the papers' figures beside the rendered run's (the page
+    ``differences.md`` includes it), so that the table always shows the run the book was built from."""
+    path = Path(source_dir) / "_generated" / "differences.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(differences_markdown(run_dir), encoding="utf-8")
+    return path
+
+
+def differences_markdown(run_dir: str | os.PathLike) -> str:
+    """The table "the paper | this run", each cell of this run read from its summary and chapter 5's tables; a
+    figure the run did not produce says so (``not in this run``)."""
+    run_dir = Path(run_dir)
+    summary = read_json(summary_path(run_dir))
+    m = {p: (_chapter(summary["chapters"], p) or {}).get("metrics", {}) for p in ("03", "04", "05", "06")}
+    frontier = run_file(run_dir, "frontier")
+    table = _read_frontier(frontier) if frontier.exists() else None
+    chosen_path = run_file(run_dir, "chosen")
+    chosen = read_json(chosen_path) if chosen_path.exists() else {}
+    rows = {} if table is None else {r["name"]: r for r in table.to_dict("records")}
+    pick = rows.get(chosen.get("budget")) or rows.get(chosen.get("most_accurate"))
+    missing = "not in this run"
+    cells = {
+        "ersam_error": missing if pick is None else (
+            f"{pick['error']:.1%} (synthetic test) / {1 - pick['real_acc']:.1%} (`real_test`), `{pick['name']}`"),
+        "ersam_latency": missing if pick is None else (
+            f"{pick['latency_ms']:.3f} ms through ExecuTorch (build CPU, one thread)"),
+        "ersam_energy": missing if pick is None else f"{pick['energy_mj']:.2f} mJ per segment (calibrated estimate)",
+        "speckhard": _within_e0(table) if table is not None else missing,
+        "mobilenet": _baseline_cell(rows.get("mobilenetv2"), memory=True),
+        "countnet": _countnet_cell(m["05"], rows),
+        "tcresnet": "; ".join(f"{n}: {_baseline_cell(rows.get(n))}" for n in ("tcresnet8", "tcresnet14")),
+        "distill": _distill_cell(m["04"]),
+        "scale": f"`SCALE=\"{summary['scale']}\"`, `SEED={summary['seed']}`",
+    }
+    lines = [f"This run: {cells['scale']}, run `{run_dir.resolve().name}`.", "",
+             "| system and figure | the paper (their data, their device) | this book (this run, build machine) |",
+             "|---|---|---|",
+             f"| ERSAM: error on LibriSpeech-SAM {{cite}}`ersam2023` | 14.3 % (Pixel 3) | {cells['ersam_error']} |",
+             f"| ERSAM: latency per 5-s segment | 0.05 s (Pixel 3) | {cells['ersam_latency']} |",
+             "| ERSAM: energy | 40 mW over 12 h (about 1.7 kJ, about 0.2 J per segment) | "
+             f"{cells['ersam_energy']} |",
+             "| Speckhard et al.: searched net {cite}`speckhard2022` | 1.27 mJ per inference, 53.6 kB, 71.2 % "
+             f"accuracy (Pixel 4 XL) | {cells['speckhard']} |",
+             f"| Speckhard et al.: MobileNetV2 | 13.9 mJ, 2.7 MB, 70.3 % | {cells['mobilenet']} |",
+             "| CountNet on LibriCount test {cite}`stoter2019countnet` | MAE 0.27 (CRNN, 0.35 M parameters), 0.36 "
+             f"(F-CRNN, 0.06 M), 0.38 (RNN) | {cells['countnet']} |",
+             "| HEAR 2021 LibriCount probes {cite}`turian2022hear` | top-1 accuracy 0.795 (BYOL-S), 0.686 (wav2vec2) | "
+             "not run here (no pretrained embeddings offline) |",
+             "| TC-ResNet8 / TC-ResNet14 {cite}`choi2019tcresnet` | about 66 k / 137 k parameters | "
+             f"{cells['tcresnet']} |",
+             "| Uncertainty-gated distillation (ERSAM) | teacher queried only where the student is uncertain, accuracy "
+             f"kept | {cells['distill']} |"]
+    if summary["scale"] == "smoke":
+        lines += ["", "At `smoke` scale these numbers only show that every step ran."]
+    return "\n".join(lines) + "\n"
+
+
+def _baseline_cell(row: dict[str, Any] | None, memory: bool = False) -> str:
+    if row is None:
+        return "not in this run"
+    text = f"{row['params']:,.0f} parameters, test accuracy {row['acc']:.1%}, `real_test` {row['real_acc']:.1%}"
+    if memory:
+        text = f"{row['energy_mj']:.1f} mJ (calibrated), {row['memory_kb']:.0f} kB int8 weights, " + text
+    return text
+
+
+def _within_e0(table: Any) -> str:
+    searched = table[table["kind"] == "searched"]
+    fits = searched[searched["energy_mj"] <= E0_MJ]
+    if fits.empty:
+        low = searched.loc[searched["energy_mj"].idxmin()] if len(searched) else None
+        return ("no searched finalist within 1.25 mJ" + ("" if low is None else
+                f"; the cheapest uses {low['energy_mj']:.2f} mJ, {low['memory_kb']:.1f} kB, {low['acc']:.1%}"))
+    best = fits.loc[fits["acc"].idxmax()]
+    return (f"{best['energy_mj']:.2f} mJ (calibrated), {best['memory_kb']:.1f} kB int8 weights, test accuracy "
+            f"{best['acc']:.1%} (`real_test` {best['real_acc']:.1%})")
+
+
+def _countnet_cell(m05: dict[str, Any], rows: dict[str, Any]) -> str:
+    parts = [f"published {name.replace('CountNet ', '').replace(' (published)', '')} on `real_test`: MAE "
+             f"{m05['peer_real_test_mae'][name]:.2f}, accuracy {acc:.1%}"
+             for name, acc in m05.get("peer_real_test_acc", {}).items()]
+    parts += [f"`{n}` trained here: test MAE {rows[n]['mae']:.2f}, `real_test` MAE {rows[n]['real_mae']:.2f}"
+              for n in ("countnet_crnn", "countnet_fcrnn") if n in rows]
+    return "; ".join(parts) or "not in this run"
+
+
+def _distill_cell(m04: dict[str, Any]) -> str:
+    if "final_variant" not in m04:
+        return "not in this run"
+    return (f"`{m04['final_variant']}`: {m04['final_query_rate']:.0%} of the samples sent to the teacher; largest "
+            f"subnet {m04['final_minus_full_acc_largest'] * 100:+.1f} points and smallest "
+            f"{m04['final_minus_full_acc_smallest'] * 100:+.1f} points against full distillation (validation)")
 
 
 def _cell(fmt: str, value: Any) -> str:

@@ -11,8 +11,8 @@ import nbformat
 import pandas as pd
 import pytest
 
-from ersam_lib.book import (BOOK_DIR, build_book, check_offline, find_leaks, headline_markdown, prepare_for_readers,
-                            write_headline)
+from ersam_lib.book import (BOOK_DIR, build_book, check_offline, differences_markdown, find_leaks, headline_markdown,
+                            prepare_for_readers, write_headline)
 from ersam_lib.io import ArtifactError, atomic_write_json, read_json
 from ersam_lib.runner import run_pipeline
 
@@ -77,11 +77,14 @@ def _frontier(run_dir: Path) -> None:
     (run_dir / "search").mkdir(parents=True)
     pd.DataFrame([
         {"name": "searched-a", "kind": "searched", "acc": 0.6, "error": 0.4, "mae": 0.5, "energy_mj": 1.1,
-         "latency_ms": 0.9, "measured_eager_min_ms": 1.2, "params": 5000},
+         "latency_ms": 0.9, "measured_eager_min_ms": 1.2, "params": 5000, "real_acc": 0.55, "real_mae": 0.6,
+         "memory_kb": 5.0},
         {"name": "searched-b", "kind": "searched", "acc": 0.7, "error": 0.3, "mae": 0.4, "energy_mj": 2.2,
-         "latency_ms": 1.9, "measured_eager_min_ms": 2.5, "params": 9000},
+         "latency_ms": 1.9, "measured_eager_min_ms": 2.5, "params": 9000, "real_acc": 0.6, "real_mae": 0.5,
+         "memory_kb": 9.0},
         {"name": "tcresnet8", "kind": "baseline", "acc": 0.5, "error": 0.5, "mae": 0.7, "energy_mj": 2.0,
-         "latency_ms": 1.0, "measured_eager_min_ms": 1.4, "params": 64372},
+         "latency_ms": 1.0, "measured_eager_min_ms": 1.4, "params": 64372, "real_acc": 0.4, "real_mae": 0.9,
+         "memory_kb": 63.0},
     ]).to_csv(run_dir / "search" / "frontier.csv", index=False)
     atomic_write_json(run_dir / "search" / "chosen.json",
                       {"budget": "searched-a", "most_accurate": "searched-b", "baselines": ["tcresnet8"]})
@@ -114,6 +117,26 @@ def test_the_headline_sets_the_chosen_models_against_the_baselines(tmp_path: Pat
     assert "| 40.0% | 0.500 | 1.20 | 1.10 | 5,000 |" in rows[0]  # error, MAE, measured latency, energy, params
     assert "{doc}`/chapters/05_search`" in text and "{doc}`/differences`" in text and "paper_scale" not in text
     assert "| `int8_test_acc` | 0.61 |" in text and "no chapter 6" not in text
+
+
+def test_the_differences_page_fills_this_runs_column_from_the_run(tmp_path: Path) -> None:
+    _frontier(tmp_path)
+    m04 = {"final_variant": "selective-entropy-tau0.8", "final_query_rate": 0.25,
+           "final_minus_full_acc_largest": -0.004, "final_minus_full_acc_smallest": 0.012}
+    m05 = {"peer_real_test_acc": {"CountNet F-CRNN (published)": 0.5},
+           "peer_real_test_mae": {"CountNet F-CRNN (published)": 0.75}}
+    atomic_write_json(tmp_path / "summary.json", SUMMARY | {"chapters": {
+        "04_supernet": {"status": "ok", "metrics": m04}, "05_search": {"status": "ok", "metrics": m05}}})
+    text = differences_markdown(tmp_path)
+    row = {line.split("|")[1].strip(): line.split("|")[3].strip() for line in text.splitlines() if line.startswith("| ")}
+    assert row["ERSAM: error on LibriSpeech-SAM {cite}`ersam2023`"] == (
+        "40.0% (synthetic test) / 45.0% (`real_test`), `searched-a`")  # the chosen model within the budget
+    assert row["ERSAM: latency per 5-s segment"].startswith("0.900 ms through ExecuTorch")
+    assert row["Speckhard et al.: searched net {cite}`speckhard2022`"].startswith("1.10 mJ (calibrated), 5.0 kB")
+    assert row["Speckhard et al.: MobileNetV2"] == "not in this run"
+    assert "published F-CRNN on `real_test`: MAE 0.75, accuracy 50.0%" in text
+    assert "25% of the samples sent to the teacher; largest subnet -0.4 points and smallest +1.2 points" in text
+    assert 'This run: `SCALE="tutorial"`, `SEED=3`' in text and "TO FILL" not in text
 
 
 def test_the_book_loads_mathjax_from_its_own_static_files() -> None:
