@@ -21,6 +21,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,15 +39,41 @@ from .frontier import load_chosen
 from .io import atomic_write_bytes, read_json
 from .meter import SAMPLE_RATE, WINDOW_S, card_path, write_card
 from .rundir import stage_dir
+from .scales import check_scale
 
 __all__ = [
-    "PRECISIONS", "RUNTIMES", "STEM_SUFFIX", "AudioCounter", "audio_counter", "export_program", "feature_batch",
+    "PRECISIONS", "RUNTIMES", "STEM_SUFFIX", "AudioCounter", "DeployConfig", "audio_counter", "export_program", "feature_batch",
     "measure_program", "peak_memory_mb", "precision_scores", "program_path", "quantize_pt2e",
 ]
 
 PRECISIONS: tuple[str, ...] = ("float", "int8")
 RUNTIMES: dict[str, str] = {"executorch": ".pte", "onnxruntime": ".onnx"}
 STEM_SUFFIX: dict[str, str] = {"executorch": "", "onnxruntime": "_onnx"}  # a card per program: stems must differ
+
+
+@dataclass(frozen=True)
+class DeployConfig:
+    """Chapter 6's sizes: training windows that calibrate int8, test windows that check the front end against
+    chapter 1's cached features, the precision the meter streams with, and how often the meter's speed is timed."""
+
+    n_calibration: int = 512
+    n_check: int = 64
+    meter_precision: str = "int8"
+    meter_repeats: int = 3
+
+    def __post_init__(self) -> None:
+        if self.n_calibration < 1 or self.n_check < 1 or self.meter_repeats < 1:
+            raise ValueError(f"need n_calibration, n_check and meter_repeats >= 1; got {self}")
+        if self.meter_precision not in PRECISIONS:
+            raise ValueError(f"meter_precision must be one of {PRECISIONS}, got {self.meter_precision!r}")
+
+    @classmethod
+    def for_scale(cls, scale: str, **overrides: Any) -> DeployConfig:
+        """``smoke``: every training window (160) calibrates, 16 are checked; ``tutorial``: 512 and 64; ``paper``:
+        2048 and 256."""
+        sizes = {"smoke": dict(n_calibration=160, n_check=16), "tutorial": {},
+                 "paper": dict(n_calibration=2048, n_check=256)}[check_scale(scale)]
+        return cls(**(sizes | overrides))
 
 
 class AudioCounter(nn.Module):
@@ -77,10 +104,11 @@ def quantize_pt2e(model: nn.Module, calibration: torch.Tensor, batch_size: int =
     (symmetric int8, per-channel weights) annotates, observers see ``calibration`` (inputs of the model, e.g.
     training features, in batches of ``batch_size``), and ``convert_pt2e`` inserts the quantize/dequantize pairs
     that the XNNPACK delegate runs as int8 kernels. The result runs in PyTorch too (simulated int8), in eval mode."""
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
-                                                                         get_symmetric_quantization_config)
-    from torchao.quantization.pt2e import allow_exported_model_train_eval, move_exported_model_to_eval
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    with quiet_executorch():  # torchao's import warns about a torch.compile deprecation
+        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
+                                                                             get_symmetric_quantization_config)
+        from torchao.quantization.pt2e import allow_exported_model_train_eval, move_exported_model_to_eval
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
     batch = torch.export.Dim("batch", min=1, max=4096)
@@ -121,20 +149,29 @@ def program_path(run_dir: str | os.PathLike, name: str, precision: str, runtime:
 
 
 def export_program(module: nn.Module, path: str | os.PathLike, classes: list[str], card: Mapping[str, Any],
-                   window_s: float = WINDOW_S, sample_rate: int = SAMPLE_RATE) -> Path:
+                   timing: TimingConfig | None = None, window_s: float = WINDOW_S,
+                   sample_rate: int = SAMPLE_RATE) -> Path:
     """Export ``module`` (one ``(1, samples)`` window -> logits) to ``path`` (``.pte``: ExecuTorch with the
-    XNNPACK delegate; ``.onnx``: ONNX Runtime) and write its card beside it; returns the program's path."""
+    XNNPACK delegate; ``.onnx``: ONNX Runtime) and write its card beside it: ``card`` plus the input, the output
+    and, when ``timing`` is given, the costs :func:`measure_program` measured (``costs``). Returns the path."""
     path = Path(path)
     x = torch.zeros(1, round(window_s * sample_rate))
-    with torch.no_grad(), quiet_executorch():
-        if path.suffix == ".pte":
-            atomic_write_bytes(path, export_executorch(module, x))
-        elif path.suffix == ".onnx":
-            export_onnx(module, x, path)
-        else:
-            raise ValueError(f"a deployed program is a .pte or .onnx file, got {path}")
-    write_card(path, classes, sample_rate, window_s, batch=1, input={"kind": "audio", "shape": list(x.shape),
-               "dtype": "float32"}, output="logits", **card)
+    spec = {"batch": 1, "input": {"kind": "audio", "shape": list(x.shape), "dtype": "float32"}, "output": "logits"}
+    if path.suffix not in RUNTIMES.values():
+        raise ValueError(f"a deployed program is a .pte or .onnx file, got {path}")
+    write_card(path, classes, sample_rate, window_s, **card, **spec)  # first: refuses a card of another program
+    try:
+        with torch.no_grad(), quiet_executorch():
+            if path.suffix == ".pte":
+                atomic_write_bytes(path, export_executorch(module, x))
+            else:
+                export_onnx(module, x, path, dynamo=True)  # the exporter that translates int8 too
+    except Exception:
+        card_path(path).unlink(missing_ok=True)  # no card without its program
+        path.unlink(missing_ok=True)
+        raise
+    if timing is not None:
+        write_card(path, classes, sample_rate, window_s, **card, **spec, costs=measure_program(path, timing))
     return path
 
 

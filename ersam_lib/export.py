@@ -92,11 +92,17 @@ def export_executorch(module: nn.Module, x: torch.Tensor) -> bytes:
     return to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()]).to_executorch().buffer
 
 
-def export_onnx(module: nn.Module, x: torch.Tensor, path: str | os.PathLike) -> Path:
-    """Export ``module`` to ONNX at ``path`` (TorchScript-based exporter: fast and handles LSTM/GRU)."""
+def export_onnx(module: nn.Module, x: torch.Tensor, path: str | os.PathLike, dynamo: bool = False) -> Path:
+    """Export ``module`` to ONNX at ``path``: by default with the TorchScript-based exporter (fast, handles LSTM/GRU;
+    chapter 2); ``dynamo=True`` uses the ``torch.export``-based one, which also translates PT2E's int8
+    quantize/dequantize operators into ONNX's QuantizeLinear/DequantizeLinear (chapter 6)."""
     with torch.no_grad(), atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter warns about RNN batch sizes it cannot check
-        torch.onnx.export(module.eval(), (x,), str(tmp), dynamo=False, input_names=["x"])
+        if dynamo:
+            torch.onnx.export(module.eval(), (x,), str(tmp), dynamo=True, input_names=["x"], verbose=False,
+                              external_data=False)
+        else:
+            torch.onnx.export(module.eval(), (x,), str(tmp), dynamo=False, input_names=["x"])
     return Path(path)
 
 
