@@ -20,12 +20,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_meter import one_core, report, time_meter  # noqa: E402
+from bench_meter import one_core, report, time_meter
 
-from ersam_lib.deploy import measure_program  # noqa: E402
-from ersam_lib.export import TimingConfig  # noqa: E402
-from ersam_lib.io import read_json  # noqa: E402
-from ersam_lib.meter import card_path, load_counter  # noqa: E402
+from ersam_lib.deploy import measure_program
+from ersam_lib.export import TimingConfig
+from ersam_lib.io import read_json
+from ersam_lib.meter import card_path, load_counter
 
 
 def main() -> None:
