@@ -28,7 +28,8 @@ from threadpoolctl import threadpool_limits
 from data_prep.config import FeatureConfig
 from data_prep.features import logmel
 from ersam_lib.meter import SAMPLE_RATE, WINDOW_S, count, load_counter
-from ersam_lib.space import SearchSpace, build_model, count_params
+from ersam_lib.complexity import count_params
+from ersam_lib.space import SearchSpace, build_model
 
 
 class LogmelCounter:
