@@ -52,5 +52,6 @@ def test_ch06_party_evaluation_and_meter(smoke_run, smoke_run_dir):
     assert m["rttm_level_accuracy"] == pytest.approx(report["levels"]["accuracy"])
     assert m["rttm_windows"] == report["counts"]["n"] == m["party_duration_s"] // 5
     assert m["meter_speed_x"] == pytest.approx(1 / m["meter_rtf"]) and m["meter_speed_x"] > 1
+    assert m["meter_onnx_speed_x"] > 1
     df = count(deploy / "party" / "party.wav", load_counter(deploy / m["meter_program"]), tail="drop")
     assert len(df) == m["rttm_windows"]
