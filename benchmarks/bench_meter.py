@@ -28,7 +28,8 @@ from threadpoolctl import threadpool_limits
 from data_prep.config import FeatureConfig
 from data_prep.features import logmel
 from ersam_lib.meter import SAMPLE_RATE, WINDOW_S, count, load_counter
-from ersam_lib.space import SearchSpace, build_model, count_params
+from ersam_lib.complexity import count_params
+from ersam_lib.space import SearchSpace, build_model
 
 
 class LogmelCounter:
@@ -84,9 +85,49 @@ def exported_counter(folder: Path) -> tuple[object, str]:
     return load_counter(path), f"{desc}; torch log-mel front end, exported (torch.export .pt2) and reloaded"
 
 
+def time_meter(counter: object, seconds: float = 600.0, rate: int = SAMPLE_RATE, channels: int = 1,
+               hop: float = WINDOW_S, repeats: int = 3) -> tuple[list[dict], int]:
+    """``(runs, windows)``: :func:`count` timed ``repeats`` times (after one warm-up) on a synthetic 16-bit WAV of
+    ``seconds`` at ``rate`` x ``channels``; each run is ``df.attrs`` plus its CPU time ``cpu_s``. The caller pins
+    the process to one core and one thread (what :func:`main` does); bench_deploy.py reuses it."""
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp, threadpool_limits(1):
+        path = Path(tmp) / "recording.wav"
+        noise = 0.1 * rng.standard_normal((int(seconds * rate), channels)).astype(np.float32)
+        sf.write(path, noise, rate, subtype="PCM_16")
+        count(path, counter, hop_s=hop)  # warm-up: first calls allocate and build caches
+        runs = []
+        for _ in range(repeats):
+            cpu0 = time.process_time()
+            df = count(path, counter, hop_s=hop)
+            runs.append(df.attrs | {"cpu_s": time.process_time() - cpu0})
+    return runs, len(df)
+
+
+def one_core() -> None:
+    """Pin this process to one core and torch to one thread (the meter's speed target is per core)."""
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core, whatever torch would like
+    torch.set_num_threads(1)
+
+
+def report(runs: list[dict], windows: int, seconds: float) -> str:
+    """The lines main() prints about the runs: best total and parts, real-time factor, CPU time."""
+    best = min(runs, key=lambda a: a["total_s"])
+    cpu = min(a["cpu_s"] for a in runs)
+    return (f"best of {len(runs)}: total {best['total_s']:.3f} s = decode {best['decode_s']:.3f} s "
+            f"+ normalise/features/model {best['model_s']:.3f} s; {1e3 * best['total_s'] / windows:.2f} ms per "
+            f"window\nreal-time factor {best['rtf']:.2e}: {best['speed_x']:.0f}x real time "
+            f"(median {statistics.median(a['speed_x'] for a in runs):.0f}x; target >= 1000x: "
+            f"{'met' if best['speed_x'] >= 1000 else 'NOT met'})\n"
+            # On a shared machine wall time includes waiting for the core; CPU time is what the meter itself used.
+            f"CPU time (best): {cpu:.3f} s: {seconds / cpu:.0f}x real time per core")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", help="counter bundle (.pt2 + card); default: the tutorial space's largest arch")
+    p.add_argument("--model", help="counter program with its card (.pt2, or chapter 6's .pte/.onnx); default: the "
+                   "tutorial space's largest arch")
     p.add_argument("--seconds", type=float, default=600.0, help="length of the synthetic recording")
     p.add_argument("--rate", type=int, default=SAMPLE_RATE, help="its sample rate (e.g. 44100 to time resampling)")
     p.add_argument("--channels", type=int, default=1)
@@ -96,45 +137,24 @@ def main() -> None:
                    help="time the default model as an exported bundle (torch log-mel inside) instead")
     p.add_argument("--out", help="also write the figures as JSON here")
     args = p.parse_args()
-    if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core, whatever torch would like
-    torch.set_num_threads(1)
-    rng = np.random.default_rng(0)
-    with tempfile.TemporaryDirectory() as tmp, threadpool_limits(1):
+    one_core()
+    with tempfile.TemporaryDirectory() as tmp:
         if args.model:
-            counter, desc = load_counter(args.model), f"bundle {args.model}"
+            counter, desc = load_counter(args.model), f"program {args.model}"
         else:
             counter, desc = exported_counter(Path(tmp)) if args.exported else default_counter()
-        path = Path(tmp) / "recording.wav"
-        n = int(args.seconds * args.rate)
-        noise = 0.1 * rng.standard_normal((n, args.channels)).astype(np.float32)
-        sf.write(path, noise, args.rate, subtype="PCM_16")
-        count(path, counter, hop_s=args.hop)  # warm-up: first calls allocate and build caches
-        runs = []
-        for _ in range(args.repeats):
-            cpu0 = time.process_time()
-            df = count(path, counter, hop_s=args.hop)
-            runs.append(df.attrs | {"cpu_s": time.process_time() - cpu0})
-    best = min(runs, key=lambda a: a["total_s"])
-    per_window_ms = 1e3 * best["total_s"] / len(df)
+        runs, windows = time_meter(counter, args.seconds, args.rate, args.channels, args.hop, args.repeats)
     print(f"model: {desc}")
     print(f"host: {platform.node()} {platform.processor() or platform.machine()}, 1 thread on 1 core, "
           f"torch {torch.__version__}")
     print(f"recording: {args.seconds:.0f} s at {args.rate} Hz x {args.channels} ch, hop {args.hop:g} s, "
-          f"{len(df)} windows")
-    print(f"best of {args.repeats}: total {best['total_s']:.3f} s = decode {best['decode_s']:.3f} s "
-          f"+ normalise/features/model {best['model_s']:.3f} s; {per_window_ms:.2f} ms per window")
-    print(f"real-time factor {best['rtf']:.2e}: {best['speed_x']:.0f}x real time "
-          f"(median {statistics.median(a['speed_x'] for a in runs):.0f}x; target >= 1000x: "
-          f"{'met' if best['speed_x'] >= 1000 else 'NOT met'})")
-    # On a shared machine wall time includes waiting for the core; CPU time is what the meter itself used.
-    cpu = min(a["cpu_s"] for a in runs)
-    print(f"CPU time (best): {cpu:.3f} s: {args.seconds / cpu:.0f}x real time per core")
+          f"{windows} windows")
+    print(report(runs, windows, args.seconds))
     if args.out:
         from ersam_lib.io import atomic_write_json
 
         atomic_write_json(args.out, {"model": desc, "seconds": args.seconds, "rate": args.rate,
-                                     "channels": args.channels, "hop_s": args.hop, "windows": len(df),
+                                     "channels": args.channels, "hop_s": args.hop, "windows": windows,
                                      "runs": [{k: a[k] for k in ("decode_s", "model_s", "total_s", "cpu_s", "rtf",
                                                                  "speed_x")} for a in runs],
                                      "host": platform.node()})

@@ -11,7 +11,8 @@ private (``_name``) names (``tests/layering.py`` holds the map and the test that
    torch datasets, the one subset rule), ``evaluation`` (accuracy, MAE, predictions), ``complexity`` (parameters
    and MACs), ``export`` (ExecuTorch/ONNX exporters, runtime runners, the timing protocol), ``devices`` (host,
    phone over adb, imported profiles), ``costmodel`` (per-layer LUT + learned correction), ``costrule`` (ERSAM's
-   operator rule), ``pareto`` (non-dominated sorting, hypervolume)
+   operator rule), ``pareto`` (non-dominated sorting, hypervolume), ``frontend`` (chapter 1's log-mel as a torch
+   module, so deployed programs take raw audio)
 2. **models**: ``space`` (chapter 4's search space and static networks), ``supernet`` (weight sharing, BN
    recalibration, the hand-off to chapter 5), ``baselines`` (CountNet, TC-ResNet, MobileNetV2-style), ``teacher``
    (the teacher networks and their hand-off), ``countnet`` (CountNet's published Keras models, ported)
@@ -19,7 +20,8 @@ private (``_name``) names (``tests/layering.py`` holds the map and the test that
    ``torchrun``-ready), ``fit`` (supervised training of one classifier: the teacher, the largest student)
 4. **experiments**: ``profiling`` + ``profiling_plots`` (chapter 2), ``ablation`` (chapter 4), ``meter`` +
    ``rttm_eval`` (chapter 6: the streaming meter and its evaluation on annotated recordings), ``search`` +
-   ``search_plots`` (chapter 5: objectives, strategies, the frontier); chapter 6 adds ``deploy``
+   ``search_plots`` (chapter 5: objectives, strategies, the frontier), ``deploy`` (chapter 6: audio-in programs,
+   PT2E int8, ExecuTorch/ONNX programs with cards and measured costs)
 5. **runner and CLI**: ``runner`` (papermill), ``book`` (Jupyter Book), ``cli`` (``python -m ersam_lib`` / ``ersam``)
 """
 

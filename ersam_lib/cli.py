@@ -149,7 +149,8 @@ def train(args: argparse.Namespace) -> int:
 
 def _add_meter_parsers(sub: argparse._SubParsersAction) -> None:
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--model", help="counter bundle (.pt2 with its .json card, ersam_lib.meter.save_counter)")
+        p.add_argument("--model", help="counter program with its .json card beside it: a deployed .pte/.onnx "
+                       "(RUN_DIR/deploy/, chapter 6) or a .pt2 bundle (ersam_lib.meter.save_counter)")
         p.add_argument("--hop", type=float, default=5.0, help="seconds between window starts (default 5)")
         p.add_argument("--thresholds", default="1,2,4", help="lowest count of low,moderate,active (default 1,2,4)")
         p.add_argument("--no-normalize", action="store_true", help="skip the per-window level normalisation")
@@ -194,7 +195,7 @@ def _meter_setup(args: argparse.Namespace) -> tuple[Any, Any]:
     cfg = MeterConfig(hop_s=args.hop, thresholds=thresholds, normalize=not args.no_normalize,
                       **({"tail": args.tail} if hasattr(args, "tail") else {}))
     if args.model is None:
-        raise MeterError("no model given: pass --model PATH (a .pt2 counter bundle with its .json card)")
+        raise MeterError("no model given: pass --model PATH (RUN_DIR/deploy/<name>.pte, or a .pt2 counter bundle)")
     return cfg, load_counter(args.model)
 
 

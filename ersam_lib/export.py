@@ -32,8 +32,8 @@ from .io import atomic_path
 from .scales import check_scale
 
 __all__ = [
-    "BACKENDS", "TimingConfig", "export_executorch", "export_onnx", "quiet_executorch", "runner_for", "time_calls",
-    "torch_threads",
+    "BACKENDS", "TimingConfig", "export_executorch", "export_onnx", "load_executorch", "quiet_executorch",
+    "runner_for", "time_calls", "torch_threads",
 ]
 
 BACKENDS: tuple[str, ...] = ("eager", "executorch", "onnxruntime")
@@ -92,11 +92,17 @@ def export_executorch(module: nn.Module, x: torch.Tensor) -> bytes:
     return to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()]).to_executorch().buffer
 
 
-def export_onnx(module: nn.Module, x: torch.Tensor, path: str | os.PathLike) -> Path:
-    """Export ``module`` to ONNX at ``path`` (TorchScript-based exporter: fast and handles LSTM/GRU)."""
+def export_onnx(module: nn.Module, x: torch.Tensor, path: str | os.PathLike, dynamo: bool = False) -> Path:
+    """Export ``module`` to ONNX at ``path``: by default with the TorchScript-based exporter (fast, handles LSTM/GRU;
+    chapter 2); ``dynamo=True`` uses the ``torch.export``-based one, which also translates PT2E's int8
+    quantize/dequantize operators into ONNX's QuantizeLinear/DequantizeLinear (chapter 6)."""
     with torch.no_grad(), atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter warns about RNN batch sizes it cannot check
-        torch.onnx.export(module.eval(), (x,), str(tmp), dynamo=False, input_names=["x"])
+        if dynamo:
+            torch.onnx.export(module.eval(), (x,), str(tmp), dynamo=True, input_names=["x"], verbose=False,
+                              external_data=False)
+        else:
+            torch.onnx.export(module.eval(), (x,), str(tmp), dynamo=False, input_names=["x"])
     return Path(path)
 
 
@@ -131,21 +137,24 @@ def _eager_runner(module: Any, x: torch.Tensor, threads: int) -> Callable[[], An
     return lambda: module(x)
 
 
-def _executorch_runner(module: Any, x: torch.Tensor, threads: int) -> Callable[[], Any]:
+def load_executorch(program: bytes | str | os.PathLike, threads: int = 1) -> tuple[Any, Any]:
+    """``(program, method)``: the ``forward`` method of an ExecuTorch program (bytes or a ``.pte`` path), with
+    XNNPACK's thread pool set to ``threads`` (chapters 2 and 6). Keep the program alive as long as the method."""
     with quiet_executorch():
         from executorch.extension.pybindings import portable_lib
         from executorch.runtime import Runtime
 
-        if isinstance(module, nn.Module):
-            with torch.no_grad():  # export refuses inference-mode tensors
-                program_bytes = export_executorch(module, x.clone())
-        elif isinstance(module, bytes):
-            program_bytes = module
-        else:
-            program_bytes = Path(module).read_bytes()
+        data = program if isinstance(program, bytes) else Path(program).read_bytes()
         portable_lib._unsafe_reset_threadpool(threads)  # XNNPACK's pool, else it uses every core
-        program = Runtime.get().load_program(program_bytes)
-        method = program.load_method("forward")
+        loaded = Runtime.get().load_program(data)
+        return loaded, loaded.load_method("forward")
+
+
+def _executorch_runner(module: Any, x: torch.Tensor, threads: int) -> Callable[[], Any]:
+    if isinstance(module, nn.Module):
+        with torch.no_grad(), quiet_executorch():  # export refuses inference-mode tensors
+            module = export_executorch(module, x.clone())
+    program, method = load_executorch(module, threads)
     inputs = (x.clone(),)
     # The closure keeps the program alive: a method outliving its program reads freed memory.
     return lambda: (program, method.execute(inputs))[1]

@@ -18,7 +18,10 @@ column is empty.
 
 Models: anything that follows the small :class:`WindowCounter` protocol; :class:`TorchWindowCounter` wraps a torch
 module that maps ``(B, samples)`` waveforms to logits. :func:`save_counter` / :func:`load_counter` store such a
-module as a ``torch.export`` program (``.pt2``) with a JSON card beside it that marks it as an ERSAM counter.
+module as a ``torch.export`` program (``.pt2``) with a JSON card beside it that marks it as an ERSAM counter;
+:func:`load_counter` also runs the programs chapter 6 deploys (:mod:`ersam_lib.deploy`): an ExecuTorch ``.pte``
+(:class:`ExecuTorchWindowCounter`) or an ONNX file (:class:`OnnxWindowCounter`), each with its card
+(:func:`write_card`).
 Bad input raises :class:`MeterError` with a one-line message that names the file.
 """
 
@@ -50,10 +53,11 @@ from data_prep.normalize import peak_normalize
 from .io import atomic_path, atomic_write_json
 
 __all__ = [
-    "AudioInfo", "DEFAULT_THRESHOLDS", "LEVEL_NAMES", "MeterConfig", "MeterError", "TorchWindowCounter",
-    "WindowCounter", "audio_blocks", "card_path", "check_thresholds", "class_kind", "count", "format_windows",
-    "iter_windows", "level_index", "levels_of", "load_counter", "output_format", "plot_timeline", "save_counter",
-    "summary_line", "to_json", "write_windows",
+    "AudioInfo", "BUNDLE_KIND", "DEFAULT_THRESHOLDS", "ExecuTorchWindowCounter", "LEVEL_NAMES", "MeterConfig",
+    "MeterError", "OnnxWindowCounter", "PROGRAM_FORMATS", "TorchWindowCounter", "WindowCounter", "audio_blocks",
+    "card_path", "check_thresholds", "class_kind", "count", "format_windows", "iter_windows", "level_index",
+    "levels_of", "load_counter", "output_format", "plot_timeline", "save_counter", "summary_line", "to_json",
+    "write_card", "write_windows",
 ]
 
 SAMPLE_RATE = 16_000
@@ -62,6 +66,8 @@ TAILS: tuple[str, ...] = ("align", "drop")
 LEVEL_NAMES: tuple[str, ...] = tuple(name for name, _, _ in LEVELS)
 BUNDLE_KIND = "ersam-window-counter"
 BUNDLE_VERSION = 1
+# Program file suffix -> the card's "format" (what load_counter runs it with).
+PROGRAM_FORMATS: dict[str, str] = {".pt2": "torch.export", ".pte": "executorch", ".onnx": "onnx"}
 
 
 class MeterError(ValueError):
@@ -84,6 +90,75 @@ class WindowCounter(Protocol):
     window_s: float
 
     def predict_proba(self, windows: np.ndarray) -> np.ndarray: ...
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.asarray(logits, np.float64)
+    z = np.exp(z - z.max(axis=-1, keepdims=True))
+    return z / z.sum(axis=-1, keepdims=True)
+
+
+class _ProgramCounter:
+    """What the deployed programs share: class names, rate, window, and a batch-by-batch loop over a runner."""
+
+    def __init__(self, classes: Sequence[str], sample_rate: int, window_s: float, batch_size: int) -> None:
+        self.classes = [str(c) for c in classes]
+        self.sample_rate, self.window_s, self.batch_size = int(sample_rate), float(window_s), int(batch_size)
+        class_kind(self.classes)
+
+    @property
+    def n_samples(self) -> int:
+        return int(round(self.window_s * self.sample_rate))
+
+    def _logits(self, batch: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict_proba(self, windows: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(windows, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != self.n_samples:
+            raise MeterError(f"expected windows (N, {self.n_samples}), got shape {x.shape}")
+        out = [_softmax(self._logits(x[i:i + self.batch_size])) for i in range(0, len(x), self.batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, len(self.classes)))
+
+
+class ExecuTorchWindowCounter(_ProgramCounter):
+    """A :class:`WindowCounter` over an ExecuTorch program (``.pte``, chapter 6) that maps a fixed batch of
+    ``(batch_size, samples)`` waveforms to logits; XNNPACK runs on ``threads`` threads (default 1)."""
+
+    def __init__(self, program: str | os.PathLike | bytes, classes: Sequence[str], sample_rate: int = SAMPLE_RATE,
+                 window_s: float = WINDOW_S, batch_size: int = 1, threads: int = 1) -> None:
+        from .export import load_executorch
+
+        super().__init__(classes, sample_rate, window_s, batch_size)
+        self._program, self._method = load_executorch(program, threads)
+
+    def _logits(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        n = len(batch)
+        if n < self.batch_size:  # the program has a fixed batch: pad the last one
+            batch = np.concatenate([batch, np.zeros((self.batch_size - n, batch.shape[1]), np.float32)])
+        return self._method.execute((torch.from_numpy(batch),))[0].numpy()[:n]
+
+
+class OnnxWindowCounter(_ProgramCounter):
+    """A :class:`WindowCounter` over an ONNX program (ONNX Runtime, ``threads`` intra-op threads; chapter 6)."""
+
+    def __init__(self, path: str | os.PathLike, classes: Sequence[str], sample_rate: int = SAMPLE_RATE,
+                 window_s: float = WINDOW_S, batch_size: int = 1, threads: int = 1) -> None:
+        import onnxruntime as ort
+
+        super().__init__(classes, sample_rate, window_s, batch_size)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+        self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self._input = self._session.get_inputs()[0].name
+
+    def _logits(self, batch: np.ndarray) -> np.ndarray:
+        n = len(batch)
+        if n < self.batch_size:
+            batch = np.concatenate([batch, np.zeros((self.batch_size - n, batch.shape[1]), np.float32)])
+        return self._session.run(None, {self._input: batch})[0][:n]
 
 
 class TorchWindowCounter:
@@ -149,28 +224,44 @@ def save_counter(model: Any, classes: Sequence[str], path: str | os.PathLike, sa
     program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
     with atomic_path(path) as tmp:
         torch.export.save(program, tmp)
-    atomic_write_json(card_path(path), card | {
-        "kind": BUNDLE_KIND, "version": BUNDLE_VERSION, "format": "torch.export", "program": path.name,
-        "classes": [str(c) for c in classes], "sample_rate": int(sample_rate), "window_s": float(window_s),
-        "torch": torch.__version__})
+    write_card(path, classes, sample_rate, window_s, **card)
     return path
 
 
-def load_counter(path: str | os.PathLike) -> WindowCounter:
-    """The counter stored at ``path`` by :func:`save_counter`; :class:`MeterError` for anything else.
+def write_card(path: str | os.PathLike, classes: Sequence[str], sample_rate: int = SAMPLE_RATE,
+               window_s: float = WINDOW_S, **card: Any) -> Path:
+    """Write the JSON card of the counter program at ``path`` (``.pt2``, ``.pte`` or ``.onnx``) atomically: what
+    marks it as ours, its format, classes, rate and window, then the extra ``card`` entries (chapter 6 adds the
+    architecture, metrics, costs, feature config and manifest hash)."""
+    import torch
 
-    One entry point for every model format the meter accepts (the ``.pte``/ONNX programs of
-    :mod:`ersam_lib.deploy` join here).
-    """
+    path = Path(path)
+    if path.suffix not in PROGRAM_FORMATS:
+        raise MeterError(f"a counter program is a {'/'.join(PROGRAM_FORMATS)} file, got {path}")
+    class_kind(classes)
+    other = None
+    with contextlib.suppress(OSError, ValueError, AttributeError):  # no card yet, or not one of ours: overwrite
+        other = json.loads(card_path(path).read_text(encoding="utf-8")).get("program")
+    if other not in (None, path.name):
+        raise MeterError(f"{card_path(path)} is the card of {other}: give {path.name} a name of its own")
+    return atomic_write_json(card_path(path), card | {
+        "kind": BUNDLE_KIND, "version": BUNDLE_VERSION, "format": PROGRAM_FORMATS[path.suffix],
+        "program": path.name, "classes": [str(c) for c in classes], "sample_rate": int(sample_rate),
+        "window_s": float(window_s), "torch": torch.__version__})
+
+
+def load_counter(path: str | os.PathLike, threads: int = 1) -> WindowCounter:
+    """The counter program at ``path`` with its card (:func:`save_counter`'s ``.pt2``, chapter 6's ExecuTorch
+    ``.pte`` and ONNX programs, run on ``threads`` threads); :class:`MeterError` for anything else."""
     path = Path(path)
     if not path.exists():
         raise MeterError(f"model file {path} does not exist")
     if not path.is_file():
         raise MeterError(f"model path {path} is not a file")
     card_file = card_path(path)
-    if path.suffix != ".pt2":
-        raise MeterError(f"{path} is not an ERSAM counter bundle: expected a .pt2 program with its .json card "
-                         f"beside it (ersam_lib.meter.save_counter writes both)")
+    if path.suffix not in PROGRAM_FORMATS:
+        raise MeterError(f"{path} is not an ERSAM counter program: expected a {'/'.join(PROGRAM_FORMATS)} file "
+                         f"with its .json card beside it (ersam_lib.meter.save_counter, ersam_lib.deploy)")
     if not card_file.is_file():
         raise MeterError(f"{path} has no card {card_file.name} beside it: not an ERSAM counter bundle")
     try:
@@ -182,7 +273,20 @@ def load_counter(path: str | os.PathLike) -> WindowCounter:
     missing = {"classes", "sample_rate", "window_s"} - set(card)
     if missing:
         raise MeterError(f"model card {card_file} lacks {sorted(missing)}")
-    return TorchWindowCounter(_load_program(path), card["classes"], card["sample_rate"], card["window_s"])
+    fmt = card.get("format", "torch.export")
+    if fmt != PROGRAM_FORMATS[path.suffix]:
+        raise MeterError(f"model card {card_file} describes a {fmt!r} program, but {path.name} is not one")
+    args = (card["classes"], card["sample_rate"], card["window_s"])
+    if fmt == "torch.export":  # runs in this process's torch (its thread count is the caller's to set)
+        return TorchWindowCounter(_load_program(path), *args)
+    if fmt == "executorch" and path.read_bytes()[4:6] != b"ET":  # the flatbuffer identifier of every .pte
+        raise MeterError(f"model file {path} is not an ExecuTorch program (no 'ET' identifier in its header)")
+    try:
+        if fmt == "executorch":
+            return ExecuTorchWindowCounter(path, *args, batch_size=int(card.get("batch", 1)), threads=threads)
+        return OnnxWindowCounter(path, *args, batch_size=int(card.get("batch", 1)), threads=threads)
+    except Exception as e:  # noqa: BLE001 - any failure here means the file is not a usable program
+        raise MeterError(f"cannot load model file {path} as {fmt}: {_first_line(e)}") from e
 
 
 def _load_program(path: Path) -> Any:

@@ -20,7 +20,9 @@
       search/                 chapter 5: objectives.json (cache), history.json, strategies.csv, frontier.csv,
                               baselines/<name>.{pt,json}, models/<name>.{pt,json} (cards), chosen.json
                                                                    (chapter 5 via ersam_lib.search and .frontier)
-      deploy/                 chapter 6: exported programs, model cards                          (ersam_lib.deploy)
+      deploy/                 chapter 6: <name>_<precision>.pte, <name>_float_onnx.onnx with their .json cards,
+                              precision.csv, programs.csv, party/ (party.wav, .rttm, .json), party_eval.json
+                                                                        (ersam_lib.deploy, .meter, .rttm_eval)
 
 This module owns that layout: every stage asks it for its folder (:func:`stage_dir`) and for the paths of the
 well-known files (:func:`run_file`, :func:`require`), so that a file's name and the chapter that writes it are
@@ -78,6 +80,9 @@ FILES: dict[str, tuple[str, str, str]] = {
     "strategy_curves": ("search", "strategies.csv", "05"),
     "frontier": ("search", "frontier.csv", "05"),
     "chosen": ("search", "chosen.json", "05"),
+    "deploy_precision": ("deploy", "precision.csv", "06"),
+    "deploy_programs": ("deploy", "programs.csv", "06"),
+    "party_eval": ("deploy", "party_eval.json", "06"),
 }
 CHECKPOINT = "checkpoint.pt"  # the per-epoch training checkpoint in a training folder (chapters 3-4)
 HISTORY = "history.json"  # the per-epoch history beside it

@@ -199,7 +199,7 @@ def test_load_counter_refuses_files_that_are_not_ours(tmp_path, bundle, wav2vec2
     (tmp_path / "foreign.json").write_text(json.dumps({"kind": "something else"}))
     (tmp_path / "broken.pt2").write_bytes(bundle.read_bytes())
     (tmp_path / "broken.json").write_text("{not json")
-    cases = {"missing.pt2": "does not exist", "weights.pt": "not an ERSAM counter bundle", "lonely.pt2": "no card",
+    cases = {"missing.pt2": "does not exist", "weights.pt": "not an ERSAM counter program", "lonely.pt2": "no card",
              "garbage.pt2": "not a torch.export program", "foreign.pt2": "does not describe an ERSAM counter",
              "broken.pt2": "not valid JSON"}
     for name, message in cases.items():
@@ -231,7 +231,7 @@ def test_cli_count_bad_input_gives_one_line_and_exit_2(tmp_path, tones, bundle, 
     sf.write(tmp_path / "ok.wav", tones[0][:SR * 6], SR)
     ok = str(tmp_path / "ok.wav")
     for args, message in (
-            (["--model", str(tmp_path / "empty.wav")], "not an ERSAM counter bundle"),
+            (["--model", str(tmp_path / "empty.wav")], "not an ERSAM counter program"),
             (["--model", str(tmp_path / "nowhere.pt2")], "does not exist"),
             ([], "no model given"),
             (["--model", str(bundle), "--hop", "0"], "hop must be a positive"),

@@ -1,0 +1,57 @@
+"""Chapter 6 notebook at SCALE=smoke: the programs and cards are on disk, the recorded figures follow from the saved
+tables (precision.csv, programs.csv, the cards, party_eval.json), and the deployed program runs in the meter."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from .conftest import chapter_metrics
+
+pytestmark = pytest.mark.notebooks
+
+
+def test_ch06_accuracy_and_costs_follow_from_saved_files(smoke_run, smoke_run_dir):
+    m = chapter_metrics(smoke_run, "06")
+    deploy = smoke_run_dir / "deploy"
+    precision = pd.read_csv(deploy / "precision.csv")
+    chosen = json.loads((smoke_run_dir / "search" / "chosen.json").read_text())
+    assert set(precision["model"]) == set(m["models"]) >= {chosen["budget"], *chosen["baselines"]}
+    for split in ("test", "real_test"):
+        rows = precision[precision.split == split].set_index("model")
+        assert m[f"float_{split}_acc"] == pytest.approx(rows["float_acc"].to_dict())
+        assert m[f"int8_{split}_acc"] == pytest.approx(rows["int8_acc"].to_dict())
+        name = m["model"]
+        drop = 100 * (rows.loc[name, "float_acc"] - rows.loc[name, "int8_acc"])
+        assert m[f"int8_{split}_drop_points"] == pytest.approx(drop)
+    programs = pd.read_csv(deploy / "programs.csv").set_index(["runtime", "precision"])
+    for (runtime, precision_), row in programs.iterrows():
+        path = deploy / row["program"]
+        card = json.loads(path.with_suffix(".json").read_text())
+        assert card["kind"] == "ersam-window-counter" and card["precision"] == precision_
+        assert card["costs"]["size_kb"] == pytest.approx(path.stat().st_size / 1000) == row["size_kb"]
+        assert card["costs"]["latency_ms"] == pytest.approx(m["latency_ms"][f"{runtime}_{precision_}"])
+        assert card["manifest_sha256"] == json.loads((smoke_run_dir / "data" / "dataset.json").read_text())[
+            "manifest_sha256"]
+        assert set(card["metrics"]) >= {"float_test_acc", "int8_test_acc"} and card["architecture"]
+    et = programs.loc["executorch"]
+    assert m["executorch_int8_float_ratio"] == pytest.approx(et.loc["int8", "latency_ms"] / et.loc["float",
+                                                                                                  "latency_ms"])
+    assert m["executorch_float_ms"] > 0 and m["executorch_int8_ms"] > 0
+
+
+def test_ch06_party_evaluation_and_meter(smoke_run, smoke_run_dir):
+    from ersam_lib.meter import count, load_counter
+
+    m = chapter_metrics(smoke_run, "06")
+    deploy = smoke_run_dir / "deploy"
+    report = json.loads((deploy / "party_eval.json").read_text())
+    assert report["program"] == m["meter_program"] and report["split"] == m["party_split"] == "real_test"
+    assert m["rttm_accuracy"] == pytest.approx(report["counts"]["accuracy"])
+    assert m["rttm_mae"] == pytest.approx(report["counts"]["mae"])
+    assert m["rttm_level_accuracy"] == pytest.approx(report["levels"]["accuracy"])
+    assert m["rttm_windows"] == report["counts"]["n"] == m["party_duration_s"] // 5
+    assert m["meter_speed_x"] == pytest.approx(1 / m["meter_rtf"]) and m["meter_speed_x"] > 1
+    assert m["meter_onnx_speed_x"] > 1
+    df = count(deploy / "party" / "party.wav", load_counter(deploy / m["meter_program"]), tail="drop")
+    assert len(df) == m["rttm_windows"]
