@@ -29,13 +29,15 @@ from .baselines import build_baseline
 from .complexity import count_params
 from .data import FeatureData, WaveformDataset, load_feature_data, subset
 from .evaluation import count_report, eval_loader, evaluate, predict
-from .io import atomic_torch_save, atomic_write_json, read_json, torch_load
+from .io import ArtifactError, atomic_torch_save, atomic_write_json, read_json, torch_load
 from .progress import progress
 from .repro import pick_device
+from .rundir import run_file
 from .scales import check_scale
 from .space import Arch, build_model, space_for_run
 from .supernet import Supernet, recalibrate_bn
-from .teacher import CRNNTeacher, TeacherConfig, TeacherUnavailable, build_wav2vec2, save_teacher, teacher_info
+from .teacher import (CRNNTeacher, TeacherConfig, TeacherUnavailable, build_wav2vec2, load_teacher, save_teacher,
+                      teacher_info)
 
 __all__ = [
     "FitConfig", "FitReport", "Recipe", "finetune_subnet", "fit_baseline", "fit_largest_student", "fit_teacher",
@@ -143,9 +145,15 @@ def fit_teacher(run_dir: str | os.PathLike, cfg: TeacherConfig, device: str | No
     wav2vec2 cannot be loaded), train it, score it on val and test, save it to ``RUN_DIR/teacher/``.
 
     Returns the report that ``teacher.json`` holds (kind, params, accuracies, wall time, why a fallback happened).
+    A teacher already saved with the same recipe on the same data (the features' content key), whose weights are
+    intact, is reused: re-running chapter 3 after a later cell failed does not train it again.
     """
     torch.manual_seed(cfg.seed)
     data = load_feature_data(run_dir)
+    recipe = {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items()}
+    reused = _saved_teacher(run_dir, recipe, data.key)
+    if reused is not None:
+        return reused
     kind, fallback = cfg.kind, None
     info: dict[str, Any] = {"n_features": data.n_features, "n_classes": data.n_classes, "data_key": data.key}
     if kind == "wav2vec2":
@@ -167,10 +175,23 @@ def fit_teacher(run_dir: str | os.PathLike, cfg: TeacherConfig, device: str | No
     info |= {"kind": kind, "input": "waveform" if kind == "wav2vec2" else "logmel", "fallback_reason": fallback,
              "val_acc": fit.best_val_acc, "best_epoch": fit.best_epoch, "test_acc": test["acc"],
              "test_mae": test["mae"], "train_samples": len(train_ds), "wall_s": fit.wall_s,  # type: ignore[arg-type]
-             "history": fit.history, "config": {k: (list(v) if isinstance(v, tuple) else v)
-                                                for k, v in cfg.__dict__.items()}}
+             "history": fit.history, "config": recipe}
     save_teacher(run_dir, model, info)
     return teacher_info(run_dir)
+
+
+def _saved_teacher(run_dir: str | os.PathLike, recipe: dict[str, Any], data_key: str) -> dict[str, Any] | None:
+    """``teacher.json`` when the saved teacher was trained with ``recipe`` on ``data_key`` and loads intact."""
+    if not run_file(run_dir, "teacher_info").exists():
+        return None
+    try:
+        info = teacher_info(run_dir)
+        if info.get("config") != recipe or info.get("data_key") != data_key:
+            return None
+        load_teacher(run_dir)  # checks the weights' hash and that they load
+    except (ArtifactError, FileNotFoundError, ValueError):
+        return None  # damaged or stale: train again (the new one replaces it)
+    return info
 
 
 def fit_largest_student(run_dir: str | os.PathLike, scale: str, cfg: TeacherConfig,

@@ -38,6 +38,22 @@ def test_fit_teacher_writes_its_report(tiny_run):
     assert len(info["history"]) == 2 and info["train_samples"] > 0
 
 
+def test_fit_teacher_reuses_a_saved_teacher_only_when_recipe_data_and_weights_match(tiny_run, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    recipe = TeacherConfig(epochs=2, batch_size=8, channels=(4, 8, 8), hidden=8)
+    weights = run_dir / "teacher" / "teacher.pt"
+    before = (teacher_info(run_dir), weights.stat().st_mtime_ns)
+    assert fit_teacher(run_dir, recipe) == before[0] and weights.stat().st_mtime_ns == before[1]  # not trained again
+    weights.write_bytes(weights.read_bytes()[:-10])  # damaged: trained again, and the new weights load
+    again = fit_teacher(run_dir, recipe)
+    assert again["weights_sha256"] != before[0]["weights_sha256"] or weights.stat().st_mtime_ns != before[1]
+    other = fit_teacher(run_dir, TeacherConfig(epochs=1, batch_size=8, channels=(4, 8, 8), hidden=8))
+    assert len(other["history"]) == 1 and other["config"]["epochs"] == 1  # another recipe: trained again
+
+
 def test_ablation_table_final_supernet_and_gate_curve(tiny_run):
     acfg = AblationConfig(variants=(DistillConfig(mode="none"), DistillConfig(mode="full"),
                                     DistillConfig(mode="selective", tau=0.5)),
