@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 
-from .data import FeatureData, load_feature_data
+from .data import FeatureData, load_feature_data, paired_with_waveforms
 from .distill import DistillConfig, uncertainty
 from .evaluation import eval_loader
 from .io import ArtifactError, atomic_path, atomic_write_json, sha256_file, torch_load
@@ -57,7 +57,7 @@ class AblationConfig:
     @classmethod
     def for_scale(cls, scale: str, kind: str = "entropy", taus: tuple[float, ...] | None = None,
                   gate_on: str = "student") -> AblationConfig:
-        """``smoke``: none, full, one τ; ``tutorial``/``paper``: none, full and three τ.
+        """``smoke``: none, full, offline, one τ; ``tutorial``/``paper``: none, full, offline and three τ.
 
         With the gate on every subnet of the sandwich, entropy τ ≤ 0.8 still sends over 30 % of the training
         samples to the teacher at tutorial scale (measured: 84 % at 0.5, 61 % at 0.7, 37 % at 0.8), hence the grid.
@@ -66,7 +66,8 @@ class AblationConfig:
         taus = taus or ((0.5,) if scale == "smoke" else (0.6, 0.8, 0.9))
         sel = tuple(DistillConfig(mode="selective", tau=t, kind=kind, gate_on=gate_on)  # type: ignore[arg-type]
                     for t in taus)
-        return cls(variants=(DistillConfig(mode="none"), DistillConfig(mode="full")) + sel,
+        base = (DistillConfig(mode="none"), DistillConfig(mode="full"), DistillConfig(mode="offline"))
+        return cls(variants=base + sel,
                    n_bn_batches=4 if scale == "smoke" else 16)
 
     def pick_final(self, df: pd.DataFrame) -> DistillConfig:
@@ -121,12 +122,18 @@ def _provenance(run_dir: str | os.PathLike, data: FeatureData, d: DistillConfig)
 
 
 def _teacher_for(run_dir: str | os.PathLike, d: DistillConfig) -> torch.nn.Module | None:
-    if not d.uses_teacher:
-        return None
-    if teacher_info(run_dir).get("input", "logmel") != "logmel":
-        raise ValueError("chapter 4 feeds the teacher the students' log-mel batches; a waveform teacher "
-                         "(wav2vec2) needs a dataset that yields (features, label, waveform) triples")
-    return load_teacher(run_dir)
+    return load_teacher(run_dir) if d.uses_teacher else None
+
+
+def _teacher_reads_waveforms(run_dir: str | os.PathLike) -> bool:
+    return teacher_info(run_dir).get("input", "logmel") == "waveform"
+
+
+def _distill_data(run_dir: str | os.PathLike, data: FeatureData, split: str, d: DistillConfig) -> Any:
+    """``split`` as the trainer's items: ``(x, y)``, or ``(x, y, waveform)`` when a waveform teacher takes part."""
+    if d.uses_teacher and _teacher_reads_waveforms(run_dir):
+        return paired_with_waveforms(run_dir, data, split)
+    return data.splits[split]
 
 
 def score_subnets(supernet: Any, space: Any, data: FeatureData, n_bn_batches: int, bn_batch_size: int,
@@ -160,7 +167,8 @@ def train_variant(run_dir: str | os.PathLike, scale: str, cfg: TrainConfig, name
     name = name or variant_name(cfg.distill)
     supernet, space = _build(run_dir, scale, data, cfg.seed)
     ckpt_dir = variant_dir(run_dir, name)
-    res = train_supernet(supernet, space, data.train, cfg, ckpt_dir, teacher=_teacher_for(run_dir, cfg.distill),
+    res = train_supernet(supernet, space, _distill_data(run_dir, data, "train", cfg.distill), cfg, ckpt_dir,
+                         teacher=_teacher_for(run_dir, cfg.distill),
                          device=device, provenance=_provenance(run_dir, data, cfg.distill))
     row: dict[str, Any] = {"variant": name, "label": cfg.distill.label(), "mode": cfg.distill.mode,
                            "tau": cfg.distill.tau if cfg.distill.mode == "selective" else None,
@@ -195,17 +203,18 @@ def run_ablation(run_dir: str | os.PathLike, scale: str, seed: int = 0, acfg: Ab
 
 
 def claim_check(df: pd.DataFrame, max_query_rate: float = 0.3, tol: float = 0.01) -> pd.DataFrame:
-    """ERSAM's claim, checked per selective variant of an ablation table (chapter 4).
+    """ERSAM's claim, checked per selective variant of an ablation table, offline distillation beside them (chapter 4).
 
     The claim: the selective scheme queries the teacher on at most ``max_query_rate`` of the samples while each
-    subnet's accuracy stays within ``tol`` of full distillation. Returns one row per selective variant with its query
-    rate, the accuracy gap to *full* per subnet size (negative = worse) and whether the claim holds.
+    subnet's accuracy stays within ``tol`` of full distillation. Returns one row per selective (and offline) variant
+    with its query rate (teacher passes per training sample seen, the same count for every variant), the accuracy
+    gap to *full* per subnet size (negative = worse) and whether the claim's two conditions hold for it.
     """
     by = df.set_index("variant")
     if "full" not in by.index:
         raise ValueError("the ablation table has no 'full' variant to compare with")
     rows = []
-    for name, r in by[by["mode"] == "selective"].iterrows():
+    for name, r in by[by["mode"].isin(("selective", "offline"))].iterrows():
         gaps = {f"gap_{s}": r[f"acc_{s}"] - by.loc["full", f"acc_{s}"] for s in ("smallest", "middle", "largest")}
         rows.append({"variant": name, "label": r["label"], "query_rate": r["query_rate"]} | gaps
                     | {"claim_holds": bool(r["query_rate"] <= max_query_rate and min(gaps.values()) >= -tol)})
@@ -241,9 +250,11 @@ def uncertainty_profile(run_dir: str | os.PathLike, scale: str, variant: str = "
     recalibrate_bn(model, bn, n_bn_batches)
     model.eval()
     teacher = load_teacher(run_dir)
+    val = paired_with_waveforms(run_dir, data, "val") if _teacher_reads_waveforms(run_dir) else data.val
     parts = []
-    for x, y in eval_loader(data.val):
-        s, t = model(x), teacher(x)
+    for batch in eval_loader(val):
+        x, y = batch[0], batch[1]
+        s, t = model(x), teacher(batch[2] if len(batch) > 2 else x)
         parts.append(pd.DataFrame({"entropy": uncertainty(s, "entropy").numpy(),
                                    "margin": uncertainty(s, "margin").numpy(),
                                    "student_correct": (s.argmax(1) == y).numpy(),

@@ -3,6 +3,7 @@
 - :class:`FeatureData` / :func:`load_feature_data`: the train/val/test log-mel (or |STFT|) features of a run, and
   its real-speech evaluation splits (``real_val``, ``real_test``, ``real_test_other``) in ``extra``;
 - :class:`WaveformDataset`: mixtures rendered on the fly from the manifest, for waveform models (wav2vec2);
+- :class:`PairedDataset`: the students' features beside the teacher's own input (a waveform teacher in chapter 4);
 - :func:`subset`: the one way any trainer caps its training set (``max_train_samples``), so that the teacher,
   the largest student and the supernet see the same mixtures for the same seed.
 """
@@ -20,7 +21,7 @@ from data_prep.build import load_manifest, open_run_source
 from data_prep.features import FeatureDataset, feature_splits, load_features
 from data_prep.render import render_mixture
 
-__all__ = ["FeatureData", "WaveformDataset", "load_feature_data", "subset"]
+__all__ = ["FeatureData", "PairedDataset", "WaveformDataset", "load_feature_data", "paired_with_waveforms", "subset"]
 
 
 @dataclass
@@ -95,3 +96,31 @@ class WaveformDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         row = self.rows.iloc[i]
         return torch.from_numpy(render_mixture(row, self.source)), int(row["label"])
+
+
+class PairedDataset(Dataset):
+    """Items ``(x, y, teacher_x)``: the students' features and the teacher's input for the same mixture (chapter 4).
+
+    Both datasets list one split's mixtures in the manifest's order (chapter 1 writes the features that way); a label
+    that differs between them means they do not, and raises rather than distilling from the wrong mixture.
+    """
+
+    def __init__(self, features: Dataset, teacher_inputs: Dataset):
+        n, m = len(features), len(teacher_inputs)  # type: ignore[arg-type]
+        if n != m:
+            raise ValueError(f"{n} feature items but {m} teacher inputs")
+        self.features, self.teacher_inputs = features, teacher_inputs
+
+    def __len__(self) -> int:
+        return len(self.features)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, torch.Tensor]:
+        (x, y), (tx, ty) = self.features[i], self.teacher_inputs[i]
+        if y != ty:
+            raise ValueError(f"item {i}: features say label {y}, the teacher's input says {ty} (not the same mixture)")
+        return x, y, tx
+
+
+def paired_with_waveforms(run_dir: str | os.PathLike, data: FeatureData, split: str) -> PairedDataset:
+    """``split``'s features beside its mixtures rendered as waveforms: a waveform teacher's batches (chapter 4)."""
+    return PairedDataset(data.splits[split], WaveformDataset(run_dir, split))

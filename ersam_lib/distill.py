@@ -8,7 +8,9 @@ expensive teacher is asked only about the samples on which the student is uncert
 - :func:`select_uncertain` keeps the samples whose score exceeds the threshold ``tau``;
 - :class:`SelectiveTeacher` wraps a frozen teacher, runs it **only** on the selected rows (caching them for the rest
   of the training step) and counts what it cost: samples seen, samples queried, forward passes, FLOPs saved;
-- :func:`kd_loss` is the temperature-scaled KL divergence of Hinton et al. (2015), per sample.
+- :func:`kd_loss` is the temperature-scaled KL divergence of Hinton et al. (2015), per sample;
+- :func:`cache_teacher_logits` runs the teacher once over a fixed training set (offline distillation): then every
+  epoch reuses those targets, and the teacher costs one forward pass per training sample in all.
 
 The gate is applied per trained subnet, on that subnet's own (detached) logits: the forward pass that the loss needs
 anyway gives the uncertainty for free, and each subnet asks the teacher about *its* hard samples.
@@ -24,16 +26,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from torch.utils.data import DataLoader, Dataset
+
 from .complexity import macs_per_sample
+from .progress import progress
 
 __all__ = [
-    "DistillConfig", "SelectiveTeacher", "kd_loss", "select_uncertain", "teacher_flops_per_sample", "uncertainty",
+    "DistillConfig", "LogitsDataset", "SelectiveTeacher", "cache_teacher_logits", "kd_loss", "select_uncertain",
+    "teacher_flops_per_sample", "teacher_input", "uncertainty",
 ]
 
-Mode = Literal["none", "full", "selective"]
+Mode = Literal["none", "full", "offline", "selective"]
 UncertaintyKind = Literal["entropy", "margin"]
 GateOn = Literal["student", "largest"]
-MODES: tuple[str, ...] = ("none", "full", "selective")
+MODES: tuple[str, ...] = ("none", "full", "offline", "selective")
 KINDS: tuple[str, ...] = ("entropy", "margin")
 GATES: tuple[str, ...] = ("student", "largest")
 
@@ -43,7 +49,9 @@ class DistillConfig:
     """How the teacher takes part in supernet training (chapter 4).
 
     ``mode``: ``"none"`` (in-place distillation from the largest subnet only, BigNAS), ``"full"`` (teacher on every
-    sample) or ``"selective"`` (teacher only where the student's uncertainty exceeds ``tau``).
+    sample, every epoch), ``"offline"`` (the same targets as full, computed once per training sample before training
+    and reused every epoch: the cheapest way to distil on a fixed training set) or ``"selective"`` (teacher only
+    where the student's uncertainty exceeds ``tau``).
     ``alpha`` weighs the teacher's KD term for the largest subnet against its label loss.
     ``gate_on``: whose uncertainty opens the gate: ``"student"`` (each trained subnet, on its own logits) or
     ``"largest"`` (the largest subnet once per step; its mask then holds for every subnet of the sandwich, i.e. the
@@ -102,7 +110,7 @@ def select_uncertain(logits: torch.Tensor, cfg: DistillConfig) -> torch.Tensor:
     b = logits.shape[0]
     if cfg.mode == "none":
         return torch.zeros(b, dtype=torch.bool, device=logits.device)
-    if cfg.mode == "full":
+    if cfg.mode in ("full", "offline"):
         return torch.ones(b, dtype=torch.bool, device=logits.device)
     return uncertainty(logits, cfg.kind) > cfg.tau
 
@@ -118,6 +126,43 @@ def kd_loss(student_logits: torch.Tensor, target_logits: torch.Tensor, temperatu
     log_p_s = F.log_softmax(student_logits / t, dim=1)
     log_p_t = F.log_softmax(target_logits.detach().float() / t, dim=1)
     return (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim=1) * t * t
+
+
+def teacher_input(item: tuple) -> torch.Tensor:
+    """The teacher's input in a training item ``(x, y)`` (the students' features) or ``(x, y, teacher_x)``."""
+    return item[2] if len(item) > 2 else item[0]
+
+
+class LogitsDataset(Dataset):
+    """Items ``(x, y, teacher_logits)``: a training set with the teacher's outputs cached beside it (chapter 4)."""
+
+    def __init__(self, ds: Dataset, logits: torch.Tensor):
+        if len(ds) != len(logits):  # type: ignore[arg-type]
+            raise ValueError(f"{len(logits)} cached teacher outputs for {len(ds)} samples")  # type: ignore[arg-type]
+        self.ds, self.logits = ds, logits
+
+    def __len__(self) -> int:
+        return len(self.logits)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, torch.Tensor]:
+        item = self.ds[i]
+        return item[0], item[1], self.logits[i]
+
+
+@torch.no_grad()
+def cache_teacher_logits(teacher: nn.Module, ds: Dataset, batch_size: int = 64,
+                         device: torch.device | str = "cpu") -> tuple[LogitsDataset, int]:
+    """Offline distillation's one teacher pass over a fixed training set: ``(dataset with the logits, passes)``.
+
+    The teacher is frozen and in eval mode, so its outputs on an unchanged sample are the same every epoch: caching
+    them gives full distillation's targets at one teacher pass per sample instead of one per sample and epoch.
+    """
+    teacher.eval()
+    parts, passes = [], 0
+    for batch in progress(DataLoader(ds, batch_size=batch_size), desc="teacher outputs (offline)", leave=False):
+        parts.append(teacher(teacher_input(batch).to(device)).float().cpu())
+        passes += 1
+    return LogitsDataset(ds, torch.cat(parts)), passes
 
 
 def teacher_flops_per_sample(teacher: nn.Module, example: torch.Tensor) -> int:
@@ -145,6 +190,7 @@ class SelectiveTeacher:
         self.samples_seen = 0
         self.samples_queried = 0
         self.forward_passes = 0
+        self.cached_samples = 0  # offline mode: samples the teacher ran on once, before training
         self._inputs: torch.Tensor | None = None
         self._logits: torch.Tensor | None = None
         self._have: torch.Tensor | None = None
@@ -183,35 +229,46 @@ class SelectiveTeacher:
             self._logits = torch.zeros(self._inputs.shape[0], n_classes)
         self._logits[need] = out.cpu()
         self._have |= need
-        self.forward_passes += 1
+        if self.cfg.mode != "offline":  # offline: a lookup in the cache, not a teacher pass
+            self.forward_passes += 1
+
+    def cached(self, samples: int, passes: int) -> None:
+        """Record offline distillation's one teacher pass over ``samples`` training samples in ``passes`` batches."""
+        self.cached_samples, self.forward_passes = samples, passes
 
     def _finish_step(self) -> None:
-        if self._have is not None:
+        if self._have is not None and self.cfg.mode != "offline":
             self.samples_queried += int(self._have.sum())
         self._inputs = self._logits = self._have = None
 
     def stats(self) -> dict[str, float]:
-        """Query rate, teacher forward passes, samples queried and the share of teacher compute saved."""
+        """Query rate, teacher forward passes, samples queried and the share of teacher compute saved.
+
+        Teacher compute is counted the same way for every mode: samples the teacher ran on, per training sample seen
+        (offline distillation: the cached samples, once, whatever the number of epochs).
+        """
         self._finish_step()
-        rate = self.samples_queried / self.samples_seen if self.samples_seen else 0.0
+        queried = self.cached_samples if self.cfg.mode == "offline" else self.samples_queried
+        rate = queried / self.samples_seen if self.samples_seen else 0.0
         out = {
             "samples_seen": self.samples_seen,
-            "teacher_samples": self.samples_queried,
+            "teacher_samples": queried,
             "teacher_forward_passes": self.forward_passes,
             "query_rate": rate,
             "teacher_compute_saved": 1.0 - rate if self.cfg.uses_teacher else 1.0,
         }
         if self.flops_per_sample is not None:
-            out["teacher_gflops"] = self.samples_queried * self.flops_per_sample / 1e9
-            out["teacher_gflops_saved"] = (self.samples_seen - self.samples_queried) * self.flops_per_sample / 1e9
+            out["teacher_gflops"] = queried * self.flops_per_sample / 1e9
+            out["teacher_gflops_saved"] = (self.samples_seen - queried) * self.flops_per_sample / 1e9
         return out
 
     def state_dict(self) -> dict[str, int]:
         self._finish_step()
         return {"samples_seen": self.samples_seen, "samples_queried": self.samples_queried,
-                "forward_passes": self.forward_passes}
+                "forward_passes": self.forward_passes, "cached_samples": self.cached_samples}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.samples_seen = int(state["samples_seen"])
         self.samples_queried = int(state["samples_queried"])
         self.forward_passes = int(state["forward_passes"])
+        self.cached_samples = int(state.get("cached_samples", 0))

@@ -38,7 +38,9 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 from torch.utils.data.distributed import DistributedSampler
 
 from .data import subset
-from .distill import DistillConfig, SelectiveTeacher, kd_loss, teacher_flops_per_sample
+from .distill import (
+    DistillConfig, SelectiveTeacher, cache_teacher_logits, kd_loss, teacher_flops_per_sample, teacher_input,
+)
 from .io import ArtifactError, atomic_torch_save, atomic_write_json, torch_load
 from .progress import progress
 from .repro import pick_device
@@ -197,8 +199,7 @@ def train_supernet(supernet: nn.Module, space: Any, train_ds: Dataset, cfg: Trai
     dev = pick_device(device)
     ckpt_dir = Path(ckpt_dir)
     train_ds = subset(train_ds, cfg.max_train_samples, cfg.seed)
-    flops = teacher_flops_per_sample(teacher, train_ds[0][-1][None] if len(train_ds[0]) > 2
-                                     else train_ds[0][0][None]) if teacher is not None else None
+    flops = teacher_flops_per_sample(teacher, teacher_input(train_ds[0])[None]) if teacher is not None else None
     supernet.to(dev)
     if teacher is not None:
         teacher.to(dev)
@@ -211,6 +212,11 @@ def train_supernet(supernet: nn.Module, space: Any, train_ds: Dataset, cfg: Trai
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, steps))
     selective = SelectiveTeacher(teacher if cfg.distill.uses_teacher else None, cfg.distill, flops)
     state = _load_checkpoint(ckpt_dir, cfg, supernet, optimizer, scheduler, selective, provenance)
+    if teacher is not None and cfg.distill.mode == "offline" and state["epoch"] < cfg.epochs:
+        # offline distillation: one teacher pass over the training set; its outputs then ride in each batch
+        train_ds, passes = cache_teacher_logits(teacher, train_ds, cfg.batch_size, dev)
+        selective.teacher = nn.Identity()
+        selective.cached(len(train_ds), passes)
     history, wall, start = state["history"], state["wall_s"], state["epoch"]
     for epoch in range(start, cfg.epochs):
         if stop_after_epoch is not None and epoch >= stop_after_epoch:
@@ -236,7 +242,8 @@ def _global_stats(selective: SelectiveTeacher) -> dict[str, float]:
     torch.distributed.all_reduce(counts)
     total = SelectiveTeacher(None, DistillConfig(mode="none"), selective.flops_per_sample)
     total.cfg = selective.cfg
-    total.load_state_dict(dict(zip(("samples_seen", "samples_queried", "forward_passes"), map(int, counts))))
+    total.load_state_dict(dict(zip(("samples_seen", "samples_queried", "forward_passes"), map(int, counts)))
+                          | {"cached_samples": local["cached_samples"]})  # every rank cached the same samples
     return total.stats()
 
 

@@ -113,3 +113,70 @@ def test_final_variant_is_the_closest_to_full_within_the_query_budget():
     over = df.assign(query_rate=[0.0, 1.0, 0.9, 0.8, 0.7])
     assert acfg.pick_final(over).tau == 0.7  # none within budget: the cheapest selective one
     assert AblationConfig(variants=sel, final=sel[0]).pick_final(df) == sel[0]
+
+
+def test_offline_distillation_runs_the_teacher_once_per_sample_and_gives_full_distillations_targets(tiny_run, tmp_path):
+    import shutil
+
+    from ersam_lib.ablation import train_variant
+    from ersam_lib.data import load_feature_data, subset
+    from ersam_lib.distill import cache_teacher_logits
+    from ersam_lib.teacher import load_teacher
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    data, teacher = load_feature_data(run_dir), load_teacher(run_dir)
+    cached, passes = cache_teacher_logits(teacher, data.train, batch_size=5)
+    assert len(cached) == len(data.train) and passes == -(-len(data.train) // 5)
+    x, y, logits = cached[3]
+    assert y == data.train[3][1] and torch.allclose(logits, teacher(x[None])[0], atol=1e-5)
+
+    cfg = TrainConfig(epochs=2, batch_size=8, n_random=1, max_train_samples=16)
+    rows = {m: train_variant(run_dir, "smoke", replace_distill(cfg, m), name=f"t-{m}", n_bn_batches=2, bn_batch_size=8)
+            for m in ("full", "offline")}
+    n = len(subset(data.train, 16, cfg.seed))  # two full batches of 8
+    assert rows["full"]["samples_seen"] == rows["offline"]["samples_seen"] == 2 * n
+    assert rows["full"]["teacher_samples"] == 2 * n and rows["full"]["query_rate"] == 1.0
+    assert rows["offline"]["teacher_samples"] == n and rows["offline"]["query_rate"] == pytest.approx(0.5)
+    assert rows["offline"]["teacher_forward_passes"] == -(-n // 8)
+    assert rows["offline"]["teacher_gflops"] == pytest.approx(rows["full"]["teacher_gflops"] / 2)
+    again = train_variant(run_dir, "smoke", replace_distill(cfg, "offline"), name="t-offline", n_bn_batches=2,
+                          bn_batch_size=8)
+    assert again["resumed_from_epoch"] == 2 and again["teacher_samples"] == n  # finished: no second teacher pass
+    df = pd.DataFrame([rows["full"] | {"variant": "full"}, rows["offline"] | {"variant": "offline"}])
+    check = claim_check(df, max_query_rate=0.6, tol=1.0)
+    assert list(check["variant"]) == ["offline"] and check["claim_holds"].all()
+
+
+def replace_distill(cfg: TrainConfig, mode: str) -> TrainConfig:
+    from dataclasses import replace
+
+    return replace(cfg, distill=DistillConfig(mode=mode))
+
+
+def test_a_waveform_teacher_distils_into_the_supernet_end_to_end(tiny_run, tmp_path):
+    import shutil
+
+    from ersam_lib.ablation import train_variant
+    from ersam_lib.data import PairedDataset, load_feature_data, paired_with_waveforms
+    from ersam_lib.teacher import save_teacher, tiny_wav2vec2
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    data = load_feature_data(run_dir)
+    torch.manual_seed(0)
+    teacher = tiny_wav2vec2(data.n_classes, embed_dim=16, layers=1)
+    save_teacher(run_dir, teacher, {"kind": "wav2vec2", "input": "waveform", "n_features": data.n_features,
+                                    "n_classes": data.n_classes, "tiny": {"embed_dim": 16, "layers": 1},
+                                    "data_key": data.key})
+    x, y, wave = paired_with_waveforms(run_dir, data, "train")[0]
+    assert x.shape == (data.n_features, data.n_frames) and wave.ndim == 1 and wave.shape[0] > x.shape[1]
+    cfg = TrainConfig(epochs=1, batch_size=8, n_random=1, max_train_samples=16,
+                      distill=DistillConfig(mode="selective", tau=0.0))
+    row = train_variant(run_dir, "smoke", cfg, name="t-wave", n_bn_batches=2, bn_batch_size=8)
+    assert row["teacher_samples"] > 0 and row["teacher_gflops"] > 0 and 0 <= row["acc_largest"] <= 1
+    prof = uncertainty_profile(run_dir, "smoke", variant=row["variant"], n_bn_batches=2)
+    assert len(prof) == len(data.val) and prof["teacher_correct"].isin([True, False]).all()
+    with pytest.raises(ValueError, match="not the same mixture"):
+        PairedDataset(data.train, list(zip([torch.zeros(3)] * len(data.train),
+                                            [1 - data.train[i][1] for i in range(len(data.train))])))[0]

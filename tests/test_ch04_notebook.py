@@ -10,7 +10,7 @@ pytestmark = pytest.mark.notebooks
 def test_ch04_ablation_is_consistent(smoke_run, smoke_run_dir):
     m = chapter_metrics(smoke_run, "04")
     variants = m["variants"]
-    assert variants[:2] == ["none", "full"] and any(v.startswith("selective") for v in variants)
+    assert variants[:3] == ["none", "full", "offline"] and any(v.startswith("selective") for v in variants)
     assert m["query_rate"]["none"] == 0.0 and m["query_rate"]["full"] == 1.0
     assert m["teacher_samples"]["none"] == 0 and m["teacher_samples"]["full"] > 0
     for v in variants:
@@ -23,9 +23,12 @@ def test_ch04_ablation_is_consistent(smoke_run, smoke_run_dir):
     assert m["final_minus_full_acc_largest"] == pytest.approx(
         m["acc_largest"][m["final_variant"]] - m["acc_largest"]["full"])
     assert m["total_train_s"] == pytest.approx(sum(m["wall_s"].values()))
-    selective = [v for v in variants if v.startswith("selective")]
-    assert sorted(m["claim_holds"]) == sorted(selective)
-    for v in selective:  # the recorded verdict follows from the recorded numbers
+    # offline: full distillation's targets, one teacher pass per training sample whatever the epochs
+    assert 0 < m["teacher_samples"]["offline"] < m["teacher_samples"]["full"]
+    assert m["query_rate"]["offline"] == pytest.approx(m["teacher_samples"]["offline"] / m["teacher_samples"]["full"])
+    checked = [v for v in variants if v.startswith("selective")] + ["offline"]
+    assert sorted(m["claim_holds"]) == sorted(checked)
+    for v in checked:  # the recorded verdict follows from the recorded numbers
         gaps = [m[f"acc_{s}"][v] - m[f"acc_{s}"]["full"] for s in ("smallest", "middle", "largest")]
         assert m["claim_holds"][v] == (m["query_rate"][v] <= 0.3 and min(gaps) >= -0.01)
     assert m["space_size"] > 1 and m["supernet_params"] > 0 and 0 <= m["smallest_errors_teacher_right"] <= 1
