@@ -304,7 +304,9 @@ def measure_models(models: Sequence[tuple[str, nn.Module, tuple]], device: Devic
 
 
 def _merge(stats: Sequence[LatencyStats]) -> LatencyStats:
-    """Pool repeated measurements of one model: counts add, mean/var pool, median = median of round medians."""
+    """Pool repeated measurements of one model: counts add, mean/var pool, median = median of round medians; the
+    rounds' own minima and medians stay in the metadata (``round_min``, ``round_median``): how well a measurement
+    repeats bounds how well any predictor can agree with it."""
     if len(stats) == 1:
         return stats[0]
     n = np.array([s.count for s in stats], dtype=float)
@@ -313,7 +315,9 @@ def _merge(stats: Sequence[LatencyStats]) -> LatencyStats:
                 / n.sum())
     return LatencyStats(count=int(n.sum()), mean=mean, var=var, median=float(np.median([s.median for s in stats])),
                         p90=float(np.median([s.p90 for s in stats])), min=float(min(s.min for s in stats)),
-                        energy_mj=stats[0].energy_mj, metadata=stats[0].metadata | {"rounds": len(stats)})
+                        energy_mj=stats[0].energy_mj, metadata=stats[0].metadata | {
+                            "rounds": len(stats), "round_min": [s.min for s in stats],
+                            "round_median": [s.median for s in stats]})
 
 
 def build_cost_model(device: Device, train: Sequence[tuple[str, nn.Module, tuple]],
@@ -354,8 +358,10 @@ def validate(cost_model: CostModel, models: Sequence[tuple[str, nn.Module, tuple
     rows = []
     for (name, model, shape), stats in zip(models, measure_models(models, device, rounds)):
         est = cost_model.predict(model, shape)
+        rounds = stats.metadata.get(f"round_{cost_model.statistic}", [])
+        repeat = {f"round{i + 1}_ms": v for i, v in enumerate(rounds[:2])} if len(rounds) >= 2 else {}
         rows.append({"name": name, "measured_ms": getattr(stats, cost_model.statistic), "measured_var": stats.var,
-                     "measured_energy_mj": device.energy_mj(stats)} | est.to_dict())
+                     "measured_energy_mj": device.energy_mj(stats)} | repeat | est.to_dict())
     df = pd.DataFrame(rows)
     df["rel_err"] = (df["latency_ms"] - df["measured_ms"]) / df["measured_ms"]
     df["lut_rel_err"] = (df["lut_latency_ms"] - df["measured_ms"]) / df["measured_ms"]
@@ -363,7 +369,10 @@ def validate(cost_model: CostModel, models: Sequence[tuple[str, nn.Module, tuple
 
 
 def summarize_validation(df: pd.DataFrame) -> dict[str, float]:
-    """MAPE, Spearman rank correlation and share within +-10 % (predictor and LUT sum), FLOPs' Spearman."""
+    """MAPE, Spearman rank correlation and share within +-10 % (predictor and LUT sum), FLOPs' Spearman; with two
+    or more measurement rounds also the measurement's own repeatability: the share of architectures whose first two
+    rounds agree within +-10 % (``repeat_within10``) and their Spearman (``repeat_spearman``), the ceiling a
+    predictor's agreement with a single measurement can reach."""
     from scipy.stats import spearmanr
 
     if len(df) < 3:
@@ -372,13 +381,17 @@ def summarize_validation(df: pd.DataFrame) -> dict[str, float]:
     def rho(a: str, b: str) -> float:
         return float(spearmanr(df[a], df[b]).statistic)
 
-    return {"n": int(len(df)), "mape": float(df["rel_err"].abs().mean()),
-            "within10": float((df["rel_err"].abs() <= 0.10).mean()), "spearman": rho("latency_ms", "measured_ms"),
-            "lut_mape": float(df["lut_rel_err"].abs().mean()),
-            "lut_within10": float((df["lut_rel_err"].abs() <= 0.10).mean()),
-            "macs_spearman": rho("macs", "measured_ms"),
-            "median_abs_err": float(df["rel_err"].abs().median()),
-            "max_abs_err": float(df["rel_err"].abs().max())}
+    out = {"n": int(len(df)), "mape": float(df["rel_err"].abs().mean()),
+           "within10": float((df["rel_err"].abs() <= 0.10).mean()), "spearman": rho("latency_ms", "measured_ms"),
+           "lut_mape": float(df["lut_rel_err"].abs().mean()),
+           "lut_within10": float((df["lut_rel_err"].abs() <= 0.10).mean()),
+           "macs_spearman": rho("macs", "measured_ms"),
+           "median_abs_err": float(df["rel_err"].abs().median()),
+           "max_abs_err": float(df["rel_err"].abs().max())}
+    if {"round1_ms", "round2_ms"} <= set(df.columns):
+        repeat = (df["round2_ms"] - df["round1_ms"]) / df["round1_ms"]
+        out |= {"repeat_within10": float((repeat.abs() <= 0.10).mean()), "repeat_spearman": rho("round1_ms", "round2_ms")}
+    return out
 
 
 def call_trace(model: nn.Module, input_shape: Sequence[int], n_calls: int = 30, threads: int = 1) -> list[float]:

@@ -104,6 +104,11 @@ def test_build_and_validate_recover_the_fake_truth():
     assert (df["measured_energy_mj"] == df["measured_ms"] * 1000.0 / 1000.0).all()
     with pytest.raises(ValueError, match=">= 3"):
         summarize_validation(df.head(2))
+    assert "repeat_within10" not in s  # one round: nothing to say about the measurement's repeatability
+    twice = validate(cm, held, dev, rounds=2)
+    assert (twice["round1_ms"] == twice["round2_ms"]).all()  # the fake device repeats itself exactly
+    s2 = summarize_validation(twice)
+    assert s2["repeat_within10"] == 1.0 and s2["repeat_spearman"] == pytest.approx(1.0)
 
 
 def test_call_trace_times_each_call():
