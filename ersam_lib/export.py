@@ -85,11 +85,12 @@ def time_calls(fn: Callable[[], Any], cfg: TimingConfig) -> list[float]:
 # --------------------------------------------------------------------------------------------- exporters
 def export_executorch(module: nn.Module, x: torch.Tensor) -> bytes:
     """``torch.export`` -> XNNPACK-lowered ExecuTorch program (.pte bytes); chapter 2 times it, chapter 6 ships it."""
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import to_edge_transform_and_lower
+    with quiet_executorch():  # import chatter, and torch.export's warning about an LSTM's flat weights (handled)
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+        from executorch.exir import to_edge_transform_and_lower
 
-    exported = torch.export.export(module.eval(), (x,))
-    return to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()]).to_executorch().buffer
+        exported = torch.export.export(module.eval(), (x,))
+        return to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()]).to_executorch().buffer
 
 
 def export_onnx(module: nn.Module, x: torch.Tensor, path: str | os.PathLike, dynamo: bool = False) -> Path:
