@@ -11,6 +11,10 @@ Two parts, as in the hardware-aware NAS literature:
    architectures measured end to end. It absorbs what a per-layer sum misses (glue code between layers, caches).
    It is saved as its training data (``correction.json``: features, targets, forest parameters), never pickled,
    and refitted on load: with a fixed ``random_state`` and one job the refit grows the same trees.
+   For a runtime whose delegate fuses layers (ExecuTorch + XNNPACK), the eager per-layer times say little, and the
+   correction is instead a ridge regression of the measured latency on what such a runtime's time is made of: the
+   multiply-accumulates and the number of layers of each operator family and the bytes of activations written
+   (``kind="ridge"``), saved and refitted the same way.
 
 Energy is latency x the device's active power (host: an assumption, see :class:`ersam_lib.devices.PowerModel`;
 phone: measured), reported per 5-s segment and as ERSAM's "mW x 12 h" (the average power if one segment is
@@ -45,6 +49,8 @@ SEGMENT_SECONDS = 5.0  # one social-ambiance decision per 5-s segment
 _ATOMIC = (nn.MultiheadAttention, nn.LSTM, nn.GRU, nn.RNN)
 _STATS = ("count", "mean", "var", "median", "p90", "min")
 # Op families used as features of the correction model.
+CORRECTIONS = ("forest", "ridge")
+RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-3, 3, 13))  # RidgeCV's grid, chosen by leave-one-out
 FAMILIES = ("conv1d", "conv1d_dw", "conv2d", "conv2d_dw", "linear", "rnn", "attention", "norm", "act", "pool",
             "other")
 
@@ -365,11 +371,11 @@ class CostModel:
             raise ValueError(f"statistic must be 'median' or 'min', got {statistic!r}")
         self.statistic = statistic  # which latency statistic the LUT sums and the model predicts
         self.lut, self.power_mw, self.power_source = lut, float(power_mw), power_source
-        self.forest: Any | None = None
+        self.regressor: Any | None = None  # the fitted correction: a random forest or a (scaled) ridge regression
         self.feature_names: list[str] = []
         self.correction: dict[str, Any] | None = None
         if correction is not None:
-            self._fit_forest(correction)
+            self._fit_correction(correction)
         self._fallback = _Fallback(lut, statistic)
 
     def refit_fallback(self) -> None:
@@ -392,39 +398,67 @@ class CostModel:
             "lut_ms": float(sum(lat)), "macs": float(sum(r.macs for r in recs)),
             "params": float(count_params(model)), "size_bytes": float(model_size_bytes(model)),
             "peak_act_bytes": float(max(r.in_bytes + r.out_bytes for r in recs)), "n_layers": float(len(recs)),
+            "act_bytes": float(sum(r.out_bytes for r in recs)),
             "coverage": float(np.mean([r.key in self.lut for r in recs])),
         }
         for fam in FAMILIES:
             feats[f"n_{fam}"] = float(sum(r.family == fam for r in recs))
             feats[f"ms_{fam}"] = float(sum(t for r, t in zip(recs, lat) if r.family == fam))
+            feats[f"macs_{fam}"] = float(sum(r.macs for r in recs if r.family == fam))
         return feats
 
     def fit_correction(self, feats: Sequence[dict[str, float]], measured_ms: Sequence[float], seed: int = 0,
-                       n_estimators: int = 200) -> CostModel:
-        """Fit the random forest on log(measured / LUT sum) of architectures measured end to end."""
+                       n_estimators: int = 200, kind: str = "forest") -> CostModel:
+        """Fit the correction on architectures measured end to end: ``"forest"``, a random forest on
+        log(measured / LUT sum) from every feature (eager PyTorch, whose time is the sum of its layers' plus glue);
+        ``"ridge"``, a ridge regression of the measured latency on each family's MACs and layer count and the
+        activation bytes (a runtime that fuses layers, where the eager LUT sum is only a feature among others)."""
         if len(feats) != len(measured_ms) or len(feats) < 3:
             raise ValueError(f"need >= 3 matching (features, latency) pairs, got {len(feats)}, {len(measured_ms)}")
+        if kind not in CORRECTIONS:
+            raise ValueError(f"unknown correction {kind!r}; expected one of {', '.join(CORRECTIONS)}")
+        measured = np.asarray(measured_ms, dtype=float)
+        if kind == "ridge":
+            names = [f"{q}_{fam}" for fam in FAMILIES for q in ("macs", "n")] + ["act_bytes"]
+            x = np.array([[f[n] for n in names] for f in feats])
+            self._fit_correction({"kind": "ridge", "feature_names": names, "x": x.tolist(), "y": measured.tolist(),
+                              "params": {"alphas": list(RIDGE_ALPHAS)}})
+            return self
         names = sorted(feats[0])
         x = np.array([[f[n] for n in names] for f in feats])
-        y = np.log(np.asarray(measured_ms, dtype=float) / x[:, names.index("lut_ms")])
-        self._fit_forest({"feature_names": names, "x": x.tolist(), "y": y.tolist(),
+        y = np.log(measured / x[:, names.index("lut_ms")])
+        self._fit_correction({"feature_names": names, "x": x.tolist(), "y": y.tolist(),
                           "params": {"n_estimators": n_estimators, "min_samples_leaf": 2, "random_state": seed}})
         return self
 
-    def _fit_forest(self, correction: dict[str, Any]) -> None:
-        """Grow the forest from its training data (deterministic: fixed ``random_state``, ``n_jobs=1``)."""
-        from sklearn.ensemble import RandomForestRegressor
-
+    def _fit_correction(self, correction: dict[str, Any]) -> None:
+        """Fit the correction from its training data: the forest deterministically (fixed ``random_state``,
+        ``n_jobs=1``), the ridge regression exactly (closed form, its penalty chosen by leave-one-out)."""
+        x, y = np.asarray(correction["x"], dtype=float), np.asarray(correction["y"], dtype=float)
         self.correction = correction
         self.feature_names = list(correction["feature_names"])
-        self.forest = RandomForestRegressor(**correction["params"], n_jobs=1).fit(
-            np.asarray(correction["x"], dtype=float), np.asarray(correction["y"], dtype=float))
+        if correction.get("kind", "forest") == "ridge":
+            from sklearn.linear_model import RidgeCV
+            from sklearn.pipeline import make_pipeline
+            from sklearn.preprocessing import StandardScaler
+
+            ridge = RidgeCV(alphas=correction["params"]["alphas"])
+            self.regressor = make_pipeline(StandardScaler(), ridge).fit(x, y)
+            return
+        from sklearn.ensemble import RandomForestRegressor
+
+        self.regressor = RandomForestRegressor(**correction["params"], n_jobs=1).fit(x, y)
 
     def predict_latency(self, feats: dict[str, float]) -> float:
-        if self.forest is None:
+        if self.regressor is None:
             return feats["lut_ms"]
         x = np.array([[feats[n] for n in self.feature_names]])
-        return float(feats["lut_ms"] * np.exp(self.forest.predict(x)[0]))
+        if self.correction is not None and self.correction.get("kind") == "ridge":
+            # linear in the costs; never below half the fastest architecture it was fitted on (a linear model can
+            # extrapolate to zero or below for a network smaller than any it saw)
+            floor = 0.5 * float(np.min(self.correction["y"]))
+            return max(floor, float(self.regressor.predict(x)[0]))
+        return float(feats["lut_ms"] * np.exp(self.regressor.predict(x)[0]))
 
     def predict(self, model: nn.Module, input_shape: Sequence[int]) -> CostEstimate:
         """Latency, energy, FLOPs, size and memory of ``model`` on an input of ``input_shape`` (one segment)."""
@@ -486,14 +520,21 @@ class CostModel:
 
 
 def _checked_correction(doc: Any) -> dict[str, Any]:
-    """``correction.json`` as :meth:`CostModel._fit_forest` needs it, or ``ValueError`` saying what is wrong."""
+    """``correction.json`` as :meth:`CostModel._fit_correction` needs it, or ``ValueError`` saying what is wrong."""
     names, x, y, params = doc["feature_names"], doc["x"], doc["y"], doc["params"]
+    kind = doc.get("kind", "forest")
+    if kind not in CORRECTIONS:
+        raise ValueError(f"correction.json: unknown kind {kind!r}; expected one of {', '.join(CORRECTIONS)}")
     if not (isinstance(x, list) and isinstance(y, list) and len(x) == len(y) >= 3):
         raise ValueError("correction.json needs matching lists x and y of at least 3 rows")
     values = np.asarray(x, dtype=float)
     if values.shape != (len(y), len(names)) or not np.isfinite(values).all() or not np.isfinite(y).all():
         raise ValueError(f"correction.json: x must be finite numbers of shape ({len(y)}, {len(names)}), y finite")
-    if set(params) != {"n_estimators", "min_samples_leaf", "random_state"} or \
+    if kind == "ridge":
+        alphas = params.get("alphas") if set(params) == {"alphas"} else None
+        if not (isinstance(alphas, list) and alphas and all(isinstance(a, int | float) and a > 0 for a in alphas)):
+            raise ValueError(f"correction.json: unexpected ridge parameters {params}")
+    elif set(params) != {"n_estimators", "min_samples_leaf", "random_state"} or \
             not all(isinstance(v, int) and v >= 0 for v in params.values()):
         raise ValueError(f"correction.json: unexpected forest parameters {params}")
     return doc

@@ -78,7 +78,7 @@ class ProfilingConfig:
     rounds: int = 3  # interleaved measurement passes over all architectures
     # The runtime chapter 6 deploys to (ExecuTorch + XNNPACK): architectures measured end to end through it, some to
     # fit its correction on the eager LUT, the others to validate it (each is exported once, seconds apiece).
-    n_runtime_train: int = 30
+    n_runtime_train: int = 50
     n_runtime_heldout: int = 20
     # Latency statistic the LUT sums and the model predicts. On a shared machine interference only adds time, so
     # the minimum over many warm calls tracks the uncontended latency best; on a quiet device "median" is the norm.
@@ -323,21 +323,22 @@ def _merge(stats: Sequence[LatencyStats]) -> LatencyStats:
 def build_cost_model(device: Device, train: Sequence[tuple[str, nn.Module, tuple]],
                      layer_sources: Sequence[tuple[str, nn.Module, tuple]] = (), seed: int = 0,
                      lut: LatencyLUT | None = None, rounds: int = 1, statistic: str = "median",
-                     lut_device: Device | None = None) -> tuple[CostModel, pd.DataFrame]:
+                     lut_device: Device | None = None, correction: str = "forest") -> tuple[CostModel, pd.DataFrame]:
     """LUT over the layers of ``train`` and ``layer_sources`` (OFA profiles every layer its space can produce),
     plus the random-forest correction fitted on ``train`` measured end to end (``rounds`` interleaved passes),
     both on the latency ``statistic`` ("median" or "min"). Returns the model and the training table.
 
     ``lut_device`` times the layers when it differs from ``device``, the runtime measured end to end: chapter 5
     predicts the deployed runtime (ExecuTorch, whose delegate fuses layers, so it cannot be timed layer by layer)
-    from chapter 2's eager LUT, with a correction fitted on ExecuTorch's end-to-end latency."""
+    from chapter 2's eager LUT, with a correction fitted on ExecuTorch's end-to-end latency: there
+    ``correction="ridge"``, see :meth:`~ersam_lib.costmodel.CostModel.fit_correction`."""
     lut = lut or LatencyLUT(metadata=(lut_device or device).metadata())
     fill_lut(lut, [*train, *layer_sources], lut_device or device)  # before CostModel(): its fallback reads the LUT
     stats = measure_models(train, device, rounds)
     measured = [getattr(s, statistic) for s in stats]
     cm = CostModel(lut, *_active_power(device, stats), statistic=statistic)
     feats = [cm.features(m, shape) for _, m, shape in train]
-    cm.fit_correction(feats, measured, seed=seed)
+    cm.fit_correction(feats, measured, seed=seed, kind=correction)
     table = pd.DataFrame([{"name": n} | f | {"measured_ms": t} for (n, _, _), f, t in zip(train, feats, measured)])
     return cm, table
 

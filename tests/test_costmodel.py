@@ -198,3 +198,37 @@ class _Payload:
         from pathlib import Path
 
         return (Path.touch, (self.marker,))
+
+
+def test_ridge_correction_recovers_a_runtime_linear_in_macs_and_layers_and_survives_a_reload(tmp_path):
+    import json
+
+    # A fusing runtime: 2 ns per conv MAC, 5 us per conv layer, 1 us per activation, whatever the eager LUT says.
+    models = [nn.Sequential(*[m for _ in range(n) for m in (nn.Conv1d(c, c, k, padding=k // 2), nn.ReLU())])
+              for n in (1, 2, 3, 4, 5) for k in (3, 5, 7) for c in (4, 8)]
+    shape = (1, 8, 40)
+    fix = [nn.Sequential(nn.Conv1d(8, m[0].in_channels, 1), m) for m in models]  # input 8 channels for every net
+    lut = LatencyLUT(metadata={"device": "toy"})
+    for m in fix:
+        for rec in trace_layers(m, shape):
+            lut.add(rec, _stats(1.0 + 0.5 * rec.macs / 1000))  # eager: far slower, another shape
+    cm = CostModel(lut, 1000.0, "toy")
+    feats = [cm.features(m, shape) for m in fix]
+    truth = [0.002 * f["macs_conv1d"] / 1000 + 0.005 * f["n_conv1d"] + 0.001 * f["n_act"] + 0.01 for f in feats]
+    fit = [i for i in range(len(fix)) if i % 3]  # two thirds to fit (every width and kernel), a third held out
+    cm.fit_correction([feats[i] for i in fit], [truth[i] for i in fit], kind="ridge")
+    for i in range(0, len(fix), 3):
+        assert cm.predict_latency(feats[i]) == pytest.approx(truth[i], rel=0.05)
+    assert cm.predict_latency({n: 0.0 for n in cm.feature_names}) >= 0.5 * min(truth)  # floored, never <= 0
+    cm.save(tmp_path, runtime="executorch")
+    doc = json.loads((tmp_path / "profiling" / "correction_executorch.json").read_text())
+    assert doc["kind"] == "ridge" and set(doc["params"]) == {"alphas"}
+    back = CostModel.load(tmp_path, runtime="executorch")
+    assert [back.predict_latency(f) for f in feats] == [cm.predict_latency(f) for f in feats]
+    with pytest.raises(ValueError, match="unknown correction"):
+        cm.fit_correction(feats, truth, kind="svm")
+    (tmp_path / "profiling" / "correction_executorch.json").write_text(json.dumps(doc | {"params": {"alphas": []}}))
+    from ersam_lib.io import ArtifactError
+
+    with pytest.raises(ArtifactError):
+        CostModel.load(tmp_path, runtime="executorch")
