@@ -5,6 +5,7 @@ each one beside the committed reference of the run's scale (``ersam_lib/recorded
 the tolerance that the reference declares for that metric; it exits 1 when one is out of tolerance or missing.
 ``--record`` writes such a reference from a finished run, with a default tolerance per kind of metric
 (:data:`KINDS`): timings and what is computed from them are printed but not checked (they belong to the machine),
+and so is what the search of chapter 5 found and chapter 6 deployed (the machine's latencies steer the search),
 accuracies are checked to within 3 points, other real numbers to within 10 %, counts, flags, hashes and settings
 exactly. The defaults are guesses from each metric's name and value: review the recorded file (compare a second
 run against it) and edit a metric's entry to declare another tolerance.
@@ -47,6 +48,9 @@ KINDS: dict[str, dict[str, Any]] = {
     #                               fitted exponents, search rewards): they measure the machine, printed only
     "version": {"check": False},  # library versions, threads: facts about the machine, printed only
     "name": {"check": False},  # names that carry a run's architecture id (searched-1-58790d3a1fe9): printed only
+    "outcome": {"check": False},  # what the search found and what chapter 6 made of it (the front, the finalists,
+    #                               which baselines they dominate, the deployed model's scores): chapter 2's latencies
+    #                               of this machine steer the search, so a rerun can find other architectures
     "accuracy": {"abs_tol": 0.03},  # accuracies, errors, rates and shares in [0, 1]: within 3 points
     "measure": {"rel_tol": 0.10},  # other real numbers (MAE, sizes, ratios): within 10 %
     "count": {},  # integers (samples, parameters, MACs): exact
@@ -56,14 +60,17 @@ KINDS: dict[str, dict[str, Any]] = {
 }
 _MACHINE = {"s", "ms", "us", "sec", "seconds", "time", "wall", "latency", "energy", "mj", "mw", "j", "speedup",
             "throughput", "elapsed", "mape", "within10", "spearman", "r2", "exponents", "blowup", "calibration",
-            "power", "reward", "hypervolume", "over"}
+            "power", "reward", "hypervolume", "over", "speed", "rtf"}
+_OUTCOME_CHAPTERS = ("05", "06")  # the search's results, and the deployment of the model it chose
+_OUTCOME = {"dominated", "beats", "front", "finalist", "budget", "drop", "frontend", "rttm", "meter", "size", "peak",
+            "ratio"}
 _MACHINE_CHAPTERS = ("02",)  # chapter 2 measures the machine: every real number it records is a timing or from one
 _ACCURACY = {"acc", "accuracy", "error", "err", "rate", "share", "fraction", "f1", "precision", "recall",
              "agreement", "top1", "chance"}
 _VERSION = {"torch", "torchaudio", "numpy", "python", "platform", "papermill", "executorch", "onnxruntime",
             "version", "cpus", "threads"}
 _HEX = re.compile(r"^[0-9a-f]{16,}$")
-_RUN_ID = re.compile(r"-[0-9a-f]{8,}\b")  # a searched architecture's id inside a name
+_RUN_ID = re.compile(r"-[0-9a-f]{8,}(?![0-9a-z])")  # a searched architecture's id inside a name (even before _int8)
 _VERSION_TEXT = re.compile(r"^\d+\.\d+(\.\d+)?([.+-]\S*)?$")
 
 
@@ -134,14 +141,16 @@ def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 def kind_of(name: str, value: Any, chapter: str = "") -> str:
     """The kind of a metric (a key of :data:`KINDS`) from its dotted name, its value and its chapter."""
     tokens = set(re.split(r"[._\-]", name.lower()))
-    if isinstance(value, bool):
-        return "flag"
     if isinstance(value, str):
         if _HEX.match(value) or tokens & {"sha256", "sha", "hash", "key"}:
             return "hash"
         if _RUN_ID.search(value):
             return "name"
         return "version" if tokens & _VERSION or _VERSION_TEXT.match(value) else "text"
+    if chapter[:2] in _OUTCOME_CHAPTERS and tokens & _OUTCOME:
+        return "outcome"
+    if isinstance(value, bool):
+        return "flag"
     if tokens & _MACHINE or (isinstance(value, float) and chapter[:2] in _MACHINE_CHAPTERS):
         return "machine"
     if isinstance(value, int) and tokens & _VERSION:

@@ -49,6 +49,18 @@ def test_each_metric_gets_the_kind_its_name_and_value_say(name: str, value: obje
     assert kind_of(name, value) == kind
 
 
+def test_what_the_search_found_is_printed_not_checked() -> None:
+    # chapter 2's latencies steer the search: which architectures it finds, and what chapter 6 deploys, may change
+    assert kind_of("baselines_dominated.tcresnet8", True, "05_search") == "outcome"
+    assert kind_of("ersam_budget_best_acc.0", 0.47, "05_search") == "outcome"
+    assert kind_of("int8_test_drop_points", -0.36, "06_deploy") == "outcome"
+    assert kind_of("meter_speed_x", 5569.4, "06_deploy") == "outcome"
+    assert kind_of("meter_speed_x", 5569.4) == "machine"
+    assert kind_of("baseline_test_acc.tcresnet8", 0.53, "05_search") == "accuracy"  # trained alone: reproducible
+    assert kind_of("int8_test_acc.countnet_crnn", 0.46, "06_deploy") == "accuracy"
+    assert kind_of("meter_program", "searched-1-381aae834e2a_int8.pte", "06_deploy") == "name"
+
+
 def test_chapter_2s_real_numbers_measure_the_machine() -> None:
     assert kind_of("val_median_abs_err", 0.6, "02_profiling") == "machine"
     assert kind_of("val_median_abs_err", 0.6, "03_teacher") == "accuracy"
@@ -74,7 +86,8 @@ def test_a_run_is_within_its_own_reference_and_out_of_it_where_a_metric_moved(tm
              ("01_data", "n_train", 161, False), ("01_data", "build_total_s", 99.0, True),
              ("01_data", "class_set", "levels", False), ("01_data", "manifest_sha256", "cd" * 20, False),
              ("05_search", "chosen", {"budget": "searched-2-0123456789ab"}, True),
-             ("05_search", "beats_random", {"tpe": True}, False)]
+             ("05_search", "beats_random", {"tpe": True}, True),  # what the search found: printed only
+             ("05_search", "baseline_test_acc", {"tcresnet8": 0.2}, False)]
     for chapter, key, value, ok in cases:
         run = _summary(tmp_path / f"run_{key}_{value}", _changed(METRICS, chapter, key, value))
         result = compare_run(run, ref)
@@ -120,7 +133,7 @@ def test_the_compare_command_exit_codes(tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["compare", str(run), "--record", "--reference", str(ref)]) == 0 and ref.exists()
     assert main(["compare", str(run), "--reference", str(ref)]) == 0
     out = capsys.readouterr().out
-    assert "ok  01_data        floor_acc_test" in out and "12 of 12 checked metrics within tolerance" in out
+    assert "ok  01_data        floor_acc_test" in out and "10 of 10 checked metrics within tolerance" in out
     moved = _summary(tmp_path / "moved", _changed(METRICS, "01_data", "floor_acc_test", 0.5))
     assert main(["compare", str(moved), "--reference", str(ref)]) == 1
     assert "OUT  01_data        floor_acc_test" in capsys.readouterr().out
