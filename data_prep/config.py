@@ -28,8 +28,9 @@ class TtsConfig:
     seed: int = 0
 
     def key(self) -> str:
-        """Cache key: the config hash (same config, same corpus, reused by every run)."""
-        blob = json.dumps(dataclasses.asdict(self) | {"format": 1}, sort_keys=True).encode()
+        """Cache key: the config hash (same config, same corpus, reused by every run). Format 2: each block from a
+        freshly loaded espeak-ng (format-1 corpora depended on the order the workers took the blocks)."""
+        blob = json.dumps(dataclasses.asdict(self) | {"format": 2}, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 

@@ -3,12 +3,20 @@
 ``pip install`` alone gives a speech synthesiser this way: no system package, no internet. Only the handful of calls
 the TTS source needs are bound: initialise in synchronous mode, pick a voice (language + variant), set prosody
 parameters, synthesise text into a callback that collects 16-bit samples.
+
+espeak-ng's output depends on what the process synthesised before: the library keeps global state that neither
+``espeak_Terminate`` nor its random seed resets. :meth:`Espeak.fresh` therefore loads a private copy of the library
+for one job and unloads it afterwards, so that the same job gives the same samples in any process.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -31,14 +39,11 @@ class Espeak:
     Introduced in chapter 1; used by :mod:`data_prep.sources.tts`.
     """
 
-    def __init__(self) -> None:
-        try:
-            import espeakng_loader
-        except ImportError as e:  # pragma: no cover - dependency of the project
-            raise EspeakError("the 'espeakng-loader' wheel is required for the built-in TTS source") from e
+    def __init__(self, library: str | os.PathLike | None = None) -> None:
+        espeakng_loader = _loader()
         data = espeakng_loader.get_data_path()
         os.environ.setdefault("ESPEAK_DATA_PATH", data)
-        self._lib = ctypes.CDLL(espeakng_loader.get_library_path())
+        self._lib = ctypes.CDLL(str(library or espeakng_loader.get_library_path()))
         self._lib.espeak_Initialize.restype = ctypes.c_int
         rate = self._lib.espeak_Initialize(AUDIO_OUTPUT_SYNCHRONOUS, 0, os.path.dirname(data).encode(), 0)
         if rate <= 0:
@@ -50,6 +55,31 @@ class Espeak:
         self._lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
         self._lib.espeak_Synth.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
                                            ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
+
+    @classmethod
+    @contextlib.contextmanager
+    def fresh(cls) -> Iterator[Espeak]:
+        """An instance with new global state: a private copy of the library, unloaded when the block ends.
+
+        Chapter 1's TTS corpus synthesises each block of speakers this way, so the corpus is bit-exact on any
+        machine whatever the number of workers and the order in which they took the blocks.
+        """
+        with tempfile.TemporaryDirectory(prefix="espeak-") as tmp:
+            eng = cls(shutil.copy(_loader().get_library_path(), tmp))
+            try:
+                yield eng
+            finally:
+                eng.close()
+
+    def close(self) -> None:
+        """Terminate the library and unload it (the instance cannot synthesise afterwards)."""
+        if self._lib is None:
+            return
+        import _ctypes  # dlclose: CPython's own binding, the only way to unload a library loaded by ctypes
+
+        self._lib.espeak_Terminate()
+        handle, self._lib = self._lib._handle, None
+        _ctypes.dlclose(handle)
 
     def _collect(self, wav, n, events) -> int:
         if n > 0 and wav:
@@ -80,3 +110,11 @@ class Espeak:
         if err != 0:
             raise EspeakError(f"espeak_Synth failed (error {err})")
         return np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
+
+
+def _loader():
+    try:
+        import espeakng_loader
+    except ImportError as e:  # pragma: no cover - dependency of the project
+        raise EspeakError("the 'espeakng-loader' wheel is required for the built-in TTS source") from e
+    return espeakng_loader

@@ -1,9 +1,9 @@
 """The built-in offline speech source: hundreds of synthetic speakers from libespeak-ng (chapter 1).
 
 An identity is a fixed (language voice, variant, pitch, pitch range, rate, word gap); each speaker reads random
-sentences with it. espeak-ng is not bit-exact from one run to the next (its synthesis keeps internal state), so
-runs are made reproducible by sharing one synthesised corpus, whose content hash ``dataset.json`` records. The
-corpus is cached under ``$ERSAM_CACHE/tts/<config hash>/`` (default ``~/.cache/ersam``) so
+sentences with it. espeak-ng's output depends on what its process synthesised before, so every block of speakers is
+synthesised by a freshly loaded library (:meth:`data_prep.espeak.Espeak.fresh`): the corpus, whose content hash
+``dataset.json`` records, is then the same on every machine with the same espeak-ng wheel. The corpus is cached under ``$ERSAM_CACHE/tts/<config hash>/`` (default ``~/.cache/ersam``) so
 that several runs reuse it; it is synthesised in blocks of speakers, each block written atomically, so an
 interrupted synthesis resumes where it stopped; ``corpus.json`` is written last and marks the corpus complete.
 
@@ -34,6 +34,7 @@ from ersam_lib.io import ArtifactError, atomic_path, atomic_write_json, file_loc
 from ersam_lib.progress import progress
 
 from ..config import TtsConfig
+from ..espeak import Espeak
 from ..vad import vad_frames
 from ..words import make_sentence
 from .base import SourceError, SpeechSource
@@ -74,17 +75,21 @@ def make_identities(n: int, seed: int) -> list[dict[str, Any]]:
     return out
 
 
-@functools.lru_cache(maxsize=1)
-def _engine():
-    # One espeak-ng per process: the C library has global state, so each worker initialises its own.
-    from ..espeak import Espeak
-
-    return Espeak()
-
-
 def _synth_block(block: list[dict[str, Any]], cfg: TtsConfig, out: Path) -> Path:
-    """Synthesise the utterances of a block of speakers into one ``.npz`` (written atomically)."""
-    eng = _engine()
+    """Synthesise the utterances of a block of speakers into one ``.npz`` (written atomically), from a freshly loaded
+    espeak-ng: the block's samples do not depend on what the worker synthesised before."""
+    with Espeak.fresh() as eng:
+        audio, vads, rows = _synth_speakers(eng, block, cfg)
+    with atomic_path(out) as tmp:
+        np.savez(tmp, audio=np.concatenate(audio), vad=np.concatenate(vads),
+                 utt_id=np.array([r[0] for r in rows]), speaker=np.array([r[1] for r in rows]),
+                 n_samples=np.array([r[2] for r in rows]), n_frames=np.array([r[3] for r in rows]),
+                 text=np.array([r[4] for r in rows]))
+    return out
+
+
+def _synth_speakers(eng: Espeak, block: list[dict[str, Any]], cfg: TtsConfig) -> tuple[list, list, list]:
+    """Each speaker's sentences with its voice: int16 audio, VAD tracks and index rows, in block order."""
     audio, vads, rows = [], [], []
     for ident in block:
         voice = ident["language"] + (f"+{ident['variant']}" if ident["variant"] else "")
@@ -98,12 +103,7 @@ def _synth_block(block: list[dict[str, Any]], cfg: TtsConfig, out: Path) -> Path
             audio.append((wav * 32767).astype(np.int16))
             vads.append(vad_frames(wav, mode=2))
             rows.append((f"{ident['speaker']}-{u:02d}", ident["speaker"], len(wav), len(vads[-1]), text))
-    with atomic_path(out) as tmp:
-        np.savez(tmp, audio=np.concatenate(audio), vad=np.concatenate(vads),
-                 utt_id=np.array([r[0] for r in rows]), speaker=np.array([r[1] for r in rows]),
-                 n_samples=np.array([r[2] for r in rows]), n_frames=np.array([r[3] for r in rows]),
-                 text=np.array([r[4] for r in rows]))
-    return out
+    return audio, vads, rows
 
 
 def synthesize_corpus(cfg: TtsConfig, root: Path | None = None, workers: int = 2) -> Path:
@@ -252,7 +252,7 @@ class TtsSource(SpeechSource):
         return self._audio[start:start + n].astype(np.float32) / 32767.0
 
     def fingerprint(self) -> dict[str, Any]:
-        """The corpus config and its audio hash: a rebuilt corpus (espeak-ng is not bit-exact) differs."""
+        """The corpus config and its audio hash (another espeak-ng build gives another corpus)."""
         meta = read_json(self.folder / "corpus.json")
         return {"name": self.name, "config": meta["config"], "audio_sha256": meta["audio_sha256"]}
 
