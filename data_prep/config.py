@@ -28,9 +28,10 @@ class TtsConfig:
     seed: int = 0
 
     def key(self) -> str:
-        """Cache key: the config hash (same config, same corpus, reused by every run). Format 2: each block from a
-        freshly loaded espeak-ng (format-1 corpora depended on the order the workers took the blocks)."""
-        blob = json.dumps(dataclasses.asdict(self) | {"format": 2}, sort_keys=True).encode()
+        """Cache key: the config hash (same config, same corpus, reused by every run). Format 3: each block from a
+        freshly loaded espeak-ng, each utterance with a seeded noise generator (format-1 corpora depended on the
+        order the workers took the blocks, format-2 ones on the clock)."""
+        blob = json.dumps(dataclasses.asdict(self) | {"format": 3}, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 

@@ -4,9 +4,11 @@
 the TTS source needs are bound: initialise in synchronous mode, pick a voice (language + variant), set prosody
 parameters, synthesise text into a callback that collects 16-bit samples.
 
-espeak-ng's output depends on what the process synthesised before: the library keeps global state that neither
-``espeak_Terminate`` nor its random seed resets. :meth:`Espeak.fresh` therefore loads a private copy of the library
-for one job and unloads it afterwards, so that the same job gives the same samples in any process.
+espeak-ng's output is not a function of its input alone: the library keeps global state that ``espeak_Terminate``
+does not reset (a block of speakers sounds different after another block), and the breathy variants (``f2``, ``f3``)
+draw noise from a generator seeded with the clock at initialisation. :meth:`Espeak.fresh` loads a private copy of the
+library for one job and unloads it afterwards, and :meth:`Espeak.seed` fixes the noise: with both, the same job gives
+the same samples in any process, at any time.
 """
 
 from __future__ import annotations
@@ -70,6 +72,12 @@ class Espeak:
                 yield eng
             finally:
                 eng.close()
+
+    def seed(self, value: int) -> None:
+        """Seed the library's noise generator (``espeak_ng_SetRandSeed``; espeak-ng seeds it from the clock)."""
+        fn = self._lib.espeak_ng_SetRandSeed
+        fn.argtypes, fn.restype = [ctypes.c_long], None
+        fn(int(value) & 0x7FFFFFFF)
 
     def close(self) -> None:
         """Terminate the library and unload it (the instance cannot synthesise afterwards)."""

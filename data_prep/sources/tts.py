@@ -2,7 +2,8 @@
 
 An identity is a fixed (language voice, variant, pitch, pitch range, rate, word gap); each speaker reads random
 sentences with it. espeak-ng's output depends on what its process synthesised before, so every block of speakers is
-synthesised by a freshly loaded library (:meth:`data_prep.espeak.Espeak.fresh`): the corpus, whose content hash
+synthesised by a freshly loaded library (:meth:`data_prep.espeak.Espeak.fresh`) and every utterance seeds the
+library's noise generator (the breathy voices draw noise): the corpus, whose content hash
 ``dataset.json`` records, is then the same on every machine with the same espeak-ng wheel. The corpus is cached under ``$ERSAM_CACHE/tts/<config hash>/`` (default ``~/.cache/ersam``) so
 that several runs reuse it; it is synthesised in blocks of speakers, each block written atomically, so an
 interrupted synthesis resumes where it stopped; ``corpus.json`` is written last and marks the corpus complete.
@@ -98,6 +99,7 @@ def _synth_speakers(eng: Espeak, block: list[dict[str, Any]], cfg: TtsConfig) ->
         rng = np.random.default_rng([cfg.seed, 2, int(ident["speaker"][3:])])
         for u in range(cfg.utts_per_speaker):
             text = make_sentence(rng, cfg.min_words, cfg.max_words)
+            eng.seed(int(np.random.SeedSequence([cfg.seed, 3, int(ident["speaker"][3:]), u]).generate_state(1)[0]))
             wav = resample_poly(eng.synth(text).astype(np.float32) / 32768.0, 320, 441)  # 22.05 -> 16 kHz
             wav = (wav / max(np.abs(wav).max(), 1e-4) * 0.9).astype(np.float32)
             audio.append((wav * 32767).astype(np.int16))
