@@ -3,10 +3,11 @@
 An identity is a fixed (language voice, variant, pitch, pitch range, rate, word gap); each speaker reads random
 sentences with it. espeak-ng's output depends on what its process synthesised before, so every block of speakers is
 synthesised by a freshly loaded library (:meth:`data_prep.espeak.Espeak.fresh`) and every utterance seeds the
-library's noise generator (the breathy voices draw noise): the corpus, whose content hash
-``dataset.json`` records, is then the same on every machine with the same espeak-ng wheel. The corpus is cached under ``$ERSAM_CACHE/tts/<config hash>/`` (default ``~/.cache/ersam``) so
-that several runs reuse it; it is synthesised in blocks of speakers, each block written atomically, so an
-interrupted synthesis resumes where it stopped; ``corpus.json`` is written last and marks the corpus complete.
+library's noise generator (the breathy voices draw noise): the corpus, whose content hash ``dataset.json`` records,
+is then the same on every machine with the same espeak-ng wheel. The corpus is cached under
+``$ERSAM_CACHE/tts/<config hash>/`` (default ``~/.cache/ersam``) so that several runs reuse it; it is synthesised
+in blocks of speakers, each block written atomically, so an interrupted synthesis resumes where it stopped;
+``corpus.json`` is written last and marks the corpus complete.
 
 The cache is shared by every run on the machine: synthesis holds a lock (``.<config hash>.lock`` beside the
 corpus), so a second process that asks for the same corpus waits and then reuses it. A corpus is used only when its
@@ -96,10 +97,11 @@ def _synth_speakers(eng: Espeak, block: list[dict[str, Any]], cfg: TtsConfig) ->
         voice = ident["language"] + (f"+{ident['variant']}" if ident["variant"] else "")
         eng.set_voice(voice)
         eng.set_params(rate=ident["rate"], pitch=ident["pitch"], range=ident["range"], wordgap=ident["wordgap"])
-        rng = np.random.default_rng([cfg.seed, 2, int(ident["speaker"][3:])])
+        index = int(ident["speaker"][3:])
+        rng = np.random.default_rng([cfg.seed, 2, index])
         for u in range(cfg.utts_per_speaker):
             text = make_sentence(rng, cfg.min_words, cfg.max_words)
-            eng.seed(int(np.random.SeedSequence([cfg.seed, 3, int(ident["speaker"][3:]), u]).generate_state(1)[0]))
+            eng.seed(int(np.random.SeedSequence([cfg.seed, 3, index, u]).generate_state(1)[0]))
             wav = resample_poly(eng.synth(text).astype(np.float32) / 32768.0, 320, 441)  # 22.05 -> 16 kHz
             wav = (wav / max(np.abs(wav).max(), 1e-4) * 0.9).astype(np.float32)
             audio.append((wav * 32767).astype(np.int16))
