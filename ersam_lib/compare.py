@@ -52,6 +52,8 @@ KINDS: dict[str, dict[str, Any]] = {
     #                               which baselines they dominate, the deployed model's scores): chapter 2's latencies
     #                               of this machine steer the search, so a rerun can find other architectures
     "accuracy": {"abs_tol": 0.03},  # accuracies, errors, rates and shares in [0, 1]: within 3 points
+    "difference": {"abs_tol": 0.05},  # a difference of two accuracies (a teacher's lead, final minus full): each
+    #                                   side moves by up to 3 points, so a relative tolerance on a small gap means nothing
     "measure": {"rel_tol": 0.10},  # other real numbers (MAE, sizes, ratios): within 10 %
     "count": {},  # integers (samples, parameters, MACs): exact
     "flag": {},  # booleans (a claim that holds): exact
@@ -63,10 +65,11 @@ _MACHINE = {"s", "ms", "us", "sec", "seconds", "time", "wall", "latency", "energ
             "power", "reward", "hypervolume", "over", "speed", "rtf"}
 _OUTCOME_CHAPTERS = ("05", "06")  # the search's results, and the deployment of the model it chose
 _OUTCOME = {"dominated", "beats", "front", "finalist", "budget", "drop", "frontend", "rttm", "meter", "size", "peak",
-            "ratio"}
+            "ratio", "role"}
 _MACHINE_CHAPTERS = ("02",)  # chapter 2 measures the machine: every real number it records is a timing or from one
 _ACCURACY = {"acc", "accuracy", "error", "err", "rate", "share", "fraction", "f1", "precision", "recall",
              "agreement", "top1", "chance"}
+_DIFFERENCE = {"gap", "minus", "lead"}
 _VERSION = {"torch", "torchaudio", "numpy", "python", "platform", "papermill", "executorch", "onnxruntime",
             "version", "cpus", "threads"}
 _HEX = re.compile(r"^[0-9a-f]{16,}$")
@@ -146,6 +149,8 @@ def kind_of(name: str, value: Any, chapter: str = "") -> str:
             return "hash"
         if _RUN_ID.search(value):
             return "name"
+        if chapter[:2] in _OUTCOME_CHAPTERS and tokens & _OUTCOME:
+            return "outcome"
         return "version" if tokens & _VERSION or _VERSION_TEXT.match(value) else "text"
     if chapter[:2] in _OUTCOME_CHAPTERS and tokens & _OUTCOME:
         return "outcome"
@@ -162,6 +167,8 @@ def kind_of(name: str, value: Any, chapter: str = "") -> str:
             return "text"  # nan or inf: compared exactly (as what they are)
         if tokens & {"mae", "loss"}:
             return "measure"
+        if tokens & _DIFFERENCE and -1.0 <= value <= 1.0:
+            return "difference"
         return "accuracy" if tokens & _ACCURACY and 0.0 <= value <= 1.0 else "measure"
     return "text"
 

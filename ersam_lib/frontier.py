@@ -184,6 +184,23 @@ def save_chosen(run_dir: str | os.PathLike, name: str, model: nn.Module, row: di
     return folder / f"{name}.json"
 
 
+CHOICES = ("budget", "most_accurate")
+
+
+def pick_chosen(chosen: dict[str, Any], role: str) -> tuple[str, str]:
+    """``(name, role)`` of the model chapter 6 deploys from chapter 5's ``chosen.json``.
+
+    ``budget`` is absent when no finalist's *measured* energy fits the default budget (the search holds the budget on
+    the cost model's prediction; a loaded host can measure more): chapter 6 then deploys ``most_accurate`` and the
+    returned role says so."""
+    if role not in CHOICES:
+        raise ValueError(f"MODEL must be one of {CHOICES}, got {role!r}")
+    for candidate in (role, *CHOICES):
+        if candidate in chosen:
+            return chosen[candidate], candidate
+    raise ValueError("chapter 5 chose no searched model (chosen.json has neither 'budget' nor 'most_accurate')")
+
+
 def load_chosen(run_dir: str | os.PathLike, name: str) -> tuple[nn.Module, dict[str, Any]]:
     """``(model, card)`` of a model chapter 5 chose, in eval mode (chapter 6)."""
     folder = stage_dir(run_dir, "search", create=False) / "models"

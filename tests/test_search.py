@@ -304,3 +304,17 @@ def test_measure_finalists_puts_measured_next_to_predicted(runs) -> None:
     assert {"energy_mj", "measured_energy_mj", "measured_latency_ms"} <= set(table.columns)
     assert set(table["arch_id"]) <= set(h.front()["arch_id"])
     assert table["energy_mj"].iloc[0] == h.front()["energy_mj"].min()  # the cheapest front point is included
+
+
+def test_chapter_6_deploys_the_most_accurate_model_when_none_fit_the_budget() -> None:
+    from ersam_lib.frontier import pick_chosen
+
+    both = {"budget": "searched-1", "most_accurate": "searched-3", "baselines": ["tcresnet8"]}
+    assert pick_chosen(both, "budget") == ("searched-1", "budget")
+    assert pick_chosen(both, "most_accurate") == ("searched-3", "most_accurate")
+    # a loaded host measured every finalist over the default budget: chapter 5 wrote no "budget" choice
+    assert pick_chosen({"most_accurate": "searched-3", "baselines": []}, "budget") == ("searched-3", "most_accurate")
+    with pytest.raises(ValueError, match="MODEL must be one of"):
+        pick_chosen(both, "cheapest")
+    with pytest.raises(ValueError, match="chose no searched model"):
+        pick_chosen({"baselines": ["tcresnet8"]}, "budget")
