@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ersam_lib.progress import progress
+from ersam_lib.repro import derived_seed
 
 from .config import ALL_SPLITS, SOURCES, SPLITS, DataConfig
 from .labels import class_names, class_of, counts_of_class, max_concurrent, overlap_fraction
@@ -233,7 +234,7 @@ def make_split(cfg: DataConfig, source: SpeechSource, split: str, speakers: list
                               f"{np.flatnonzero(filled < quota).tolist()} after {attempt} draws; the source has "
                               f"too little speech for this configuration")
         open_classes = np.flatnonzero(filled == filled.min())
-        seed = int(np.random.SeedSequence([cfg.seed, ALL_SPLITS.index(split), stream, attempt]).generate_state(1)[0])
+        seed = derived_seed(cfg.seed, ALL_SPLITS.index(split), stream, attempt)
         target = int(open_classes[np.random.default_rng(seed).integers(len(open_classes))])
         try:
             row = _draw_row(cfg, sampler, speakers, target, seed)

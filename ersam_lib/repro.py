@@ -11,7 +11,7 @@ import random
 
 import numpy as np
 
-__all__ = ["pick_device", "seed_everything"]
+__all__ = ["derived_seed", "pick_device", "seed_everything"]
 
 
 def seed_everything(seed: int, threads: int | None = None) -> np.random.Generator:
@@ -30,6 +30,12 @@ def seed_everything(seed: int, threads: int | None = None) -> np.random.Generato
         torch.set_num_threads(threads)
     os.environ.setdefault("PYTHONHASHSEED", str(seed))
     return np.random.default_rng(seed)
+
+
+def derived_seed(*keys: int) -> int:
+    """A 32-bit seed for one item of a larger job, derived from ``keys`` (the run's seed first, then the item's
+    indices): independent of the order in which workers take the items (chapter 1's mixtures and voices)."""
+    return int(np.random.SeedSequence(list(keys)).generate_state(1)[0])
 
 
 def pick_device(device: str | None = "auto") -> "torch.device":

@@ -255,3 +255,11 @@ def test_load_supernet_refuses_code_damage_and_other_data(tmp_path):
     meta.write_text(json.dumps({"format": 2, "key": "B"}))  # chapter 1 rebuilt the data since
     with pytest.raises(ArtifactError, match="trained on other data"):
         load_supernet(tmp_path / "run")
+
+
+def test_a_derived_seed_depends_on_every_key_and_on_nothing_else() -> None:
+    from ersam_lib.repro import derived_seed
+
+    seed = derived_seed(0, 3, 17, 2)
+    assert seed == derived_seed(0, 3, 17, 2) and 0 <= seed < 2**32
+    assert len({seed, derived_seed(1, 3, 17, 2), derived_seed(0, 3, 17, 3), derived_seed(0, 3, 2, 17)}) == 4

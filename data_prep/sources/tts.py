@@ -34,6 +34,7 @@ from scipy.signal import resample_poly
 
 from ersam_lib.io import ArtifactError, atomic_path, atomic_write_json, file_lock, load_array, read_json
 from ersam_lib.progress import progress
+from ersam_lib.repro import derived_seed
 
 from ..config import TtsConfig
 from ..espeak import Espeak
@@ -101,7 +102,7 @@ def _synth_speakers(eng: Espeak, block: list[dict[str, Any]], cfg: TtsConfig) ->
         rng = np.random.default_rng([cfg.seed, 2, index])
         for u in range(cfg.utts_per_speaker):
             text = make_sentence(rng, cfg.min_words, cfg.max_words)
-            eng.seed(int(np.random.SeedSequence([cfg.seed, 3, index, u]).generate_state(1)[0]))
+            eng.seed(derived_seed(cfg.seed, 3, index, u))
             wav = resample_poly(eng.synth(text).astype(np.float32) / 32768.0, 320, 441)  # 22.05 -> 16 kHz
             wav = (wav / max(np.abs(wav).max(), 1e-4) * 0.9).astype(np.float32)
             audio.append((wav * 32767).astype(np.int16))
