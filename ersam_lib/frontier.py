@@ -35,8 +35,8 @@ from .scales import check_scale
 from .space import Arch, build_model
 
 __all__ = [
-    "CARD_KIND", "FrontierConfig", "frontier_row", "load_chosen", "measure_latency", "peer_row", "pick_finalists",
-    "save_chosen",
+    "CARD_KIND", "CHOICES", "FrontierConfig", "frontier_row", "load_chosen", "measure_latency", "peer_row",
+    "pick_chosen", "pick_finalists", "save_chosen",
 ]
 
 CARD_KIND = "ersam-model-card"
