@@ -160,6 +160,8 @@ def kind_of(name: str, value: Any, chapter: str = "") -> str:
         return "machine"
     if isinstance(value, int) and tokens & _VERSION:
         return "version"
+    if isinstance(value, int) and tokens & {"selective", "gated"}:
+        return "measure"  # what a gate let through follows the students' training: a count, but not an exact one
     if isinstance(value, int):
         return "count"
     if isinstance(value, float):

@@ -43,6 +43,7 @@ def _changed(metrics: dict, chapter: str, key: str, value: object) -> dict:
     ("largest_subnet_train_s", 21.3, "machine"), ("baseline_energy_mj.tcresnet8", 2.3, "machine"),
     ("torch", "2.14.1+cu130", "version"), ("threads", 2, "version"), ("class_set", "counts", "text"),
     ("chosen.budget", "searched-1-58790d3a1fe9", "name"), ("mixtures_per_s", None, "machine"),
+    ("teacher_samples.selective-entropy-tau0.8", 11785, "measure"), ("teacher_samples.full", 29760, "count"),
     ("teacher_gap_val", 0.125, "difference"), ("final_minus_full_acc_smallest", -0.05, "difference"),
 ])
 def test_each_metric_gets_the_kind_its_name_and_value_say(name: str, value: object, kind: str) -> None:
