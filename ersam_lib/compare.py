@@ -144,15 +144,16 @@ def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 def kind_of(name: str, value: Any, chapter: str = "") -> str:
     """The kind of a metric (a key of :data:`KINDS`) from its dotted name, its value and its chapter."""
     tokens = set(re.split(r"[._\-]", name.lower()))
+    outcome = chapter[:2] in _OUTCOME_CHAPTERS and bool(tokens & _OUTCOME)
     if isinstance(value, str):
         if _HEX.match(value) or tokens & {"sha256", "sha", "hash", "key"}:
             return "hash"
         if _RUN_ID.search(value):
             return "name"
-        if chapter[:2] in _OUTCOME_CHAPTERS and tokens & _OUTCOME:
+        if outcome:
             return "outcome"
         return "version" if tokens & _VERSION or _VERSION_TEXT.match(value) else "text"
-    if chapter[:2] in _OUTCOME_CHAPTERS and tokens & _OUTCOME:
+    if outcome:
         return "outcome"
     if isinstance(value, bool):
         return "flag"
