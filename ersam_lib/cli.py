@@ -270,6 +270,7 @@ def _run(args: argparse.Namespace) -> int:
         return 128 + exc.signum
     except NotebookFailed as exc:
         print(f"[ersam] FAILED: {exc}", file=sys.stderr)
+        print(f"[ersam] {_resume_command(args, exc)}", file=sys.stderr)
         return 1
     total = sum(c["wall_s"] for c in summary["chapters"].values())
     print(f"[ersam] done: {len(summary['chapters'])} chapters, {total:.0f} s; "
@@ -277,6 +278,16 @@ def _run(args: argparse.Namespace) -> int:
     if args.only is None:
         _compare_after_run(args.run_dir, args.reference)
     return 0
+
+
+def _resume_command(args: argparse.Namespace, exc: NotebookFailed) -> str:
+    """The command that resumes a failed run at its failed chapter (a timed-out one with twice the time)."""
+    extra = "" if args.notebooks == str(DEFAULT_NOTEBOOKS) else f" --notebooks {args.notebooks}"
+    extra += "".join(f" -p {name} {value}" for name, value in args.parameter)
+    if exc.result.status == "timeout":
+        extra += f" --timeout {2 * args.timeout:.0f}"
+    return (f"resume at this chapter, keeping the earlier chapters' files: python -m ersam_lib run --scale "
+            f"{args.scale} --seed {args.seed} --run-dir {args.run_dir}{extra} --from {exc.notebook[:2]}")
 
 
 def _compare_after_run(run_dir: str, reference: str | None) -> None:

@@ -79,6 +79,9 @@ def test_failing_cell_is_named_and_partial_copy_kept(notebooks: Path, tmp_path: 
                           str(tmp_path / "run2"), "--notebooks", str(notebooks)], capture_output=True, text=True)
     assert cli.returncode == 1
     assert "02_second.ipynb" in cli.stderr and "ZeroDivisionError: deliberate failure" in cli.stderr
+    resume = cli.stderr.strip().splitlines()[-1]
+    assert resume.endswith(f"--run-dir {tmp_path / 'run2'} --notebooks {notebooks} --from 02")
+    assert "--timeout" not in resume  # a failure, not a timeout: the same limit
 
 
 def test_notebook_timeout(notebooks: Path, tmp_path: Path) -> None:
@@ -88,6 +91,10 @@ def test_notebook_timeout(notebooks: Path, tmp_path: Path) -> None:
     entry = read_json(tmp_path / "run" / "summary.json")["chapters"]["01_first"]
     assert entry["status"] == "timeout" and entry["error"]["cell"] == 3
     assert json.dumps(entry)  # the summary stays valid JSON after a kill
+    cli = subprocess.run([sys.executable, "-m", "ersam_lib", "run", "--scale", "smoke", "--run-dir",
+                          str(tmp_path / "run"), "--notebooks", str(notebooks), "--only", "01", "--timeout", "10"],
+                         capture_output=True, text=True)
+    assert cli.returncode == 1 and cli.stderr.strip().splitlines()[-1].endswith("--timeout 20 --from 01")
 
 
 HEARTBEAT = ("import time, pathlib\nfor i in range(120):\n"
