@@ -51,6 +51,8 @@ KINDS: dict[str, dict[str, Any]] = {
     "outcome": {"check": False},  # what the search found and what chapter 6 made of it (the front, the finalists,
     #                               which baselines they dominate, the deployed model's scores): chapter 2's latencies
     #                               of this machine steer the search, so a rerun can find other architectures
+    "cache": {"check": False},  # what a run's caches already held (supernet scores computed, not read back): a resumed
+    #                             run computes fewer, so printed only
     "accuracy": {"abs_tol": 0.03},  # accuracies, errors, rates and shares in [0, 1]: within 3 points
     "difference": {"abs_tol": 0.05},  # a difference of two accuracies (a teacher's lead, final minus full): each
     #                                   side moves by up to 3 points, so a relative tolerance on a small gap means nothing
@@ -161,6 +163,8 @@ def kind_of(name: str, value: Any, chapter: str = "") -> str:
         return "machine"
     if isinstance(value, int) and tokens & _VERSION:
         return "version"
+    if isinstance(value, int) and "cache" in tokens:
+        return "cache"
     if isinstance(value, int) and tokens & {"selective", "gated"}:
         return "measure"  # what a gate let through follows the students' training: a count, but not an exact one
     if isinstance(value, int):
