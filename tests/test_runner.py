@@ -132,6 +132,27 @@ def test_a_signal_stops_papermill_and_the_kernel_and_is_recorded(notebooks: Path
     assert summary["chapters"]["01_first"]["status"] == "interrupted" and "02_second" not in summary["chapters"]
 
 
+def test_papermill_killed_from_outside_is_an_interruption_not_a_failure(notebooks: Path, tmp_path: Path) -> None:
+    import psutil
+
+    _write_notebook(notebooks / "01_first.ipynb", HEARTBEAT)
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(_cli("run", "--scale", "smoke", "--run-dir", str(run_dir), "--notebooks", str(notebooks)),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for _ in range(240):
+        if (run_dir / "heartbeat").exists():
+            break
+        time.sleep(0.5)
+    papermill = psutil.Process(proc.pid).children()[0]
+    kernels = papermill.children(recursive=True)
+    papermill.terminate()  # as `pkill -f RUN_DIR` or the OOM killer would: the runner itself gets no signal
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM and "interrupted by SIGTERM" in err and "Traceback" not in err
+    assert read_json(run_dir / "summary.json")["chapters"]["01_first"]["status"] == "interrupted"
+    _, alive = psutil.wait_procs(kernels, timeout=30)
+    assert not alive, [p.info for p in alive]  # the orphaned kernel exits by itself
+
+
 def test_two_chapters_at_once_keep_both_entries(notebooks: Path, tmp_path: Path) -> None:
     for name in ("01_first", "02_second"):
         _write_notebook(notebooks / f"{name}.ipynb", "import time\ntime.sleep(2)\n" + RECORD.format(chapter=name[:2]))
