@@ -149,6 +149,19 @@ def test_folder_source_resamples_and_downmixes(tmp_path, speech):
     assert b.ndim == 1 and abs(len(b) - len(speech[1])) <= 2  # resampled to 16 kHz
 
 
+def test_a_moved_folder_keeps_its_fingerprint_and_other_files_change_it(tmp_path, speech):
+    for spk, x in zip(("ann", "ben"), speech):
+        (tmp_path / "a" / spk).mkdir(parents=True)
+        sf.write(tmp_path / "a" / spk / "u.flac", x, 16000)
+    (tmp_path / "a").rename(tmp_path / "b")  # a renamed checkout: runs built from it must stay usable
+    moved = FolderSource(tmp_path / "b").fingerprint()
+    (tmp_path / "b").rename(tmp_path / "a")
+    here = FolderSource(tmp_path / "a").fingerprint()
+    assert moved == here and str(tmp_path) not in str(here)
+    sf.write(tmp_path / "a" / "ben" / "u.flac", speech[0][:8000], 16000)  # another recording under the same name
+    assert FolderSource(tmp_path / "a").fingerprint() != here
+
+
 def test_corrupt_files_are_skipped_and_reported_or_raise(tmp_path, speech):
     root = write_librispeech(tmp_path, speech, n_speakers=2, per_speaker=1)
     bad = root / "LibriSpeech" / "dev-clean" / "100" / "7" / "100-7-0009.flac"

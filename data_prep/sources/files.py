@@ -9,6 +9,7 @@ limited rendering (12 instead of ~100 mixtures/s per process).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tarfile
 import urllib.error
@@ -120,8 +121,12 @@ class FileSource(SpeechSource):
                 "skipped": self.skipped}
 
     def fingerprint(self) -> dict[str, Any]:
-        # Without ``skipped``: building a manifest adds the silent files it finds, the files themselves are the same.
-        return {k: v for k, v in self.describe().items() if k != "skipped"}
+        # What the files are, not where they lie: a moved or copied checkout (the repository's librispeech-mini) or
+        # data root serves the same audio. Without ``skipped``: building a manifest adds the silent files it finds.
+        out = {k: v for k, v in self.describe().items() if k not in ("skipped", "root")}
+        table = self._table[["utt_id", "speaker", "file_sample_rate", "file_frames"]]
+        out["index_sha256"] = hashlib.sha256(table.to_csv(index=False).encode()).hexdigest()
+        return out
 
 
 class FolderSource(FileSource):
