@@ -263,11 +263,11 @@ def _wait(proc: subprocess.Popen, deadline: float, stop: list[int]) -> str:
             rc = proc.wait(timeout=0.2)
         except subprocess.TimeoutExpired:
             rc = None
-        if rc == 0:
-            return "ok"
-        if rc is not None and rc < 0 and not stop:
-            stop.append(-rc)  # papermill itself was killed (a kill of the whole tree, the OOM killer): a stop, no bug
         if rc is not None:  # (a kernel orphaned by papermill's death exits by itself: ipykernel polls its parent)
+            if rc == 0:
+                return "ok"
+            if rc < 0 and not stop:
+                stop.append(-rc)  # papermill itself was killed (a kill of the tree, the OOM killer): a stop, no bug
             return "interrupted" if stop else "failed"
         if stop or time.perf_counter() > deadline:
             kill_tree(proc)

@@ -91,9 +91,8 @@ def test_notebook_timeout(notebooks: Path, tmp_path: Path) -> None:
     entry = read_json(tmp_path / "run" / "summary.json")["chapters"]["01_first"]
     assert entry["status"] == "timeout" and entry["error"]["cell"] == 3
     assert json.dumps(entry)  # the summary stays valid JSON after a kill
-    cli = subprocess.run([sys.executable, "-m", "ersam_lib", "run", "--scale", "smoke", "--run-dir",
-                          str(tmp_path / "run"), "--notebooks", str(notebooks), "--only", "01", "--timeout", "10"],
-                         capture_output=True, text=True)
+    cli = subprocess.run(_cli("run", "--scale", "smoke", "--run-dir", str(tmp_path / "run"), "--notebooks",
+                              str(notebooks), "--only", "01", "--timeout", "10"), capture_output=True, text=True)
     assert cli.returncode == 1 and cli.stderr.strip().splitlines()[-1].endswith("--timeout 20 --from 01")
 
 
@@ -105,18 +104,24 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "ersam_lib", *args]
 
 
-@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_a_signal_stops_papermill_and_the_kernel_and_is_recorded(notebooks: Path, tmp_path: Path, sig, code) -> None:
-    import psutil
-
+def _start_heartbeat_run(notebooks: Path, run_dir: Path) -> subprocess.Popen:
+    """A run of one chapter that writes RUN_DIR/heartbeat for a minute, returned once its kernel is writing."""
     _write_notebook(notebooks / "01_first.ipynb", HEARTBEAT)
-    run_dir = tmp_path / "run"
     proc = subprocess.Popen(_cli("run", "--scale", "smoke", "--run-dir", str(run_dir), "--notebooks", str(notebooks)),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for _ in range(240):
         if (run_dir / "heartbeat").exists():
             break
         time.sleep(0.5)
+    return proc
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_stops_papermill_and_the_kernel_and_is_recorded(notebooks: Path, tmp_path: Path, sig, code) -> None:
+    import psutil
+
+    run_dir = tmp_path / "run"
+    proc = _start_heartbeat_run(notebooks, run_dir)
     assert read_json(run_dir / "summary.json")["chapters"]["01_first"]["status"] == "running"
     children = psutil.Process(proc.pid).children(recursive=True)
     assert len(children) >= 2  # papermill and the kernel
@@ -135,14 +140,8 @@ def test_a_signal_stops_papermill_and_the_kernel_and_is_recorded(notebooks: Path
 def test_papermill_killed_from_outside_is_an_interruption_not_a_failure(notebooks: Path, tmp_path: Path) -> None:
     import psutil
 
-    _write_notebook(notebooks / "01_first.ipynb", HEARTBEAT)
     run_dir = tmp_path / "run"
-    proc = subprocess.Popen(_cli("run", "--scale", "smoke", "--run-dir", str(run_dir), "--notebooks", str(notebooks)),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for _ in range(240):
-        if (run_dir / "heartbeat").exists():
-            break
-        time.sleep(0.5)
+    proc = _start_heartbeat_run(notebooks, run_dir)
     papermill = psutil.Process(proc.pid).children()[0]
     kernels = papermill.children(recursive=True)
     papermill.terminate()  # as `pkill -f RUN_DIR` or the OOM killer would: the runner itself gets no signal
