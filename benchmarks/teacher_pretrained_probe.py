@@ -25,6 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ersam_lib.data import WaveformDataset
+from ersam_lib.evaluation import evaluate
+from ersam_lib.io import atomic_path
 
 SPLITS = ("train", "val", "real_val")
 
@@ -68,9 +70,8 @@ def encoded_split(net: nn.Module, run_dir: str, split: str, cache: Path) -> tupl
         dt = time.perf_counter() - t0
         print(f"encoded {split}: {len(ds)} segments in {dt:.1f} s ({dt / len(ds) * 1e3:.1f} ms each, rendering "
               f"included)", flush=True)
-        tmp = cache / f"{split}.tmp.npz"
-        np.savez(tmp, x=torch.cat(xs).numpy(), y=torch.cat(ys).numpy())
-        tmp.rename(path)
+        with atomic_path(path) as tmp:
+            np.savez(tmp, x=torch.cat(xs).numpy(), y=torch.cat(ys).numpy())
     d = np.load(path)
     return torch.from_numpy(d["x"].astype(np.float32)), torch.from_numpy(d["y"]).long()
 
@@ -97,11 +98,10 @@ class GRUHead(nn.Module):
 
 
 def scores(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> str:
-    model.eval()
-    with torch.no_grad():
-        pred = torch.cat([model(x[i:i + 256]).argmax(1) for i in range(0, len(y), 256)])
+    # batches sliced by hand: a DataLoader would draw from the global RNG and change the training that follows
+    r = evaluate(model, [(x[i:i + 256], y[i:i + 256]) for i in range(0, len(y), 256)])  # leaves it in eval mode
     model.train()
-    return f"acc {float((pred == y).float().mean()) * 100:.1f} % MAE {float((pred - y).abs().float().mean()):.3f}"
+    return f"acc {r['acc'] * 100:.1f} % MAE {r['mae']:.3f}"
 
 
 def main() -> None:
