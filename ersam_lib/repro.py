@@ -11,7 +11,15 @@ import random
 
 import numpy as np
 
-__all__ = ["derived_seed", "pick_device", "seed_everything"]
+__all__ = ["MALLOC_ENV", "derived_seed", "pick_device", "seed_everything", "training_env"]
+
+#: glibc malloc settings for the processes that train: never give freed memory back to the kernel. By default glibc
+#: serves every allocation above a (dynamic) threshold with its own ``mmap`` and unmaps it on ``free``, so each
+#: training step faults its activations' pages in again, zero-filled by the kernel. On the 2-core VM host this costs
+#: a third of the CPU time and 1.7x the wall time of a teacher step (``benchmarks/bench_malloc.py``); the results
+#: are the same, the price is that a process keeps its peak memory until it exits. ``make`` exports the same values
+#: (a test checks they agree); the runner passes them to every chapter's kernel (:func:`training_env`).
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(2**40), "MALLOC_TRIM_THRESHOLD_": str(2**40)}
 
 
 def seed_everything(seed: int, threads: int | None = None) -> np.random.Generator:
@@ -30,6 +38,13 @@ def seed_everything(seed: int, threads: int | None = None) -> np.random.Generato
         torch.set_num_threads(threads)
     os.environ.setdefault("PYTHONHASHSEED", str(seed))
     return np.random.default_rng(seed)
+
+
+def training_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """``env`` (default: this process's environment) with :data:`MALLOC_ENV` added where the caller has not set
+    those variables: the environment of a child process that trains (the runner's notebook kernels). glibc reads
+    them at start-up only, so they must be in place before the process starts."""
+    return dict(MALLOC_ENV) | dict(os.environ if env is None else env)
 
 
 def derived_seed(*keys: int) -> int:

@@ -39,6 +39,7 @@ from typing import Any
 import psutil
 
 from .io import ArtifactError, read_json, sha256_file, update_json
+from .repro import MALLOC_ENV, training_env
 from .rundir import check_run_dir, executed_path, load_metrics, log_path, metrics_path, summary_path
 from .scales import check_scale
 
@@ -161,7 +162,8 @@ def environment_info() -> dict[str, str]:
             info[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:  # a missing backend is a fact to record, not an error
             info[dist] = "not installed"
-    return info
+    kernel_env = training_env()
+    return info | {name: kernel_env[name] for name in MALLOC_ENV}  # how the kernels' malloc was set
 
 
 def run_pipeline(
@@ -231,8 +233,8 @@ def execute_notebook(
         # whole seconds, rounded up: papermill takes an integer, and 0 would mean "no limit"
         "--log-output", "--no-progress-bar", "--execution-timeout", str(math.ceil(cell_timeout_s)),
     ]
-    env = dict(os.environ, PAPERMILL_EXECUTION="1", ERSAM_PROGRESS=os.environ.get("ERSAM_PROGRESS", "0"),
-               MPLBACKEND="module://matplotlib_inline.backend_inline", PYTHONUNBUFFERED="1")
+    env = training_env() | dict(PAPERMILL_EXECUTION="1", ERSAM_PROGRESS=os.environ.get("ERSAM_PROGRESS", "0"),
+                                MPLBACKEND="module://matplotlib_inline.backend_inline", PYTHONUNBUFFERED="1")
     stop = stop if stop is not None else []
     start = time.perf_counter()
     with open(log, "w", encoding="utf-8") as log_f:

@@ -13,6 +13,7 @@ import nbformat
 import pytest
 
 from ersam_lib.io import read_json
+from ersam_lib.repro import MALLOC_ENV, training_env
 from ersam_lib.runner import NotebookFailed, run_pipeline, select_notebooks
 
 
@@ -38,11 +39,18 @@ def notebooks(tmp_path: Path) -> Path:
     return folder
 
 
-def test_runs_in_order_and_records_metrics(notebooks: Path, tmp_path: Path) -> None:
+def test_runs_in_order_and_records_metrics(notebooks: Path, tmp_path: Path, monkeypatch) -> None:
+    for name in MALLOC_ENV:  # as when the runner is started without make: it sets them for the kernels itself
+        monkeypatch.delenv(name, raising=False)
+    _write_notebook(notebooks / "02_second.ipynb", "import os\nfrom ersam_lib.rundir import record_metrics\n"
+                    "record_metrics(RUN_DIR, '02', {'scale': SCALE, 'seed': SEED, "
+                    f"'malloc': {{k: os.environ.get(k) for k in {sorted(MALLOC_ENV)!r}}}}})")
     run_dir = tmp_path / "run"
     summary = run_pipeline(run_dir, "smoke", 7, notebooks, timeout_s=300)
     assert list(summary["chapters"]) == ["01_first", "02_second"]
     on_disk = read_json(run_dir / "summary.json")
+    assert on_disk["chapters"]["02_second"]["metrics"].pop("malloc") == MALLOC_ENV
+    assert {k: on_disk["environment"][k] for k in MALLOC_ENV} == MALLOC_ENV  # recorded for reviewers
     for entry in on_disk["chapters"].values():
         assert entry["status"] == "ok" and entry["wall_s"] > 0
         assert entry["metrics"] == {"scale": "smoke", "seed": 7}  # injected parameters reached the kernel
@@ -52,6 +60,14 @@ def test_runs_in_order_and_records_metrics(notebooks: Path, tmp_path: Path) -> N
     assert set(read_json(run_dir / "summary.json")["chapters"]) == {"01_first", "02_second"}
     with pytest.raises(ValueError, match="SCALE=smoke"):
         run_pipeline(run_dir, "tutorial", 7, notebooks, only="02")
+
+
+def test_malloc_settings_are_the_makefiles_and_yield_to_the_callers() -> None:
+    makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
+    exported = dict(line.split()[1::2] for line in makefile.splitlines() if line.startswith("export MALLOC_"))
+    assert exported == MALLOC_ENV  # `make test`/`make book` and the runner's kernels allocate the same way
+    assert training_env({"MALLOC_TRIM_THRESHOLD_": "0", "PATH": "/bin"}) == {
+        "MALLOC_MMAP_THRESHOLD_": MALLOC_ENV["MALLOC_MMAP_THRESHOLD_"], "MALLOC_TRIM_THRESHOLD_": "0", "PATH": "/bin"}
 
 
 def test_selection() -> None:
