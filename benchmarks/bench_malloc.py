@@ -16,7 +16,7 @@ import os
 import subprocess
 import sys
 
-from ersam_lib.repro import MALLOC_ENV
+from ersam_lib.repro import MALLOC_ENV, training_env
 
 CHILD = r"""
 import json, resource, sys, time
@@ -73,7 +73,7 @@ def main() -> None:
     args = ap.parse_args()
     plain = {k: v for k, v in os.environ.items() if k not in MALLOC_ENV}
     results = {"glibc default": run(plain, args.threads, args.repeats),
-               "MALLOC_ENV": run(plain | MALLOC_ENV, args.threads, args.repeats)}
+               "MALLOC_ENV": run(training_env(plain), args.threads, args.repeats)}
     print(f"{args.threads} threads, {args.repeats} steps each; MALLOC_ENV = {MALLOC_ENV}")
     print(f"{'setting':<15} {'model':<16} {'ms/step':>9} {'user s':>8} {'sys s':>7} {'minor faults':>13}")
     for setting, models in results.items():

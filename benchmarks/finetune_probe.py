@@ -18,7 +18,10 @@ from pathlib import Path
 import pandas as pd
 
 from ersam_lib.fit import FitConfig, finetune_subnet
+from ersam_lib.frontier import load_chosen
+from ersam_lib.io import read_json
 from ersam_lib.repro import seed_everything
+from ersam_lib.rundir import run_file
 from ersam_lib.search import run_search_setup
 from ersam_lib.space import Arch
 
@@ -28,8 +31,9 @@ def main() -> None:
     recipes = [dict(finetune_epochs=e, max_train_samples=m) for e, m in json.loads(sys.argv[2])]
     seed_everything(0)
     run = run_search_setup(run_dir, runtime="executorch")
-    cards = {f.stem: json.loads(f.read_text())["architecture"]["arch"]
-             for f in sorted((run_dir / "search" / "models").glob("searched-*.json"))}
+    chosen = read_json(run_file(run_dir, "chosen"))
+    names = sorted({chosen[role] for role in ("budget", "most_accurate") if role in chosen})
+    cards = {name: load_chosen(run_dir, name)[1]["architecture"]["arch"] for name in names}
     rows = []
     for name, arch in cards.items():
         for recipe in recipes:

@@ -16,7 +16,7 @@ __all__ = ["MALLOC_ENV", "derived_seed", "pick_device", "seed_everything", "trai
 #: glibc malloc settings for the processes that train: never give freed memory back to the kernel. By default glibc
 #: serves every allocation above a (dynamic) threshold with its own ``mmap`` and unmaps it on ``free``, so each
 #: training step faults its activations' pages in again, zero-filled by the kernel. On the 2-core VM host this costs
-#: a third of the CPU time and 1.7x the wall time of a teacher step (``benchmarks/bench_malloc.py``); the results
+#: a third of the CPU time and 1.6x the wall time of a teacher step (``benchmarks/bench_malloc.py``); the results
 #: are the same, the price is that a process keeps its peak memory until it exits. ``make`` exports the same values
 #: (a test checks they agree); the runner passes them to every chapter's kernel (:func:`training_env`).
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(2**40), "MALLOC_TRIM_THRESHOLD_": str(2**40)}
