@@ -272,6 +272,7 @@ def compare_backends(models: Sequence[Named], backends: Sequence[str], timing: A
     rows = []
     for backend in backends:
         dev = HostCPU(backend=backend, threads=threads, timing=timing)
+        dev.prepare([(m, shape) for _, m, shape in models])
         for name, model, shape in progress(models, desc=backend):
             s = dev.measure(model, shape)
             rows.append({"model": name, "backend": backend, "median_ms": s.median, "min_ms": s.min,
@@ -298,6 +299,8 @@ def measure_models(models: Sequence[tuple[str, nn.Module, tuple]], device: Devic
     one round of a model, not its number."""
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
+    if isinstance(device, HostCPU):
+        device.prepare([(m, shape) for _, m, shape in models])  # ExecuTorch: export them all first, in parallel
     per_round = [[device.measure(m, shape) for _, m, shape in models]
                  for _ in progress(range(rounds), desc="rounds")]
     return [_merge([r[i] for r in per_round]) for i in range(len(models))]

@@ -46,6 +46,30 @@ def test_host_backends_measure_and_record_metadata(backend):
     assert torch.get_num_threads() == before  # the device restores the thread count
 
 
+def test_prepare_exports_executorch_programs_in_parallel_and_measure_uses_them(monkeypatch):
+    from ersam_lib import devices
+    from ersam_lib.export import export_executorch, runner_for
+
+    torch.manual_seed(0)
+    models = [(nn.Sequential(nn.Conv1d(8, c, 3, padding=1), nn.ReLU(), nn.Conv1d(c, 4, 1)), (1, 8, 50))
+              for c in (4, 6, 8)]
+    dev = HostCPU(backend="executorch", threads=1, timing=FAST)
+    dev.prepare(models + models[:1], workers=2)  # a repeated pair is exported once
+    assert len(dev._programs) == 3
+    x = torch.randn(1, 8, 50)
+    for module, shape in models:
+        program = dev._programs[(id(module), shape)][1]
+        with torch.no_grad():
+            lazy = runner_for("executorch", export_executorch(module.eval(), x.clone()), x)()[0]
+            parallel = runner_for("executorch", program, x)()[0]
+            assert torch.allclose(parallel, module(x), atol=1e-5) and torch.allclose(parallel, lazy)
+    monkeypatch.setattr(devices, "export_executorch", lambda *a: pytest.fail("measure exported again"))
+    assert dev.measure(models[0][0], models[0][1]).count >= 3
+    eager = HostCPU(backend="eager", timing=FAST)
+    eager.prepare(models, workers=2)  # nothing to export for the other backends
+    assert not eager._programs
+
+
 def test_host_energy_uses_the_documented_power_model():
     dev = HostCPU(power=PowerModel(active_mw_per_core=2000.0), threads=2, timing=FAST)
     stats = LatencyStats.from_samples([10.0, 10.0], {"threads": 2})
