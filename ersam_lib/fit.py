@@ -25,6 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
+from data_prep.dynamic import EpochRounds, build_rounds
+
 from .baselines import build_baseline
 from .complexity import count_params
 from .data import FeatureData, WaveformDataset, load_feature_data, subset
@@ -118,6 +120,7 @@ def train_classifier(model: nn.Module, train_ds: Dataset, val_ds: Dataset, cfg: 
                                                 pct_start=0.15)
     report, best, t0 = FitReport(), copy.deepcopy(model.state_dict()), time.perf_counter()
     for epoch in range(cfg.epochs):
+        _set_epoch(train_ds, epoch)
         model.train()
         total, n = 0.0, 0
         for x, y in progress(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False):
@@ -140,9 +143,18 @@ def train_classifier(model: nn.Module, train_ds: Dataset, val_ds: Dataset, cfg: 
     return report
 
 
+def _set_epoch(ds: Dataset, epoch: int) -> None:
+    """Tell a dataset that changes with the epoch (dynamic mixing, :class:`data_prep.dynamic.EpochRounds`), also
+    inside a :class:`~torch.utils.data.Subset`, which epoch starts."""
+    for d in (ds, getattr(ds, "dataset", None)):
+        if hasattr(d, "set_epoch"):
+            d.set_epoch(epoch)  # type: ignore[union-attr]
+
+
 def fit_teacher(run_dir: str | os.PathLike, cfg: TeacherConfig, device: str | None = "auto") -> dict[str, Any]:
     """Chapter 3 in one call: build the teacher ``cfg`` asks for (falling back to the CRNN when the pretrained
-    wav2vec2 cannot be loaded), train it, score it on val and test, save it to ``RUN_DIR/teacher/``.
+    wav2vec2 cannot be loaded), train it (on ``cfg.mix_rounds`` extra rounds of fresh mixtures too, one per epoch in
+    turn: dynamic mixing), score it on val and test, save it to ``RUN_DIR/teacher/``.
 
     Returns the report that ``teacher.json`` holds (kind, params, accuracies, wall time, why a fallback happened).
     A teacher already saved with the same recipe on the same data (the features' content key), whose weights are
@@ -167,6 +179,12 @@ def fit_teacher(run_dir: str | os.PathLike, cfg: TeacherConfig, device: str | No
         model = CRNNTeacher(data.n_features, data.n_classes, tuple(cfg.channels), cfg.hidden)
         train_ds, val_ds, test_ds = data.train, data.val, data.test
         info |= {"channels": list(cfg.channels), "hidden": cfg.hidden}
+        if cfg.mix_rounds:  # dynamic mixing: fresh training sets drawn and rendered once, one per epoch in turn
+            t_mix = time.perf_counter()
+            rounds = build_rounds(run_dir, cfg.mix_rounds)
+            train_ds = EpochRounds(run_dir, cfg.mix_rounds)
+            info |= {"mix_rounds": cfg.mix_rounds, "mix_s": time.perf_counter() - t_mix,
+                     "mix_reused": all(r["reused"] for r in rounds)}
     train_ds = subset(train_ds, cfg.max_train_samples, cfg.seed)
     fit = train_classifier(model, train_ds, val_ds, cfg, device)
     test = evaluate(model, eval_loader(test_ds, 128))
@@ -175,6 +193,7 @@ def fit_teacher(run_dir: str | os.PathLike, cfg: TeacherConfig, device: str | No
     info |= {"kind": kind, "input": "waveform" if kind == "wav2vec2" else "logmel", "fallback_reason": fallback,
              "val_acc": fit.best_val_acc, "best_epoch": fit.best_epoch, "test_acc": test["acc"],
              "test_mae": test["mae"], "train_samples": len(train_ds), "wall_s": fit.wall_s,  # type: ignore[arg-type]
+             "distinct_train_samples": len(train_ds) * min(cfg.epochs, cfg.mix_rounds + 1),  # type: ignore[arg-type]
              "history": fit.history, "config": recipe}
     save_teacher(run_dir, model, info)
     return teacher_info(run_dir)
@@ -196,7 +215,8 @@ def _saved_teacher(run_dir: str | os.PathLike, recipe: dict[str, Any], data_key:
 
 def fit_largest_student(run_dir: str | os.PathLike, scale: str, cfg: TeacherConfig,
                         device: str | None = "auto") -> dict[str, Any]:
-    """Train the largest architecture of chapter 4's space alone on the labels, with the teacher's data and schedule.
+    """Train the largest architecture of chapter 4's space alone on the labels, with the teacher's schedule on the
+    training split (not the teacher's extra rounds of dynamic mixing: those are the teacher's advantage).
 
     Chapter 3 compares it with the teacher: distillation can only help if the teacher is clearly better.
     """

@@ -15,6 +15,8 @@
                               model: costmodel_executorch.json, correction_executorch.json,
                               validation_executorch.csv                              (chapter 2 via profiling)
       teacher/                chapter 3: teacher.pt (state dict), teacher.json       (ersam_lib.fit via teacher)
+                              pool/round_<r>.{npy,_y.npy,parquet,json}: dynamic mixing's extra rounds
+                                                                                        (data_prep.dynamic)
       supernet/               chapter 4: runs/<variant>/{checkpoint.pt, history.json},
                               ablation.csv, ablation.json, supernet.pt                          (ersam_lib.ablation)
       search/                 chapter 5: objectives.json (cache), history.json, strategies.csv, frontier.csv,

@@ -43,7 +43,9 @@ class TeacherUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class TeacherConfig:
-    """How chapter 3 builds and trains its teacher. ``channels``/``hidden`` size the CRNN."""
+    """How chapter 3 builds and trains its teacher. ``channels``/``hidden`` size the CRNN; ``mix_rounds`` fresh
+    training sets of dynamic mixing (:mod:`data_prep.dynamic`) let the teacher see ``mix_rounds + 1`` times the
+    students' mixtures in the same number of steps (epoch ``e`` reads round ``e mod (mix_rounds + 1)``)."""
 
     kind: str = "crnn"
     epochs: int = 8
@@ -54,9 +56,12 @@ class TeacherConfig:
     channels: tuple[int, ...] = (16, 32, 64)
     hidden: int = 64
     max_train_samples: int | None = None
+    mix_rounds: int = 0
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.mix_rounds < 0:
+            raise ValueError(f"mix_rounds counts extra rounds of mixtures, >= 0; got {self.mix_rounds}")
         if self.kind not in KINDS:
             raise ValueError(f"unknown teacher kind {self.kind!r}; expected one of {', '.join(KINDS)}")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
@@ -66,7 +71,7 @@ class TeacherConfig:
     def for_scale(cls, scale: str, **overrides: Any) -> TeacherConfig:
         """``smoke``: seconds; ``tutorial``: a few minutes on 2 cores; ``paper``: pretrained wav2vec2 on a GPU."""
         sizes = {
-            "smoke": dict(epochs=2, batch_size=16, channels=(8, 16, 16), hidden=16),
+            "smoke": dict(epochs=2, batch_size=16, channels=(8, 16, 16), hidden=16, mix_rounds=1),
             "tutorial": dict(epochs=8, batch_size=64, channels=(24, 48, 96), hidden=96),
             "paper": dict(kind="wav2vec2", epochs=20, batch_size=32, lr=5e-5),
         }[check_scale(scale)]
