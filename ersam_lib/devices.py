@@ -172,12 +172,14 @@ class HostCPU(Device):
                 self._programs[key] = (module, export_executorch(module.eval(), x.clone()))
         return self._programs[key][1]  # the entry holds the module too, so its id cannot be reused
 
-    def prepare(self, models: Sequence[tuple[nn.Module, Sequence[int]]], workers: int | None = None) -> None:
+    def prepare(self, models: Sequence[tuple[nn.Module, Sequence[int]]], workers: int | None = None,
+                min_models: int = 8) -> None:
         """Export the ExecuTorch programs of ``(module, input_shape)`` pairs up front, ``workers`` processes at a
         time (default: one per core). An export is seconds of single-threaded Python (6 s per network of chapter 4's
-        space on this 2-core host, far more than timing it), so chapter 2's 70 networks export about twice as fast
-        on two cores; :meth:`measure` then finds them ready, and no export runs beside a measurement. A no-op for
-        the other backends, for one network, or with one worker (``measure`` exports lazily)."""
+        space on this 2-core host, far more than timing it), so chapter 2's 70 networks export faster on two cores;
+        :meth:`measure` then finds them ready, and no export runs beside a measurement. A worker's start-up (torch
+        and ExecuTorch imports) costs about 15 s, so fewer than ``min_models`` networks, one worker, or another
+        backend leave it to ``measure``, which exports lazily."""
         if self.backend != "executorch":
             return
         todo, seen = [], set()
@@ -187,7 +189,7 @@ class HostCPU(Device):
                 todo.append((module, key[1]))
                 seen.add(key)
         workers = min(workers or os.cpu_count() or 1, len(todo))
-        if workers < 2:
+        if workers < 2 or len(todo) < min_models:
             return
         # spawn, not fork: a forked child of a process whose torch thread pools have started can hang
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:

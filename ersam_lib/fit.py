@@ -193,7 +193,7 @@ def fit_teacher(run_dir: str | os.PathLike, cfg: TeacherConfig, device: str | No
     info |= {"kind": kind, "input": "waveform" if kind == "wav2vec2" else "logmel", "fallback_reason": fallback,
              "val_acc": fit.best_val_acc, "best_epoch": fit.best_epoch, "test_acc": test["acc"],
              "test_mae": test["mae"], "train_samples": len(train_ds), "wall_s": fit.wall_s,  # type: ignore[arg-type]
-             "distinct_train_samples": len(train_ds) * min(cfg.epochs, cfg.mix_rounds + 1),  # type: ignore[arg-type]
+             "distinct_train_samples": len(train_ds) * min(cfg.epochs, info.get("mix_rounds", 0) + 1),  # type: ignore
              "history": fit.history, "config": recipe}
     save_teacher(run_dir, model, info)
     return teacher_info(run_dir)

@@ -54,7 +54,9 @@ def test_prepare_exports_executorch_programs_in_parallel_and_measure_uses_them(m
     models = [(nn.Sequential(nn.Conv1d(8, c, 3, padding=1), nn.ReLU(), nn.Conv1d(c, 4, 1)), (1, 8, 50))
               for c in (4, 6, 8)]
     dev = HostCPU(backend="executorch", threads=1, timing=FAST)
-    dev.prepare(models + models[:1], workers=2)  # a repeated pair is exported once
+    dev.prepare(models, workers=2)  # fewer than min_models: left to measure(), which exports lazily
+    assert not dev._programs
+    dev.prepare(models + models[:1], workers=2, min_models=2)  # a repeated pair is exported once
     assert len(dev._programs) == 3
     x = torch.randn(1, 8, 50)
     for module, shape in models:
