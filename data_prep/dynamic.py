@@ -36,9 +36,8 @@ from ersam_lib.rundir import damaged, stage_dir
 
 from .build import load_dataset_info, open_run_source
 from .config import DataConfig, FeatureConfig
-from .features import compute_features, feature_meta, load_features
+from .features import feature_meta, load_features, render_features, standardize
 from .manifest import make_split, plan_splits, shares
-from .render import render_mixture
 from .sources.base import SpeechSource
 
 __all__ = ["EpochRounds", "build_rounds", "pool_dir"]
@@ -57,11 +56,11 @@ def round_key(run_dir: str | os.PathLike, r: int) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def round_recipes(run_dir: str | os.PathLike, r: int) -> pd.DataFrame:
-    """Round ``r``'s recipes: chapter 1's generator on the training split's speakers and sources, new seeds."""
-    info = load_dataset_info(run_dir)
-    cfg = DataConfig.from_json(info["config"])
-    sources = open_run_source(run_dir)
+def round_recipes(run_dir: str | os.PathLike, r: int, sources: SpeechSource | None = None) -> pd.DataFrame:
+    """Round ``r``'s recipes: chapter 1's generator on the training split's speakers and sources, new seeds
+    (``sources``: the run's reopened sources, when the caller has them open already)."""
+    cfg = DataConfig.from_json(load_dataset_info(run_dir)["config"])
+    sources = sources or open_run_source(run_dir)
     groups = plan_splits(cfg, sources)["train"]
     fresh = dataclasses.replace(cfg, seed=derived_seed(cfg.seed, POOL_STREAM, r))
     by_speaker = sources.speakers()
@@ -70,13 +69,6 @@ def round_recipes(run_dir: str | os.PathLike, r: int) -> pd.DataFrame:
     df = pd.concat(parts, ignore_index=True)
     df["example_id"] = [f"round{r}-{i:06d}" for i in range(len(df))]
     return df
-
-
-def _render(rows: list[dict], source: SpeechSource, cfg: FeatureConfig) -> np.ndarray:
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(1):  # small matrices: BLAS threads fighting over the cores only slow it down
-        return np.stack([compute_features(render_mixture(row, source), "logmel", cfg) for row in rows])
 
 
 def build_round(run_dir: str | os.PathLike, r: int, workers: int = 2, shard_size: int = 256) -> dict[str, Any]:
@@ -92,26 +84,26 @@ def build_round(run_dir: str | os.PathLike, r: int, workers: int = 2, shard_size
         return read_json(marker_path) | {"reused": True}
     marker_path.unlink(missing_ok=True)  # not done until rebuilt
     t0 = time.perf_counter()
-    recipes = round_recipes(run_dir, r)
+    source = open_run_source(run_dir)
+    recipes = round_recipes(run_dir, r, source)
     t_recipes = time.perf_counter() - t0
     meta = feature_meta(run_dir)
-    features, source = FeatureConfig(**load_dataset_info(run_dir)["config"]["features"]), open_run_source(run_dir)
+    features = FeatureConfig(**meta["feature_config"])
     rows = recipes.to_dict("records")
     shards = [rows[i:i + shard_size] for i in range(0, len(rows), shard_size)]
     bar = progress(total=len(rows), desc=f"teacher round {r}: mixing + features")
     raw: list[np.ndarray] = []
     if workers > 1 and len(shards) > 1:
         with ProcessPoolExecutor(min(workers, len(shards)), mp_context=get_context("fork")) as pool:
-            for x in pool.map(_render, shards, [source] * len(shards), [features] * len(shards)):
-                raw.append(x)
-                bar.update(len(x))
+            for feats in pool.map(render_features, shards, [source] * len(shards), [features] * len(shards)):
+                raw.append(feats["logmel"])
+                bar.update(len(raw[-1]))
     else:
         for shard in shards:
-            raw.append(_render(shard, source, features))
+            raw.append(render_features(shard, source, features)["logmel"])
             bar.update(len(shard))
     bar.close()
-    mean, std = np.asarray(meta["mean"])[None, :, None], np.asarray(meta["std"])[None, :, None]
-    x = ((np.concatenate(raw).astype(np.float32) - mean) / std).astype(np.float16)
+    x = standardize(np.concatenate(raw), meta["mean"], meta["std"])
     with atomic_path(folder / f"round_{r}.npy") as tmp:
         np.save(tmp, x)
     with atomic_path(folder / f"round_{r}_y.npy") as tmp:

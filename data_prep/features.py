@@ -91,22 +91,37 @@ def compute_features(audio: np.ndarray, kind: str, cfg: FeatureConfig) -> np.nda
     raise ValueError(f"unknown feature kind {kind!r}; expected one of {KINDS}")
 
 
-def _render_shard(rows: list[dict], source: SpeechSource, cfg: FeatureConfig, kinds: tuple[str, ...],
-                  paths: list[Path]) -> float:
-    """Render the mixtures of one shard and write each kind's raw features (float16) atomically; returns seconds."""
+def render_features(rows: list[dict], source: SpeechSource, cfg: FeatureConfig,
+                    kinds: tuple[str, ...] = ("logmel",)) -> dict[str, np.ndarray]:
+    """Render each manifest row and compute each kind's raw (unstandardised) features: ``kind -> (N, F, T)``
+    float32 (chapter 1's cache; chapter 3's dynamic mixing, :mod:`data_prep.dynamic`)."""
     from threadpoolctl import threadpool_limits
 
-    t0 = time.perf_counter()
     feats: dict[str, list[np.ndarray]] = {k: [] for k in kinds}
     # One BLAS thread: the matrices are small, and threads fighting over 2 shared cores made it 20x slower.
     with threadpool_limits(1):
         for row in rows:
             audio = render_mixture(row, source)
             for k in kinds:
-                feats[k].append(compute_features(audio, k, cfg).astype(np.float16))
+                feats[k].append(compute_features(audio, k, cfg))
+    return {k: np.stack(v) for k, v in feats.items()}
+
+
+def standardize(x: np.ndarray, mean: Any, std: Any) -> np.ndarray:
+    """``(N, F, T)`` raw features standardised per band with the training split's ``mean``/``std`` (``meta.json``),
+    as float16 (the cache's dtype)."""
+    mean, std = np.asarray(mean)[None, :, None], np.asarray(std)[None, :, None]
+    return ((np.asarray(x, np.float32) - mean) / std).astype(np.float16)
+
+
+def _render_shard(rows: list[dict], source: SpeechSource, cfg: FeatureConfig, kinds: tuple[str, ...],
+                  paths: list[Path]) -> float:
+    """Render the mixtures of one shard and write each kind's raw features (float16) atomically; returns seconds."""
+    t0 = time.perf_counter()
+    feats = render_features(rows, source, cfg, kinds)
     for k, path in zip(kinds, paths):
         with atomic_path(path) as tmp:
-            np.save(tmp, np.stack(feats[k]))
+            np.save(tmp, feats[k].astype(np.float16))
     return time.perf_counter() - t0
 
 
@@ -196,8 +211,8 @@ def _finalize(folder: Path, manifest: pd.DataFrame, shard_paths: list[Path], pro
             for j0 in range(0, len(idx), 1024):
                 rows = idx[j0:j0 + 1024]
                 shard = np.searchsorted(offsets, rows, side="right") - 1
-                x = np.stack([raw[s][i - offsets[s]] for s, i in zip(shard, rows)]).astype(np.float32)
-                out[j0:j0 + len(rows)] = ((x - mean[None, :, None]) / std[None, :, None]).astype(np.float16)
+                out[j0:j0 + len(rows)] = standardize(np.stack([raw[s][i - offsets[s]] for s, i in zip(shard, rows)]),
+                                                     mean, std)
             out.flush()
             del out
         with atomic_path(folder / f"{split}_y.npy") as tmp:

@@ -128,6 +128,10 @@ class Device(ABC):
     def measure(self, module: nn.Module | str | os.PathLike | bytes, input_shape: Sequence[int]) -> LatencyStats:
         """Latency statistics of one forward pass of ``module`` on an input of ``input_shape``."""
 
+    def prepare(self, models: Sequence[tuple[nn.Module, Sequence[int]]]) -> None:
+        """Get ready to measure ``(module, input_shape)`` pairs (:meth:`HostCPU.prepare` exports ExecuTorch
+        programs up front); nothing to do by default."""
+
     def metadata(self) -> dict[str, Any]:
         return {"device": self.name}
 
@@ -166,7 +170,7 @@ class HostCPU(Device):
         many networks would otherwise pay the export (seconds) on every round."""
         if self.backend != "executorch" or not isinstance(module, nn.Module):
             return module
-        key = (id(module), tuple(x.shape))
+        key = _program_key(module, x.shape)
         if key not in self._programs:
             with torch.no_grad():  # the exporter refuses inference-mode tensors
                 self._programs[key] = (module, export_executorch(module.eval(), x.clone()))
@@ -184,7 +188,7 @@ class HostCPU(Device):
             return
         todo, seen = [], set()
         for module, shape in models:
-            key = (id(module), tuple(int(d) for d in shape))
+            key = _program_key(module, shape)
             if isinstance(module, nn.Module) and key not in self._programs and key not in seen:
                 todo.append((module, key[1]))
                 seen.add(key)
@@ -195,7 +199,7 @@ class HostCPU(Device):
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
             programs = list(pool.map(_export_program, [m for m, _ in todo], [s for _, s in todo]))
         for (module, shape), program in zip(todo, programs):
-            self._programs[(id(module), shape)] = (module, program)
+            self._programs[_program_key(module, shape)] = (module, program)
 
     def measure(self, module: nn.Module | str | os.PathLike | bytes, input_shape: Sequence[int]) -> LatencyStats:
         x = torch.randn(*input_shape)
@@ -205,6 +209,11 @@ class HostCPU(Device):
                 samples = time_calls(fn, self.timing)
         meta = self.metadata() | {"input_shape": list(input_shape), "load_avg_1m": os.getloadavg()[0]}
         return LatencyStats.from_samples(samples, meta)
+
+
+def _program_key(module: Any, shape: Sequence[int]) -> tuple[int, tuple[int, ...]]:
+    """How :class:`HostCPU` files an exported program: the module's identity and the input shape."""
+    return id(module), tuple(int(d) for d in shape)
 
 
 def _export_program(module: nn.Module, shape: tuple[int, ...]) -> bytes:

@@ -299,8 +299,7 @@ def measure_models(models: Sequence[tuple[str, nn.Module, tuple]], device: Devic
     one round of a model, not its number."""
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
-    if isinstance(device, HostCPU):
-        device.prepare([(m, shape) for _, m, shape in models])  # ExecuTorch: export them all first, in parallel
+    device.prepare([(m, shape) for _, m, shape in models])  # HostCPU + ExecuTorch: export them all first, in parallel
     per_round = [[device.measure(m, shape) for _, m, shape in models]
                  for _ in progress(range(rounds), desc="rounds")]
     return [_merge([r[i] for r in per_round]) for i in range(len(models))]
