@@ -34,8 +34,8 @@ from .teacher import load_teacher, teacher_info
 from .train import TrainConfig, dist_info, train_supernet
 
 __all__ = [
-    "AblationConfig", "claim_check", "gate_curve", "middle_arch", "run_ablation", "score_subnets", "train_variant",
-    "uncertainty_profile", "variant_name",
+    "AblationConfig", "claim_check", "full_from_offline", "gate_curve", "middle_arch", "run_ablation", "score_subnets",
+    "train_variant", "uncertainty_profile", "variant_name",
 ]
 
 
@@ -46,6 +46,11 @@ class AblationConfig:
     ``final`` names the variant saved for chapter 5; ``None`` picks, among the selective variants, the one with the
     highest measured query rate that stays within ``max_query_rate`` (the one closest to full distillation within
     the teacher budget), or the least-querying one if none does.
+
+    ``derive_full``: when the variants hold full and offline distillation with the same settings, train offline only
+    and derive full's row from it (:func:`full_from_offline`). On chapter 1's fixed training set the frozen teacher
+    gives the same targets every epoch, so the two train the same supernet (``tests/test_ablation.py`` trains both
+    and compares the weights); only the teacher's cost differs, and that is counted. ``False`` trains both.
     """
 
     variants: tuple[DistillConfig, ...]
@@ -53,10 +58,11 @@ class AblationConfig:
     max_query_rate: float = 0.3
     n_bn_batches: int = 16
     bn_batch_size: int = 64
+    derive_full: bool = True
 
     @classmethod
     def for_scale(cls, scale: str, kind: str = "entropy", taus: tuple[float, ...] | None = None,
-                  gate_on: str = "student") -> AblationConfig:
+                  gate_on: str = "student", derive_full: bool = True) -> AblationConfig:
         """``smoke``: none, full, offline, one τ; ``tutorial``/``paper``: none, full, offline and three τ.
 
         With the gate on every subnet of the sandwich, entropy τ ≤ 0.8 still sends over 30 % of the training
@@ -67,8 +73,7 @@ class AblationConfig:
         sel = tuple(DistillConfig(mode="selective", tau=t, kind=kind, gate_on=gate_on)  # type: ignore[arg-type]
                     for t in taus)
         base = (DistillConfig(mode="none"), DistillConfig(mode="full"), DistillConfig(mode="offline"))
-        return cls(variants=base + sel,
-                   n_bn_batches=4 if scale == "smoke" else 16)
+        return cls(variants=base + sel, n_bn_batches=4 if scale == "smoke" else 16, derive_full=derive_full)
 
     def pick_final(self, df: pd.DataFrame) -> DistillConfig:
         """The variant chapter 5 gets, by the rule above, from the measured ablation table."""
@@ -177,7 +182,8 @@ def train_variant(run_dir: str | os.PathLike, scale: str, cfg: TrainConfig, name
                            "final_loss_largest": res.history[-1]["loss_largest"]}
     row |= {k: res.teacher[k] for k in ("samples_seen", "teacher_samples", "teacher_forward_passes", "query_rate",
                                         "teacher_compute_saved")}
-    row["teacher_gflops"] = res.teacher.get("teacher_gflops", 0.0)
+    row |= {"teacher_gflops": res.teacher.get("teacher_gflops", 0.0), "wall_source": "measured",
+            "teacher_cache_s": res.teacher.get("teacher_cache_s"), "cache_lookups": res.teacher.get("cache_lookups")}
     if dist_info()[0] == 0:
         row |= score_subnets(supernet, space, data, n_bn_batches, bn_batch_size, cfg.seed)
     row["checkpoint"] = str(ckpt_dir / CHECKPOINT)
@@ -190,16 +196,50 @@ def run_ablation(run_dir: str | os.PathLike, scale: str, seed: int = 0, acfg: Ab
     acfg = acfg or AblationConfig.for_scale(scale)
     base = train_cfg or TrainConfig.for_scale(scale, seed=seed)
     data = load_feature_data(run_dir)
+    derived = _derived_full(acfg)
     rows = []
-    for d in progress(acfg.variants, desc="ablation variants"):
+    for d in progress([d for d in acfg.variants if d is not derived], desc="ablation variants"):
         rows.append(train_variant(run_dir, scale, replace(base, distill=d), data=data,
                                   n_bn_batches=acfg.n_bn_batches, bn_batch_size=acfg.bn_batch_size, device=device))
+    if derived is not None:  # in the table's order: full's row where full stands among the variants
+        offline = next(r for r in rows if r["variant"] == "offline")
+        rows.insert(acfg.variants.index(derived), full_from_offline(offline, derived))
     df = pd.DataFrame(rows)
     with atomic_path(run_file(run_dir, "ablation_csv")) as tmp:
         df.to_csv(tmp, index=False)
     atomic_write_json(run_file(run_dir, "ablation_json"), {"train_config": base.to_dict(), "rows": rows})
     _save_final(run_dir, scale, data, base, acfg.pick_final(df), df)
     return df
+
+
+def _derived_full(acfg: AblationConfig) -> DistillConfig | None:
+    """The full-distillation variant that :func:`full_from_offline` stands in for, or ``None`` (train it)."""
+    if not acfg.derive_full:
+        return None
+    for d in acfg.variants:
+        if d.mode == "full" and replace(d, mode="offline") in acfg.variants:
+            return d
+    return None
+
+
+def full_from_offline(offline: dict[str, Any], full: DistillConfig) -> dict[str, Any]:
+    """Full distillation's ablation row, derived from offline distillation's on a fixed training set (chapter 4).
+
+    The supernet, hence every accuracy, is offline's: the frozen teacher's outputs on an unchanged sample are the
+    same every epoch, and offline distillation feeds exactly those. The teacher's cost is counted as full
+    distillation pays it, one pass per sample seen (``cache_lookups`` batches), and the wall time is offline's with
+    its one pass over the training set scaled up to those samples at the pass's measured time per sample.
+    ``wall_source`` says so.
+    """
+    seen, cached = offline["samples_seen"], max(1, offline["teacher_samples"])
+    cache_s = offline.get("teacher_cache_s") or 0.0
+    row = dict(offline) | {"variant": variant_name(full), "label": full.label(), "mode": full.mode, "tau": None,
+                           "teacher_samples": seen, "teacher_forward_passes": offline["cache_lookups"],
+                           "query_rate": 1.0 if seen else 0.0, "teacher_compute_saved": 0.0,
+                           "teacher_gflops": offline["teacher_gflops"] * seen / cached,
+                           "wall_s": offline["wall_s"] - cache_s + cache_s * seen / cached,
+                           "wall_source": "derived from offline", "teacher_cache_s": None, "cache_lookups": None}
+    return row
 
 
 def claim_check(df: pd.DataFrame, max_query_rate: float = 0.3, tol: float = 0.01) -> pd.DataFrame:
@@ -224,12 +264,13 @@ def claim_check(df: pd.DataFrame, max_query_rate: float = 0.3, tol: float = 0.01
 def _save_final(run_dir: str | os.PathLike, scale: str, data: FeatureData, base: TrainConfig, final: DistillConfig,
                 df: pd.DataFrame) -> Path:
     name = variant_name(final)
-    supernet, space = _load_variant(run_dir, scale, data, base.seed, name)
     row = df[df["variant"] == name].iloc[0].to_dict()
+    trained = "offline" if row.get("wall_source") == "derived from offline" else name  # derived: offline's weights
+    supernet, space = _load_variant(run_dir, scale, data, base.seed, trained)
     info = {"variant": name, "distill": final.to_dict(), "train_config": replace(base, distill=final).to_dict(),
             "scores": {k: v for k, v in row.items() if k.startswith(("acc_", "mae_"))},
             "provenance": _provenance(run_dir, data, final)
-            | {"checkpoint_sha256": sha256_file(variant_dir(run_dir, name) / CHECKPOINT)}}
+            | {"checkpoint_sha256": sha256_file(variant_dir(run_dir, trained) / CHECKPOINT)}}
     return save_supernet(run_file(run_dir, "supernet"), supernet, space, info)
 
 

@@ -191,6 +191,8 @@ class SelectiveTeacher:
         self.samples_queried = 0
         self.forward_passes = 0
         self.cached_samples = 0  # offline mode: samples the teacher ran on once, before training
+        self.cache_s = 0.0  # offline mode: the wall time of that pass
+        self.lookups = 0  # offline mode: steps that read the cache, i.e. the teacher passes full distillation makes
         self._inputs: torch.Tensor | None = None
         self._logits: torch.Tensor | None = None
         self._have: torch.Tensor | None = None
@@ -229,12 +231,15 @@ class SelectiveTeacher:
             self._logits = torch.zeros(self._inputs.shape[0], n_classes)
         self._logits[need] = out.cpu()
         self._have |= need
-        if self.cfg.mode != "offline":  # offline: a lookup in the cache, not a teacher pass
+        if self.cfg.mode == "offline":  # a lookup in the cache, not a teacher pass
+            self.lookups += 1
+        else:
             self.forward_passes += 1
 
-    def cached(self, samples: int, passes: int) -> None:
-        """Record offline distillation's one teacher pass over ``samples`` training samples in ``passes`` batches."""
-        self.cached_samples, self.forward_passes = samples, passes
+    def cached(self, samples: int, passes: int, seconds: float = 0.0) -> None:
+        """Record offline distillation's one teacher pass over ``samples`` training samples in ``passes`` batches,
+        which took ``seconds``."""
+        self.cached_samples, self.forward_passes, self.cache_s = samples, passes, seconds
 
     def _finish_step(self) -> None:
         if self._have is not None and self.cfg.mode != "offline":
@@ -260,15 +265,20 @@ class SelectiveTeacher:
         if self.flops_per_sample is not None:
             out["teacher_gflops"] = queried * self.flops_per_sample / 1e9
             out["teacher_gflops_saved"] = (self.samples_seen - queried) * self.flops_per_sample / 1e9
+        if self.cfg.mode == "offline":
+            out |= {"teacher_cache_s": self.cache_s, "cache_lookups": self.lookups}
         return out
 
-    def state_dict(self) -> dict[str, int]:
+    def state_dict(self) -> dict[str, float]:
         self._finish_step()
         return {"samples_seen": self.samples_seen, "samples_queried": self.samples_queried,
-                "forward_passes": self.forward_passes, "cached_samples": self.cached_samples}
+                "forward_passes": self.forward_passes, "cached_samples": self.cached_samples,
+                "cache_s": self.cache_s, "lookups": self.lookups}
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
+    def load_state_dict(self, state: dict[str, float]) -> None:
         self.samples_seen = int(state["samples_seen"])
         self.samples_queried = int(state["samples_queried"])
         self.forward_passes = int(state["forward_passes"])
         self.cached_samples = int(state.get("cached_samples", 0))
+        self.cache_s = float(state.get("cache_s", 0.0))
+        self.lookups = int(state.get("lookups", 0))

@@ -214,9 +214,12 @@ def train_supernet(supernet: nn.Module, space: Any, train_ds: Dataset, cfg: Trai
     state = _load_checkpoint(ckpt_dir, cfg, supernet, optimizer, scheduler, selective, provenance)
     if teacher is not None and cfg.distill.mode == "offline" and state["epoch"] < cfg.epochs:
         # offline distillation: one teacher pass over the training set; its outputs then ride in each batch
+        t_cache = time.perf_counter()
         train_ds, passes = cache_teacher_logits(teacher, train_ds, cfg.batch_size, dev)
+        t_cache = time.perf_counter() - t_cache
         selective.teacher = nn.Identity()
-        selective.cached(len(train_ds), passes)
+        selective.cached(len(train_ds), passes, t_cache)
+        state["wall_s"] += t_cache  # the pass is part of what offline distillation costs
     history, wall, start = state["history"], state["wall_s"], state["epoch"]
     for epoch in range(start, cfg.epochs):
         if stop_after_epoch is not None and epoch >= stop_after_epoch:
@@ -237,13 +240,13 @@ def _global_stats(selective: SelectiveTeacher) -> dict[str, float]:
     if world == 1:
         return selective.stats()
     local = selective.state_dict()
-    counts = torch.tensor([local["samples_seen"], local["samples_queried"], local["forward_passes"]],
-                          dtype=torch.float64)
+    summed = ("samples_seen", "samples_queried", "forward_passes", "lookups")
+    counts = torch.tensor([local[k] for k in summed], dtype=torch.float64)
     torch.distributed.all_reduce(counts)
     total = SelectiveTeacher(None, DistillConfig(mode="none"), selective.flops_per_sample)
     total.cfg = selective.cfg
-    total.load_state_dict(dict(zip(("samples_seen", "samples_queried", "forward_passes"), map(int, counts)))
-                          | {"cached_samples": local["cached_samples"]})  # every rank cached the same samples
+    total.load_state_dict(dict(zip(summed, map(int, counts)))  # every rank cached the same samples:
+                          | {"cached_samples": local["cached_samples"], "cache_s": local["cache_s"]})
     return total.stats()
 
 

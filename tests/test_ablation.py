@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import pandas as pd
 import pytest
@@ -69,6 +70,7 @@ def test_ablation_table_final_supernet_and_gate_curve(tiny_run):
         assert df[col].between(0, 1).all()
     assert (df["macs_smallest"] < df["macs_middle"]).all() and (df["macs_middle"] < df["macs_largest"]).all()
     assert pd.read_csv(tiny_run / "supernet" / "ablation.csv").shape[0] == 3
+    assert (df["wall_source"] == "measured").all()  # no offline twin: full is trained
     net, space, info = load_supernet(tiny_run)
     assert info["variant"] == "selective-entropy-tau0.5" and space.contains(space.largest())
     # a second run reuses the finished checkpoints instead of retraining
@@ -118,9 +120,11 @@ def test_final_variant_is_the_closest_to_full_within_the_query_budget():
 def test_offline_distillation_runs_the_teacher_once_per_sample_and_gives_full_distillations_targets(tiny_run, tmp_path):
     import shutil
 
-    from ersam_lib.ablation import train_variant
+    from ersam_lib.ablation import full_from_offline, train_variant
     from ersam_lib.data import load_feature_data, subset
     from ersam_lib.distill import cache_teacher_logits
+    from ersam_lib.io import torch_load
+    from ersam_lib.rundir import CHECKPOINT, variant_dir
     from ersam_lib.teacher import load_teacher
 
     run_dir = tmp_path / "run"
@@ -147,10 +151,45 @@ def test_offline_distillation_runs_the_teacher_once_per_sample_and_gives_full_di
     check = claim_check(df, max_query_rate=0.6, tol=1.0)
     assert list(check["variant"]) == ["offline"] and check["claim_holds"].all()
 
+    # on a fixed training set the two train the same supernet, bit for bit: what lets chapter 4 derive full's row
+    weights = {m: torch_load(variant_dir(run_dir, f"t-{m}") / CHECKPOINT)["model"] for m in ("full", "offline")}
+    assert weights["full"].keys() == weights["offline"].keys()
+    assert all(torch.equal(weights["full"][k], weights["offline"][k]) for k in weights["full"])
+    derived = full_from_offline(rows["offline"], DistillConfig(mode="full"))
+    for k in ("acc_smallest", "acc_middle", "acc_largest", "mae_largest", "samples_seen", "teacher_samples",
+              "teacher_forward_passes", "query_rate", "teacher_compute_saved"):
+        assert derived[k] == rows["full"][k], k
+    assert derived["teacher_gflops"] == pytest.approx(rows["full"]["teacher_gflops"])
+    assert derived["variant"] == "full" and derived["wall_source"] == "derived from offline"
+    assert rows["offline"]["teacher_cache_s"] > 0 and derived["wall_s"] > rows["offline"]["wall_s"]
+
+
+def test_the_ablation_derives_full_distillation_from_its_offline_twin(tiny_run, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir, ignore=shutil.ignore_patterns("supernet"))
+    variants = (DistillConfig(mode="none"), DistillConfig(mode="full"), DistillConfig(mode="offline"))
+    acfg = AblationConfig(variants=variants, final=DistillConfig(mode="full"), n_bn_batches=2, bn_batch_size=8)
+    cfg = TrainConfig(epochs=2, batch_size=8, n_random=1, max_train_samples=16)
+    df = run_ablation(run_dir, "smoke", acfg=acfg, train_cfg=cfg)
+    assert list(df["variant"]) == ["none", "full", "offline"]
+    by = df.set_index("variant")
+    assert list(by["wall_source"]) == ["measured", "derived from offline", "measured"]
+    assert not (run_dir / "supernet" / "runs" / "full").exists()  # not trained
+    for col in ("acc_smallest", "acc_middle", "acc_largest"):
+        assert by.loc["full", col] == by.loc["offline", col]
+    assert by.loc["full", "query_rate"] == 1.0 and by.loc["offline", "query_rate"] == pytest.approx(0.5)
+    assert by.loc["full", "teacher_forward_passes"] == 2 * 2  # one pass per step: 2 epochs x 2 batches of 8
+    _, _, info = load_supernet(run_dir)
+    assert info["variant"] == "full"  # the final supernet is offline's weights under full's name
+
+    trained = run_ablation(run_dir, "smoke", acfg=replace(acfg, derive_full=False), train_cfg=cfg)
+    assert (trained["wall_source"] == "measured").all()
+    assert trained.set_index("variant").loc["full", "acc_largest"] == by.loc["full", "acc_largest"]
+
 
 def replace_distill(cfg: TrainConfig, mode: str) -> TrainConfig:
-    from dataclasses import replace
-
     return replace(cfg, distill=DistillConfig(mode=mode))
 
 
