@@ -1,5 +1,6 @@
 """The instructor's view: student copies without solutions, in sync with the chapters (fastbook's ``clean/``), and
-every chapter saying in one line which chapters must have run first with the same RUN_DIR."""
+every chapter saying in one line which chapters must have run first with the same RUN_DIR, and in another
+how long it runs at each scale."""
 
 from __future__ import annotations
 
@@ -100,3 +101,12 @@ def test_every_chapter_says_which_chapters_to_run_first(path: Path) -> None:
     named = {int(n) for n in re.findall(r"\d+", lines[0].split("(")[0])}
     if "nothing" not in lines[0]:
         assert named and max(named) < int(path.name[:2]), f"{path.name}: a chapter can only need earlier chapters"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_every_chapter_opens_with_its_time_at_each_scale(path: Path) -> None:
+    first = nbformat.read(path, as_version=4).cells[0].source
+    lines = [line for line in first.splitlines() if line.startswith("**Time:**")]
+    assert len(lines) == 1, f"{path.name}: its first markdown cell must give its run time in one '**Time:**' line"
+    for scale in ("smoke", "tutorial", "paper"):
+        assert scale in lines[0], f"{path.name}: the '**Time:**' line must say what the {scale} scale takes"
