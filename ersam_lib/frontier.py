@@ -1,6 +1,7 @@
 """The accuracy-energy frontier of chapter 5: finalists and baselines on one device, one split, one protocol.
 
-- :func:`pick_finalists` spreads ``k`` architectures of a search front along the energy axis;
+- :func:`pick_finalists` spreads ``k`` architectures of a search front along the energy axis and adds one at each
+  baseline's energy;
 - :func:`measure_latency` times a network with chapter 2's protocol on the host's runtimes (eager PyTorch and
   ExecuTorch + XNNPACK, the runtime chapter 6 deploys to);
 - :func:`frontier_row` puts one trained model's test scores beside its predicted and measured costs, energies
@@ -12,6 +13,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,14 +79,18 @@ class FrontierConfig:
         return cls(**(sizes | overrides))
 
 
-def pick_finalists(front: pd.DataFrame, k: int, x: str = "energy_mj") -> pd.DataFrame:
-    """Up to ``k`` rows of a Pareto ``front`` (sorted by ``x``), spread evenly along ``x``; always its two ends."""
+def pick_finalists(front: pd.DataFrame, k: int, x: str = "energy_mj", anchors: Sequence[float] = ()) -> pd.DataFrame:
+    """Rows of a Pareto ``front`` (sorted by ``x``): ``k`` spread evenly along ``x``, always its two ends, and for
+    each of ``anchors`` (a baseline's energy, say) the front's most accurate row with ``x`` at most the anchor, so
+    that a finalist meets each baseline at its own cost (chapter 5). On a front accuracy grows with ``x``: that row
+    is the last one at or below the anchor; an anchor below the whole front adds nothing."""
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     front = front.sort_values(x).reset_index(drop=True)
-    if len(front) <= k:
-        return front
-    return front.iloc[np.unique(np.linspace(0, len(front) - 1, k).round().astype(int))].reset_index(drop=True)
+    spread = np.linspace(0, len(front) - 1, min(k, len(front))).round().astype(int)
+    under = [int(np.searchsorted(front[x].to_numpy(), a, side="right")) - 1 for a in anchors]
+    return front.iloc[np.unique(np.concatenate([spread, [i for i in under if i >= 0]]).astype(int))].reset_index(
+        drop=True)
 
 
 def measure_latency(model: nn.Module, input_shape: tuple[int, ...], backends: tuple[str, ...] = ("eager",

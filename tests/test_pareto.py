@@ -77,3 +77,19 @@ def test_hypervolume_curve_is_monotone_and_matches_prefix_hypervolumes() -> None
     assert np.all(np.diff(curve) >= 0)
     for n in (1, 3, 7, 20, len(pts)):
         assert curve[n - 1] == pytest.approx(hypervolume_2d(pts[:n], ref))
+
+
+def test_pick_finalists_spreads_along_the_front_and_meets_each_anchor() -> None:
+    import pandas as pd
+
+    from ersam_lib.frontier import pick_finalists
+
+    front = pd.DataFrame({"energy_mj": [5.0, 1.0, 2.0, 3.0, 4.0, 8.0], "acc": [0.55, 0.40, 0.45, 0.50, 0.52, 0.56]})
+    spread = pick_finalists(front, 3)
+    assert spread["energy_mj"].tolist() == [1.0, 3.0, 8.0]  # both ends and the middle, sorted by energy
+    anchored = pick_finalists(front, 3, anchors=[4.5, 0.5, 100.0, 5.0])
+    # 4.5 mJ -> the 4-mJ row (the most accurate within it), 0.5 -> below the front: nothing, 100 and 5 -> rows there
+    assert anchored["energy_mj"].tolist() == [1.0, 3.0, 4.0, 5.0, 8.0]
+    assert pick_finalists(front.head(2), 4)["energy_mj"].tolist() == [1.0, 5.0]
+    with pytest.raises(ValueError):
+        pick_finalists(front, 0)
