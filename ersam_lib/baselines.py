@@ -143,6 +143,11 @@ _MBV2_STAGES: tuple[tuple[int, int, int, int], ...] = (
 class MobileNetV2Audio(nn.Module):
     """A MobileNetV2-style 2-D net on the (F, T) spectrogram, as Speckhard et al.'s baseline."""
 
+    # A training step is about 1.4x faster in channels-last (NHWC) memory on this CPU (depthwise convolutions and
+    # BatchNorm are slow on NCHW there); the CountNet CRNN is 20 % slower, so :func:`ersam_lib.fit.train_classifier`
+    # asks each model (``benchmarks/bench_channels_last.py``).
+    train_channels_last = True
+
     def __init__(self, n_features: int, n_classes: int, width: float = 0.5, last: int = 640):
         super().__init__()
         c = max(8, int(32 * width))

@@ -108,10 +108,11 @@ def train_classifier(model: nn.Module, train_ds: Dataset, val_ds: Dataset, cfg: 
     """Supervised training with AdamW, cosine LR, clipping; keeps the weights of the best validation epoch.
 
     Introduced in chapter 3 for the teacher; ``train_ds``/``val_ds`` yield ``(input, label)``. The model is moved
-    to ``device`` (:func:`~ersam_lib.repro.pick_device`: the GPU when there is one) and stays there.
+    to ``device`` (:func:`~ersam_lib.repro.pick_device`: the GPU when there is one) and stays there, in the default
+    memory layout (a model with ``train_channels_last`` trains in channels-last).
     """
     dev = pick_device(device)
-    model.to(dev)
+    model.to(dev).to(memory_format=_training_format(model))
     gen = torch.Generator().manual_seed(cfg.seed)
     loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=RandomSampler(train_ds, generator=gen),
                         drop_last=len(train_ds) > cfg.batch_size)  # type: ignore[arg-type]
@@ -139,8 +140,15 @@ def train_classifier(model: nn.Module, train_ds: Dataset, val_ds: Dataset, cfg: 
             report.best_val_acc, report.best_epoch = val["acc"], epoch + 1
             best = copy.deepcopy(model.state_dict())
     model.load_state_dict(best)
+    model.to(memory_format=torch.contiguous_format)  # what export, quantization and the cost model expect
     report.wall_s = time.perf_counter() - t0
     return report
+
+
+def _training_format(model: nn.Module) -> torch.memory_format:
+    """Channels-last for a model that says it trains faster so (``train_channels_last``: chapter 3's CRNN teacher,
+    the MobileNetV2-style baseline), the default layout otherwise."""
+    return torch.channels_last if getattr(model, "train_channels_last", False) else torch.contiguous_format
 
 
 def _set_epoch(ds: Dataset, epoch: int) -> None:

@@ -35,3 +35,23 @@ def test_unknown_baseline_and_bad_sizes_raise():
         build_baseline("tcresnet8", 40, 1)
     with pytest.raises(ValueError, match="n_features >= 22"):
         build_baseline("countnet_crnn", 10, 11)
+
+
+def test_a_channels_last_model_trains_in_nhwc_and_comes_back_in_the_default_layout():
+    from torch.utils.data import TensorDataset
+
+    from ersam_lib.fit import FitConfig, train_classifier
+
+    torch.manual_seed(0)
+    x = torch.randn(48, 40, 64)
+    y = (x[:, :20].mean(dim=(1, 2)) > x[:, 20:].mean(dim=(1, 2))).long()  # learnable from the input
+    model = build_baseline("mobilenetv2", 40, 2)
+    assert model.train_channels_last
+    seen = []
+    model.register_forward_pre_hook(lambda m, a: seen.append(m.features[0].weight.is_contiguous(
+        memory_format=torch.channels_last) and m.training))
+    report = train_classifier(model, TensorDataset(x, y), TensorDataset(x, y),
+                              FitConfig(epochs=2, batch_size=16, max_train_samples=None), device="cpu")
+    assert any(seen)  # the training steps ran channels-last
+    assert all(p.is_contiguous() for p in model.parameters())  # what export and quantization expect
+    assert len(report.history) == 2 and 0.0 <= report.best_val_acc <= 1.0
