@@ -3,7 +3,8 @@
 - :func:`pick_finalists` spreads ``k`` architectures of a search front along the energy axis and adds one at each
   baseline's energy;
 - :func:`measure_latency` times a network with chapter 2's protocol on the host's runtimes (eager PyTorch and
-  ExecuTorch + XNNPACK, the runtime chapter 6 deploys to);
+  ExecuTorch + XNNPACK, the runtime chapter 6 deploys to); :func:`measure_latencies` times several, their exports
+  run in parallel;
 - :func:`frontier_row` puts one trained model's test scores beside its predicted and measured costs, energies
   calibrated like the search's (:class:`~ersam_lib.costmodel.EnergyCalibration`);
 - :func:`save_chosen` / :func:`load_chosen` hand the chosen models to chapter 6 through ``RUN_DIR/search/models/``:
@@ -37,8 +38,8 @@ from .scales import check_scale
 from .space import Arch, build_model
 
 __all__ = [
-    "CARD_KIND", "CHOICES", "FrontierConfig", "PEER_SPLITS", "frontier_row", "load_chosen", "measure_latency",
-    "peer_inputs", "peer_row", "pick_chosen", "pick_finalists", "save_chosen",
+    "CARD_KIND", "CHOICES", "FrontierConfig", "PEER_SPLITS", "frontier_row", "load_chosen", "measure_latencies",
+    "measure_latency", "peer_inputs", "peer_row", "pick_chosen", "pick_finalists", "save_chosen",
 ]
 
 CARD_KIND = "ersam-model-card"
@@ -98,12 +99,28 @@ def measure_latency(model: nn.Module, input_shape: tuple[int, ...], backends: tu
     """Latency (ms) of one forward pass per backend with chapter 2's protocol (one thread, warm-up, repeats): the
     minimum over repeats (``<backend>_ms``, the statistic chapter 2's cost model predicts) and the median, plus the
     host's energy of the minimum (``<backend>_energy_mj_device``, :class:`~ersam_lib.devices.PowerModel`)."""
-    out: dict[str, float] = {}
-    for backend in backends:
-        device = HostCPU(backend=backend, threads=threads, timing=timing)
-        stats = device.measure(model, input_shape)
-        out |= {f"{backend}_ms": stats.min, f"{backend}_median_ms": stats.median,
-                f"{backend}_energy_mj_device": device.power.energy_mj(stats.min, threads)}
+    return measure_latencies([(model, input_shape, backends)], timing, threads)[0]
+
+
+def measure_latencies(jobs: Sequence[tuple[nn.Module, tuple[int, ...], tuple[str, ...]]],
+                      timing: TimingConfig | None = None, threads: int = 1,
+                      min_parallel: int = 4) -> list[dict[str, float]]:
+    """:func:`measure_latency` of each ``(model, input_shape, backends)`` job, in order. The ExecuTorch programs are
+    exported first, in parallel (:meth:`~ersam_lib.devices.HostCPU.prepare`, one process per core) when there are
+    at least ``min_parallel`` of them: an export is 10 to 90 s of single-threaded Python for chapter 5's baselines
+    and the published F-CRNN (list the slowest first), timing one a few seconds."""
+    backends = list(dict.fromkeys(b for _, _, bs in jobs for b in bs))
+    devices = {b: HostCPU(backend=b, threads=threads, timing=timing) for b in backends}
+    for b, device in devices.items():
+        device.prepare([(m, shape) for m, shape, bs in jobs if b in bs], min_models=min_parallel)
+    out = []
+    for model, shape, bs in jobs:
+        row: dict[str, float] = {}
+        for b in bs:
+            stats = devices[b].measure(model, shape)
+            row |= {f"{b}_ms": stats.min, f"{b}_median_ms": stats.median,
+                    f"{b}_energy_mj_device": devices[b].power.energy_mj(stats.min, threads)}
+        out.append(row)
     return out
 
 
@@ -151,14 +168,17 @@ def peer_inputs(run_dir: str | os.PathLike, splits: tuple[str, ...] = PEER_SPLIT
 def peer_row(run_dir: str | os.PathLike, name: str, splits: tuple[str, ...] = PEER_SPLITS,
              backends: tuple[str, ...] = ("eager",), timing: TimingConfig | None = None,
              calibration: EnergyCalibration | None = None, runtime: str = "eager",
-             inputs: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> dict[str, Any]:
+             inputs: dict[str, tuple[np.ndarray, np.ndarray]] | None = None, model: nn.Module | None = None,
+             measured: dict[str, float] | None = None) -> dict[str, Any]:
     """CountNet's published model ``name`` (:data:`ersam_lib.countnet.PUBLISHED`) as the peer row of the frontier:
     its accuracy and MAE on ``splits`` of the run (rendered to waveforms and preprocessed as upstream does: |STFT|,
     its own scaler; real speech is what it was trained on), its size, and its latency on ``backends`` measured with
     chapter 2's protocol on its own input (``(1, 500, 201)``; the |STFT| is left out, as our models' log-mel is).
     It was trained on LibriCount's counts 0..10, so on a run with a smaller K its predictions above K count as
-    errors. ``inputs`` (from :func:`peer_inputs`) saves rendering the splits again for each peer."""
-    model = load_published(name)
+    errors. ``inputs`` (from :func:`peer_inputs`) saves rendering the splits again for each peer; ``model`` (from
+    :func:`~ersam_lib.countnet.load_published`) and ``measured`` (its :func:`measure_latencies` row) save loading
+    and timing it again."""
+    model = model if model is not None else load_published(name)
     row: dict[str, Any] = {"name": f"CountNet {name} (published)", "kind": "published",
                            "params": count_params(model), "memory_kb": count_params(model) / 1000.0}
     inputs = inputs if inputs is not None and set(splits) <= set(inputs) else peer_inputs(run_dir, splits)
@@ -168,7 +188,7 @@ def peer_row(run_dir: str | os.PathLike, name: str, splits: tuple[str, ...] = PE
         key = "real" if split == "real_test" else split
         row |= {f"{key}_acc": float(np.mean(pred == y)), f"{key}_mae": float(np.mean(np.abs(pred - y))),
                 f"{key}_n": int(len(y))}
-    measured = measure_latency(model, INPUT_SHAPE, backends, timing)
+    measured = measured if measured is not None else measure_latency(model, INPUT_SHAPE, backends, timing)
     row |= {f"measured_{k}": v for k, v in measured.items()}
     if f"{runtime}_ms" in measured and calibration is not None:
         row |= {"latency_ms": measured[f"{runtime}_ms"], "energy_mj_device": measured[f"{runtime}_energy_mj_device"],

@@ -134,3 +134,17 @@ def test_imported_profile_refuses_ambiguous_keys_and_damaged_files(tmp_path):
     pd.DataFrame([row]).to_csv(tmp_path / "p.csv", index=False)
     with pytest.raises(ArtifactError, match=r"p\.meta\.json is not valid JSON"):
         ImportedProfile(tmp_path / "p.csv")
+
+
+def test_measure_latencies_times_each_job_on_its_backends_in_order():
+    from ersam_lib.export import TimingConfig
+    from ersam_lib.frontier import measure_latencies, measure_latency
+
+    timing = TimingConfig.for_scale("smoke")
+    small, large = torch.nn.Conv1d(4, 4, 3), torch.nn.Conv1d(4, 64, 9)
+    out = measure_latencies([(small, (1, 4, 32), ("eager",)), (large, (1, 4, 256), ("eager", "onnxruntime"))],
+                            timing)
+    assert set(out[0]) == {"eager_ms", "eager_median_ms", "eager_energy_mj_device"}
+    assert {"onnxruntime_ms", "eager_ms"} <= set(out[1])
+    assert all(r["eager_ms"] > 0 and r["eager_ms"] <= r["eager_median_ms"] for r in out)
+    assert set(measure_latency(small, (1, 4, 32), ("eager",), timing)) == set(out[0])
