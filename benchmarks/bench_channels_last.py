@@ -4,8 +4,8 @@ baseline channels-last (``MobileNetV2Audio.train_channels_last``) and nothing el
 
     python benchmarks/bench_channels_last.py [--threads 2] [--steps 5] [--rounds 2]
 
-One AdamW step on a batch of 64 tutorial log-mels (40 x 251, random values: the time does not depend on them),
-after 2 warm-up steps; the layouts alternate ``--rounds`` times so that a host's drift hits both.
+One AdamW step of the tutorial's teacher and baselines on a batch of 64 tutorial log-mels (40 x 251, random values:
+the time does not depend on them), after 2 warm-up steps; the layouts alternate ``--rounds`` times so that a host's drift hits both.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ N_FEATURES, N_FRAMES, N_CLASSES, BATCH = 40, 251, 11, 64
 def build(name: str) -> nn.Module:
     torch.manual_seed(0)
     if name == "teacher (CRNN)":
-        cfg = TeacherConfig()
+        cfg = TeacherConfig.for_scale("tutorial")
         return CRNNTeacher(N_FEATURES, N_CLASSES, cfg.channels, cfg.hidden)
     return build_baseline(name, N_FEATURES, N_CLASSES)
 

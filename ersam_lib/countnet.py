@@ -65,9 +65,18 @@ def hard_sigmoid(x: torch.Tensor) -> torch.Tensor:
     return torch.clamp(0.2 * x + 0.5, 0.0, 1.0)
 
 
+def _linear(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+def _softmax(x: torch.Tensor) -> torch.Tensor:
+    return torch.softmax(x, dim=-1)
+
+
+# Named functions, no lambdas: a loaded model must pickle (chapter 5 exports it in a worker process).
 _ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "linear": lambda x: x, "relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid,
-    "hard_sigmoid": hard_sigmoid, "softmax": lambda x: torch.softmax(x, dim=-1),
+    "linear": _linear, "relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid,
+    "hard_sigmoid": hard_sigmoid, "softmax": _softmax,
 }
 
 

@@ -215,3 +215,11 @@ def test_weights_are_declared_package_data():
     files = [p.relative_to(ROOT / "ersam_lib").as_posix() for p in WEIGHTS_DIR.iterdir()]
     assert {f"{n}.h5" for n in PUBLISHED} | {"scaler.npz", "LICENSE", "PROVENANCE.md"} <= {Path(f).name for f in files}
     assert all(any(fnmatch.fnmatch(f, g) for g in globs) for f in files), (files, globs)
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_a_published_model_pickles_for_a_worker_process(name):
+    import pickle
+
+    model = load_published(name)
+    assert type(pickle.loads(pickle.dumps(model))) is type(model)  # chapter 5 exports it in a spawned process
