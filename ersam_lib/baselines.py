@@ -143,7 +143,7 @@ _MBV2_STAGES: tuple[tuple[int, int, int, int], ...] = (
 class MobileNetV2Audio(nn.Module):
     """A MobileNetV2-style 2-D net on the (F, T) spectrogram, as Speckhard et al.'s baseline."""
 
-    # A training step is about 1.4x faster in channels-last (NHWC) memory on this CPU (depthwise convolutions and
+    # A training step is about 1.3x faster in channels-last (NHWC) memory on this CPU (depthwise convolutions and
     # BatchNorm are slow on NCHW there); the CountNet CRNN is 20 % slower, so :func:`ersam_lib.fit.train_classifier`
     # asks each model (``benchmarks/bench_channels_last.py``).
     train_channels_last = True
