@@ -2,15 +2,17 @@
 (NHWC) memory layouts, on this host's CPU: why :func:`ersam_lib.fit.train_classifier` trains the MobileNetV2-style
 baseline channels-last (``MobileNetV2Audio.train_channels_last``) and nothing else.
 
-    python benchmarks/bench_channels_last.py [--threads 2] [--steps 5] [--rounds 2]
+    python benchmarks/bench_channels_last.py [--threads 2] [--steps 4] [--rounds 6]
 
 One AdamW step of the tutorial's teacher and baselines on a batch of 64 tutorial log-mels (40 x 251, random values:
-the time does not depend on them), after 2 warm-up steps; the layouts alternate ``--rounds`` times so that a host's drift hits both.
+the time does not depend on them), after 2 warm-up steps; the layouts alternate ``--rounds`` times so that a host's drift hits both, and the
+medians are compared (this host's speed drifts by tens of per cent within minutes).
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import torch
@@ -53,8 +55,8 @@ def ms_per_step(name: str, layout: torch.memory_format, steps: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--steps", type=int, default=5)
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=6)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     layouts = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
@@ -65,7 +67,7 @@ def main() -> None:
         for _ in range(args.rounds):
             for k, layout in layouts.items():
                 ms[k].append(ms_per_step(name, layout, args.steps))
-        a, b = min(ms["contiguous"]), min(ms["channels_last"])
+        a, b = statistics.median(ms["contiguous"]), statistics.median(ms["channels_last"])
         print(f"{name:18s} {a:14.0f} {b:17.0f} {a / b:8.2f}x")
 
 
