@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="write the reference from this run instead (default tolerance per kind of metric)")
     compare.add_argument("--command", dest="record_command", default=None,
                          help="with --record: the command that made the run, as recorded")
+    compare.add_argument("--spread-from", default=None,
+                         help="with --record: an independent run's reference file; tolerances are widened to "
+                              "admit its values where they lie outside the defaults (the entry says so)")
     students = sub.add_parser("students", help="write the student copies of the chapters (no solutions)")
     students.add_argument("out_dir", nargs="?", default=None, help="folder (default: notebooks/student)")
     students.add_argument("--check", action="store_true", help="write nothing; exit 1 if the copies are out of sync")
@@ -312,7 +315,7 @@ def _compare(args: argparse.Namespace) -> int:
     if not summary_path(args.run_dir).exists():
         raise FileNotFoundError(f"{summary_path(args.run_dir)} does not exist: not a run folder")
     if args.record:
-        written = record_reference(args.run_dir, args.reference, args.record_command)
+        written = record_reference(args.run_dir, args.reference, args.record_command, args.spread_from)
         print(f"[ersam] compare: reference written to {written}")
         return 0
     result = compare_run(args.run_dir, args.reference)

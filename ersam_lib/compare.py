@@ -8,7 +8,11 @@ the tolerance that the reference declares for that metric; it exits 1 when one i
 and so is what the search of chapter 5 found and chapter 6 deployed (the machine's latencies steer the search),
 accuracies are checked to within 3 points, other real numbers to within 10 %, counts, flags, hashes and settings
 exactly. The defaults are guesses from each metric's name and value: review the recorded file (compare a second
-run against it) and edit a metric's entry to declare another tolerance.
+run against it) and edit a metric's entry to declare another tolerance, or record with ``--spread-from OLD_REF``:
+where an independent run (an older reference, another machine) lies outside a default tolerance, the entry's
+tolerance is widened to cover it, and the entry says so (``"spread"``: that run's value and machine). CPU training is
+bit-exact only on the same instruction set (``cpu_capability`` in the machine record): on another CPU a model
+trained from scratch lands a few points away, which is what such a tolerance has to admit.
 
 The reference file::
 
@@ -37,7 +41,7 @@ from .io import ArtifactError, atomic_write_json, read_json
 from .rundir import summary_path
 
 __all__ = ["Comparison", "KINDS", "REFERENCE_DIR", "Row", "compare_run", "default_reference", "flatten",
-           "kind_of", "load_reference", "make_reference", "record_reference"]
+           "kind_of", "load_reference", "make_reference", "record_reference", "widen_to"]
 
 FORMAT = "ersam-reference/1"
 REFERENCE_DIR = Path(__file__).resolve().parent / "recorded"
@@ -110,6 +114,7 @@ class Comparison:
     run_dir: str
     reference: str
     rows: tuple[Row, ...]
+    cpus: tuple[str | None, str | None] = (None, None)  # the reference's and the run's ``cpu_capability``
 
     @property
     def failures(self) -> list[Row]:
@@ -126,6 +131,10 @@ class Comparison:
         verdict = (f"{len(checked) - len(self.failures)} of {len(checked)} checked metrics within tolerance"
                    + (f"; {len(self.failures)} NOT: " + ", ".join(f"{r.chapter}/{r.metric}" for r in
                                                                  self.failures[:8]) if self.failures else ""))
+        ref_cpu, run_cpu = self.cpus
+        if ref_cpu != run_cpu:  # trained numbers can only be bit-exact on the same instruction set
+            lines.append(f"[ersam] compare: the reference's CPU ran {ref_cpu or 'an unrecorded instruction set'}, "
+                         f"this run's {run_cpu or 'an unrecorded one'}: trained models differ by training noise")
         return "\n".join(lines + [f"[ersam] compare {self.run_dir} with {self.reference}: {verdict}"])
 
 
@@ -184,8 +193,10 @@ def _chapter_metrics(entry: dict[str, Any]) -> dict[str, Any]:
     return {"run.status": entry.get("status"), "run.wall_s": entry.get("wall_s")} | flatten(entry.get("metrics", {}))
 
 
-def make_reference(run_dir: str | os.PathLike, command: str | None = None) -> dict[str, Any]:
-    """A reference from a finished run: every metric with the default tolerance of its kind."""
+def make_reference(run_dir: str | os.PathLike, command: str | None = None,
+                   spread_from: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A reference from a finished run: every metric with the default tolerance of its kind, widened where an
+    independent run's reference ``spread_from`` lies outside it (:func:`widen_to`)."""
     run_dir = Path(run_dir)
     summary = read_json(summary_path(run_dir))
     bad = {name: e.get("status") for name, e in summary["chapters"].items() if e.get("status") != "ok"}
@@ -195,6 +206,8 @@ def make_reference(run_dir: str | os.PathLike, command: str | None = None) -> di
     chapters = {}
     for name, entry in summary["chapters"].items():
         chapters[name] = {metric: _entry(name, metric, value) for metric, value in _chapter_metrics(entry).items()}
+    if spread_from is not None:
+        widen_to(chapters, spread_from)
     params = "".join(f" -p {k} {v}" for k, v in summary.get("parameters", {}).items())
     default_cmd = (f"python -m ersam_lib run --scale {summary['scale']} --seed {summary['seed']} "
                    f"--run-dir runs/{run_dir.resolve().name}{params}")
@@ -216,10 +229,39 @@ def _entry(chapter: str, metric: str, value: Any) -> dict[str, Any]:
     return entry
 
 
+def widen_to(chapters: dict[str, dict[str, Any]], other: dict[str, Any]) -> list[str]:
+    """Widen each checked, tolerant entry of ``chapters`` whose value in the reference ``other`` (an independent
+    run) lies outside its tolerance, just enough to admit it (rounded up: a point for ``abs_tol``, 1 % for
+    ``rel_tol``); the entry keeps that run's value and machine under ``"spread"``. Returns the widened names."""
+    widened, machine = [], other.get("recorded", {}).get("machine", {})
+    source = {"date": other.get("recorded", {}).get("date"),
+              "cpu": machine.get("cpu_capability", "not recorded"), "platform": machine.get("platform")}
+    for chapter, metrics in chapters.items():
+        for metric, entry in metrics.items():
+            theirs = other.get("chapters", {}).get(chapter, {}).get(metric)
+            if entry.get("check") is False or theirs is None or _within(theirs["value"], entry):
+                continue
+            if not ("abs_tol" in entry or "rel_tol" in entry) or not _number(theirs["value"]):
+                continue  # an exact entry that differs is a real difference, not spread
+            gap = abs(theirs["value"] - entry["value"])
+            if "abs_tol" in entry:
+                entry["abs_tol"] = math.ceil(gap * 100 + 1e-9) / 100
+            else:
+                entry["rel_tol"] = math.ceil(gap / max(abs(entry["value"]), 1e-12) * 100 + 1e-9) / 100
+            entry["spread"] = {"value": theirs["value"]} | source
+            widened.append(f"{chapter}/{metric}")
+    return widened
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def record_reference(run_dir: str | os.PathLike, path: str | os.PathLike | None = None,
-                     command: str | None = None) -> Path:
-    """Write :func:`make_reference` of ``run_dir`` to ``path`` (default: the committed one of the run's scale)."""
-    ref = make_reference(run_dir, command)
+                     command: str | None = None, spread_from: str | os.PathLike | None = None) -> Path:
+    """Write :func:`make_reference` of ``run_dir`` to ``path`` (default: the committed one of the run's scale),
+    its tolerances widened to admit the reference file ``spread_from`` where given."""
+    ref = make_reference(run_dir, command, load_reference(spread_from) if spread_from is not None else None)
     target = Path(path) if path is not None else default_reference(ref["scale"])
     return atomic_write_json(target, ref)
 
@@ -262,7 +304,9 @@ def compare_run(run_dir: str | os.PathLike, reference: str | os.PathLike | None 
         got = _chapter_metrics(entry) if entry is not None else {}
         for metric in sorted(set(expected) | set(got)):
             rows.append(_row(chapter, metric, got, expected.get(metric)))
-    return Comparison(str(run_dir), str(path), tuple(rows))
+    cpus = (ref.get("recorded", {}).get("machine", {}).get("cpu_capability"),
+            summary.get("environment", {}).get("cpu_capability"))
+    return Comparison(str(run_dir), str(path), tuple(rows), cpus)
 
 
 def _row(chapter: str, metric: str, got: dict[str, Any], entry: dict[str, Any] | None) -> Row:

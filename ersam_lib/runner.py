@@ -162,8 +162,32 @@ def environment_info() -> dict[str, str]:
             info[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:  # a missing backend is a fact to record, not an error
             info[dist] = "not installed"
+    info |= _cpu_info()
     kernel_env = training_env()
     return info | {name: kernel_env[name] for name in MALLOC_ENV}  # how the kernels' malloc was set
+
+
+def _cpu_info() -> dict[str, str]:
+    """The CPU's model and the vector instruction set PyTorch's CPU kernels pick on it (``AVX512``, ``AVX2``,
+    ``DEFAULT``; ``ATEN_CPU_CAPABILITY`` overrides it as it does for torch): CPU training repeats bit for bit only on
+    the same one, so a reviewer needs it to read a comparison. Read from ``/proc/cpuinfo``, without importing torch."""
+    model, flags = platform.processor() or "unknown", set()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and model in ("unknown", platform.processor()):
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+                break
+    if {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags:
+        capability = "AVX512"
+    elif {"avx2", "fma"} <= flags:
+        capability = "AVX2"
+    else:
+        capability = "DEFAULT" if flags else "unknown"
+    capability = os.environ.get("ATEN_CPU_CAPABILITY", capability).upper()
+    return {"cpu": model, "cpu_capability": capability}
 
 
 def run_pipeline(

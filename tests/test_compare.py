@@ -183,3 +183,41 @@ def test_the_smoke_run_against_a_reference_recorded_from_it(smoke_run_dir: Path,
     assert main(["compare", str(smoke_run_dir), "--reference", str(ref)]) == 0
     report = capsys.readouterr().out
     assert "NOT:" not in report and "within tolerance" in report.splitlines()[-1]
+
+
+def test_a_reference_recorded_with_spread_from_admits_an_independent_run(tmp_path: Path) -> None:
+    """Two runs on two CPUs: where the other run lies outside a default tolerance, the new reference's tolerance is
+    widened just enough to admit it and says so; exact entries and printed-only entries are left alone."""
+    other = _summary(tmp_path / "other", _changed(_changed(METRICS, "01_data", "floor_acc_test", 0.705),
+                                                  "01_data", "floor_mae_test", 0.55))
+    other_ref = record_reference(other, tmp_path / "other.json")
+    spread = read_json(other_ref)
+    spread["recorded"]["machine"]["cpu_capability"] = "AVX2"
+    atomic_write_json(other_ref, spread)
+    other_ref_moved = _summary(tmp_path / "moved", _changed(METRICS, "01_data", "n_train", 161))
+    moved = record_reference(other_ref_moved, tmp_path / "moved.json")
+
+    run = _summary(tmp_path / "run", METRICS)
+    ref = load_reference(record_reference(run, tmp_path / "ref.json", spread_from=other_ref))
+    acc, mae = ref["chapters"]["01_data"]["floor_acc_test"], ref["chapters"]["01_data"]["floor_mae_test"]
+    assert acc["abs_tol"] == 0.06 and acc["spread"]["value"] == 0.705 and acc["spread"]["cpu"] == "AVX2"
+    assert mae["rel_tol"] == 0.23 and mae["spread"]["value"] == 0.55  # 0.10 / 0.45 = 22.2 %, rounded up
+    assert ref["chapters"]["01_data"]["n_train"] == {"value": 160, "kind": "count"}
+    assert "spread" not in ref["chapters"]["01_data"]["manifest_sha256"]
+    assert compare_run(other, tmp_path / "ref.json").ok and compare_run(run, tmp_path / "ref.json").ok
+    assert not compare_run(_summary(tmp_path / "far", _changed(METRICS, "01_data", "floor_acc_test", 0.72)),
+                           tmp_path / "ref.json").ok
+    exact = load_reference(record_reference(run, tmp_path / "exact.json", spread_from=moved))
+    assert exact["chapters"]["01_data"]["n_train"] == {"value": 160, "kind": "count"}  # a count stays exact
+    assert not compare_run(other_ref_moved, tmp_path / "exact.json").ok
+
+
+def test_the_comparison_says_when_the_reference_ran_on_another_instruction_set(tmp_path: Path) -> None:
+    run = _summary(tmp_path / "run", METRICS)
+    ref_path = record_reference(run, tmp_path / "ref.json")
+    assert "instruction set" not in compare_run(run, ref_path).report()  # neither records one: nothing to say
+    ref = read_json(ref_path)
+    ref["recorded"]["machine"]["cpu_capability"] = "AVX2"
+    atomic_write_json(ref_path, ref)
+    report = compare_run(run, ref_path).report()
+    assert "the reference's CPU ran AVX2" in report and report.splitlines()[-1].startswith("[ersam] compare")

@@ -51,6 +51,10 @@ def test_runs_in_order_and_records_metrics(notebooks: Path, tmp_path: Path, monk
     on_disk = read_json(run_dir / "summary.json")
     assert on_disk["chapters"]["02_second"]["metrics"].pop("malloc") == MALLOC_ENV
     assert {k: on_disk["environment"][k] for k in MALLOC_ENV} == MALLOC_ENV  # recorded for reviewers
+    import torch  # the instruction set recorded is the one torch's CPU kernels use here
+
+    assert on_disk["environment"]["cpu_capability"] == str(torch.backends.cpu.get_cpu_capability())
+    assert on_disk["environment"]["cpu"]
     for entry in on_disk["chapters"].values():
         assert entry["status"] == "ok" and entry["wall_s"] > 0
         assert entry["metrics"] == {"scale": "smoke", "seed": 7}  # injected parameters reached the kernel
