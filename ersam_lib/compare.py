@@ -241,7 +241,8 @@ def widen_to(chapters: dict[str, dict[str, Any]], other: dict[str, Any]) -> list
             theirs = other.get("chapters", {}).get(chapter, {}).get(metric)
             if entry.get("check") is False or theirs is None or _within(theirs["value"], entry):
                 continue
-            if not ("abs_tol" in entry or "rel_tol" in entry) or not _number(theirs["value"]):
+            if not ("abs_tol" in entry or "rel_tol" in entry) or not (_real(theirs["value"])
+                                                                      and math.isfinite(theirs["value"])):
                 continue  # an exact entry that differs is a real difference, not spread
             gap = abs(theirs["value"] - entry["value"])
             if "abs_tol" in entry:
@@ -253,8 +254,8 @@ def widen_to(chapters: dict[str, dict[str, Any]], other: dict[str, Any]) -> list
     return widened
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+def _real(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def record_reference(run_dir: str | os.PathLike, path: str | os.PathLike | None = None,
@@ -323,7 +324,7 @@ def _row(chapter: str, metric: str, got: dict[str, Any], entry: dict[str, Any] |
 def _within(value: Any, entry: dict[str, Any]) -> bool:
     ref = entry["value"]
     tolerant = "abs_tol" in entry or "rel_tol" in entry
-    numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (value, ref))
+    numbers = _real(value) and _real(ref)
     if not (tolerant and numbers):
         return value == ref or (isinstance(value, float) and isinstance(ref, float) and math.isnan(value)
                                 and math.isnan(ref))

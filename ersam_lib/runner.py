@@ -175,7 +175,7 @@ def _cpu_info() -> dict[str, str]:
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
-            if key.strip() == "model name" and model in ("unknown", platform.processor()):
+            if key.strip() == "model name":  # the first processor's: its flags line ends the loop
                 model = value.strip()
             elif key.strip() == "flags":
                 flags = set(value.split())
