@@ -1,0 +1,70 @@
+"""How far apart do full and no distillation land, run to run, at tutorial scale? (issue 14)
+
+Run:  .venv/bin/python benchmarks/distill_runs.py SOURCE... --csv ersam_lib/recorded/distill_runs_tutorial.csv
+Each SOURCE is a complete run folder (its ``metrics/03.json``, ``metrics/04.json`` and ``summary.json``) or a
+reference file recorded from one (``python -m ersam_lib compare --record``; older ones from git history:
+``git show <commit>:ersam_lib/recorded/reference_tutorial.json > ref.json``), optionally prefixed ``NAME=``. One
+row per source: the teacher's and the largest subnet alone's validation accuracy (chapter 3) and chapter 4's
+accuracy of the smallest, middle and largest subnets with full and with no distillation, and the CPU instruction
+set the run's kernels used. Rows whose ``run`` is already in the CSV are replaced; the file is written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ersam_lib.io import atomic_path
+
+SIZES = ("smallest", "middle", "largest")
+
+
+def _from_run(folder: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    ch3 = json.loads((folder / "metrics" / "03.json").read_text())
+    ch4 = json.loads((folder / "metrics" / "04.json").read_text())
+    summary = json.loads((folder / "summary.json").read_text())
+    flat4 = {f"acc_{s}.{v}": ch4[f"acc_{s}"][v] for s in SIZES for v in ("full", "none")}
+    return ch3, flat4, {"date": summary.get("updated", ""), **summary.get("environment", {})}
+
+
+def _from_reference(path: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    ref = json.loads(path.read_text())
+    values = {ch: {k: e["value"] for k, e in entries.items()} for ch, entries in ref["chapters"].items()}
+    recorded = ref.get("recorded", {})
+    date = recorded.get("run_updated", recorded.get("date", ""))
+    return values["03_teacher"], values["04_supernet"], {"date": date, **recorded.get("machine", {})}
+
+
+def row(source: str) -> dict[str, Any]:
+    name, _, path_text = source.rpartition("=")
+    path = Path(path_text)
+    ch3, ch4, env = _from_run(path) if path.is_dir() else _from_reference(path)
+    out: dict[str, Any] = {"run": name or path.name, "date": str(env.get("date", ""))[:10],
+                           "cpu_capability": env.get("cpu_capability", "not recorded"),
+                           "teacher_val_acc": ch3["teacher_val_acc"],
+                           "largest_alone_val_acc": ch3["largest_subnet_val_acc"]}
+    for size in SIZES:
+        full, none = ch4[f"acc_{size}.full"], ch4[f"acc_{size}.none"]
+        out |= {f"{size}_full": full, f"{size}_none": none, f"{size}_full_minus_none": full - none}
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("sources", nargs="+", help="[NAME=]run folder or reference JSON")
+    p.add_argument("--csv", type=Path, required=True)
+    args = p.parse_args()
+    new = pd.DataFrame([row(s) for s in args.sources])
+    old = pd.read_csv(args.csv) if args.csv.exists() else new.iloc[:0]
+    table = pd.concat([old[~old["run"].isin(new["run"])], new], ignore_index=True)
+    with atomic_path(args.csv) as tmp:
+        table.to_csv(tmp, index=False)
+    print(table.round(3).to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()
