@@ -1,0 +1,80 @@
+"""Would a wider tutorial space reach the MobileNetV2-style baseline (issue 11)? Its largest architectures, trained alone.
+
+Run:  .venv/bin/python benchmarks/space_width_probe.py runs/tutorial [tutorial,deep,wide96,wide]
+The MobileNetV2-style baseline is trained from scratch with :class:`ersam_lib.fit.FitConfig` at ``tutorial``
+(5 epochs on 6,000 mixtures). The same recipe on the largest architecture of the tutorial space, and of wider or
+deeper variants of it, says how this family of 1-D networks gains with size against that baseline at equal training.
+For each, this prints the largest architecture's MACs, parameters, predicted energy (chapter 5's calibrated
+ExecuTorch cost model, the chapter's ``energy_mj``), validation and test accuracy and training time, beside the
+baseline as chapter 5 trained it in the same folder. The run's chapter 2 rule filters every space. (Chapter 5's
+finalists start from the supernet's weights and are fine-tuned, so they can beat these stand-alone figures.)
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from ersam_lib.costrule import load_rule
+from ersam_lib.complexity import count_params
+from ersam_lib.data import load_feature_data, subset
+from ersam_lib.evaluation import eval_loader, evaluate
+from ersam_lib.fit import FitConfig, train_classifier
+from ersam_lib.repro import seed_everything
+from ersam_lib.search import run_search_setup
+from ersam_lib.space import SearchSpace, StageSpace, build_model
+
+
+def _spaces() -> dict[str, tuple[tuple[StageSpace, ...], tuple[StageSpace, ...]]]:
+    s = StageSpace
+    tut_enc = (s((24, 32, 48), (3, 5, 7), (2, 4), (1,)), s((32, 48, 64), (3, 5, 7), (2,), (1, 2)))
+    return {
+        "tutorial": (tut_enc, (s((48, 64), (3, 5, 9), (1,), (1, 2), (1, 2, 3)),
+                               s((48, 64, 80), (3, 5, 9), (1, 2), (1, 2), (1, 2, 3)))),
+        "deep": (tut_enc, (s((48, 64), (3, 5, 9), (1,), (1, 2, 3), (1, 2, 3)),
+                           s((48, 64, 80), (3, 5, 9), (1, 2), (1, 2, 3), (1, 2, 3)))),
+        "wide96": ((tut_enc[0], s((32, 48, 64, 96), (3, 5, 7), (2,), (1, 2))),
+                   (s((48, 64, 96), (3, 5, 9), (1,), (1, 2), (1, 2, 3)),
+                    s((48, 64, 96), (3, 5, 9), (1, 2), (1, 2), (1, 2, 3)))),
+        "wide": ((s((24, 32, 48, 64), (3, 5, 7), (2, 4), (1,)), s((32, 48, 64, 96), (3, 5, 7), (2,), (1, 2))),
+                 (s((48, 64, 96), (3, 5, 9), (1,), (1, 2), (1, 2, 3)),
+                  s((48, 64, 80, 128), (3, 5, 9), (1, 2), (1, 2), (1, 2, 3)))),
+    }
+
+
+def main() -> None:
+    run_dir = Path(sys.argv[1])
+    names = sys.argv[2].split(",") if len(sys.argv) > 2 else list(_spaces())
+    data = load_feature_data(run_dir)
+    run = run_search_setup(run_dir, runtime="executorch", cache=False)
+    cfg = FitConfig.for_scale("tutorial")
+    rows = []
+    mnv2 = json.loads((run_dir / "search" / "baselines" / "mobilenetv2.json").read_text())
+    mnv2_cost = pd.read_csv(run_dir / "search" / "frontier.csv").set_index("name").loc["mobilenetv2"]
+    rows.append({"space": "(MobileNetV2-style baseline)", "arch": "2-D inverted residuals",
+                 "macs_M": mnv2_cost["macs"] / 1e6, "params": mnv2["params"],
+                 "energy_mj": mnv2_cost["energy_mj_predicted"], "val_acc": mnv2["val_acc"],
+                 "test_acc": mnv2["test_acc"], "train_s": mnv2["train_s"]})
+    for name in names:
+        enc, ctx = _spaces()[name]
+        space = SearchSpace(enc, ctx, data.n_features, data.n_classes, data.n_frames, ("none", "attn"),
+                            run.space.attn_dim, load_rule(run_dir))
+        arch = space.largest()
+        seed_everything(cfg.seed)
+        model = build_model(arch, data.n_features, data.n_classes, space.attn_dim)
+        t0 = time.perf_counter()
+        fit = train_classifier(model, subset(data.train, cfg.max_train_samples, cfg.seed), data.val, cfg, "cpu")
+        test = evaluate(model, eval_loader(data.test, 128))
+        rows.append({"space": name, "arch": arch.describe(), "macs_M": space.macs(arch) / 1e6,
+                     "params": count_params(model), "energy_mj": run.objectives.cost(arch)["energy_mj"],
+                     "val_acc": fit.best_val_acc, "test_acc": test["acc"], "train_s": time.perf_counter() - t0})
+        print(pd.DataFrame(rows[-1:]).to_string(index=False), flush=True)
+    print(pd.DataFrame(rows).round(3).to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()
