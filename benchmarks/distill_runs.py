@@ -12,39 +12,26 @@ set the run's kernels used. Rows whose ``run`` is already in the CSV are replace
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from ersam_lib.compare import load_reference, make_reference
 from ersam_lib.io import atomic_path
 
 SIZES = ("smallest", "middle", "largest")
 
 
-def _from_run(folder: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    ch3 = json.loads((folder / "metrics" / "03.json").read_text())
-    ch4 = json.loads((folder / "metrics" / "04.json").read_text())
-    summary = json.loads((folder / "summary.json").read_text())
-    flat4 = {f"acc_{s}.{v}": ch4[f"acc_{s}"][v] for s in SIZES for v in ("full", "none")}
-    return ch3, flat4, {"date": summary.get("updated", ""), **summary.get("environment", {})}
-
-
-def _from_reference(path: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    ref = json.loads(path.read_text())
-    values = {ch: {k: e["value"] for k, e in entries.items()} for ch, entries in ref["chapters"].items()}
-    recorded = ref.get("recorded", {})
-    date = recorded.get("run_updated", recorded.get("date", ""))
-    return values["03_teacher"], values["04_supernet"], {"date": date, **recorded.get("machine", {})}
-
-
 def row(source: str) -> dict[str, Any]:
     name, _, path_text = source.rpartition("=")
     path = Path(path_text)
-    ch3, ch4, env = _from_run(path) if path.is_dir() else _from_reference(path)
-    out: dict[str, Any] = {"run": name or path.name, "date": str(env.get("date", ""))[:10],
-                           "cpu_capability": env.get("cpu_capability", "not recorded"),
+    ref = make_reference(path) if path.is_dir() else load_reference(path)  # a run folder reads as its reference
+    ch3, ch4 = ({k: e["value"] for k, e in ref["chapters"][ch].items()} for ch in ("03_teacher", "04_supernet"))
+    recorded = ref.get("recorded", {})
+    out: dict[str, Any] = {"run": name or path.name,
+                           "date": str(recorded.get("run_updated") or recorded.get("date", ""))[:10],
+                           "cpu_capability": recorded.get("machine", {}).get("cpu_capability", "not recorded"),
                            "teacher_val_acc": ch3["teacher_val_acc"],
                            "largest_alone_val_acc": ch3["largest_subnet_val_acc"]}
     for size in SIZES:

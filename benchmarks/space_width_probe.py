@@ -12,57 +12,55 @@ finalists start from the supernet's weights and are fine-tuned, so they can beat
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 
-from ersam_lib.costrule import load_rule
 from ersam_lib.complexity import count_params
-from ersam_lib.data import load_feature_data, subset
+from ersam_lib.data import subset
 from ersam_lib.evaluation import eval_loader, evaluate
 from ersam_lib.fit import FitConfig, train_classifier
+from ersam_lib.io import read_json
 from ersam_lib.repro import seed_everything
 from ersam_lib.search import run_search_setup
 from ersam_lib.space import SearchSpace, StageSpace, build_model
 
 
-def _spaces() -> dict[str, tuple[tuple[StageSpace, ...], tuple[StageSpace, ...]]]:
-    s = StageSpace
-    tut_enc = (s((24, 32, 48), (3, 5, 7), (2, 4), (1,)), s((32, 48, 64), (3, 5, 7), (2,), (1, 2)))
-    return {
-        "tutorial": (tut_enc, (s((48, 64), (3, 5, 9), (1,), (1, 2), (1, 2, 3)),
-                               s((48, 64, 80), (3, 5, 9), (1, 2), (1, 2), (1, 2, 3)))),
-        "deep": (tut_enc, (s((48, 64), (3, 5, 9), (1,), (1, 2, 3), (1, 2, 3)),
-                           s((48, 64, 80), (3, 5, 9), (1, 2), (1, 2, 3), (1, 2, 3)))),
-        "wide96": ((tut_enc[0], s((32, 48, 64, 96), (3, 5, 7), (2,), (1, 2))),
-                   (s((48, 64, 96), (3, 5, 9), (1,), (1, 2), (1, 2, 3)),
-                    s((48, 64, 96), (3, 5, 9), (1, 2), (1, 2), (1, 2, 3)))),
-        "wide": ((s((24, 32, 48, 64), (3, 5, 7), (2, 4), (1,)), s((32, 48, 64, 96), (3, 5, 7), (2,), (1, 2))),
-                 (s((48, 64, 96), (3, 5, 9), (1,), (1, 2), (1, 2, 3)),
-                  s((48, 64, 80, 128), (3, 5, 9), (1, 2), (1, 2), (1, 2, 3)))),
+def _variants(base: SearchSpace) -> dict[str, SearchSpace]:
+    """The run's space (``tutorial``) and wider or deeper versions of it: the same stages with larger options."""
+    enc, ctx = base.encoder, base.context
+
+    def add(stage: StageSpace, **more: tuple[int, ...]) -> StageSpace:
+        return dataclasses.replace(stage, **{k: getattr(stage, k) + v for k, v in more.items()})
+
+    stages = {
+        "tutorial": (enc, ctx),
+        "deep": (enc, tuple(add(s, depths=(3,)) for s in ctx)),
+        "wide96": ((enc[0], add(enc[1], widths=(96,))),
+                   (add(ctx[0], widths=(96,)), dataclasses.replace(ctx[1], widths=(48, 64, 96)))),
+        "wide": ((add(enc[0], widths=(64,)), add(enc[1], widths=(96,))),
+                 (add(ctx[0], widths=(96,)), add(ctx[1], widths=(128,)))),
     }
+    return {name: dataclasses.replace(base, encoder=e, context=c) for name, (e, c) in stages.items()}
 
 
 def main() -> None:
     run_dir = Path(sys.argv[1])
-    names = sys.argv[2].split(",") if len(sys.argv) > 2 else list(_spaces())
-    data = load_feature_data(run_dir)
     run = run_search_setup(run_dir, runtime="executorch", cache=False)
+    data, spaces = run.data, _variants(run.space)
+    names = sys.argv[2].split(",") if len(sys.argv) > 2 else list(spaces)
     cfg = FitConfig.for_scale("tutorial")
-    rows = []
-    mnv2 = json.loads((run_dir / "search" / "baselines" / "mobilenetv2.json").read_text())
+    mnv2 = read_json(run_dir / "search" / "baselines" / "mobilenetv2.json")
     mnv2_cost = pd.read_csv(run_dir / "search" / "frontier.csv").set_index("name").loc["mobilenetv2"]
-    rows.append({"space": "(MobileNetV2-style baseline)", "arch": "2-D inverted residuals",
-                 "macs_M": mnv2_cost["macs"] / 1e6, "params": mnv2["params"],
-                 "energy_mj": mnv2_cost["energy_mj_predicted"], "val_acc": mnv2["val_acc"],
-                 "test_acc": mnv2["test_acc"], "train_s": mnv2["train_s"]})
+    rows = [{"space": "(MobileNetV2-style baseline)", "arch": "2-D inverted residuals",
+             "macs_M": mnv2_cost["macs"] / 1e6, "params": mnv2["params"],
+             "energy_mj": mnv2_cost["energy_mj_predicted"], "val_acc": mnv2["val_acc"],
+             "test_acc": mnv2["test_acc"], "train_s": mnv2["train_s"]}]
     for name in names:
-        enc, ctx = _spaces()[name]
-        space = SearchSpace(enc, ctx, data.n_features, data.n_classes, data.n_frames, ("none", "attn"),
-                            run.space.attn_dim, load_rule(run_dir))
+        space = spaces[name]
         arch = space.largest()
         seed_everything(cfg.seed)
         model = build_model(arch, data.n_features, data.n_classes, space.attn_dim)
