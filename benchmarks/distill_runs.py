@@ -4,9 +4,10 @@ Run:  .venv/bin/python benchmarks/distill_runs.py SOURCE... --csv ersam_lib/reco
 Each SOURCE is a complete run folder (its ``metrics/03.json``, ``metrics/04.json`` and ``summary.json``) or a
 reference file recorded from one (``python -m ersam_lib compare --record``; older ones from git history:
 ``git show <commit>:ersam_lib/recorded/reference_tutorial.json > ref.json``), optionally prefixed ``NAME=``. One
-row per source: the teacher's and the largest subnet alone's validation accuracy (chapter 3) and chapter 4's
-accuracy of the smallest, middle and largest subnets with full and with no distillation, and the CPU instruction
-set the run's kernels used. Rows whose ``run`` is already in the CSV are replaced; the file is written atomically.
+row per source: the teacher's rounds of dynamic mixing, its and the largest subnet alone's validation accuracy
+(chapter 3), chapter 4's accuracy of the smallest, middle and largest subnets with full and with no distillation,
+and the CPU instruction set the run's kernels used. Rows whose ``run`` is already in the CSV are replaced; the file
+is written atomically.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ def row(source: str) -> dict[str, Any]:
     out: dict[str, Any] = {"run": name or path.name,
                            "date": str(recorded.get("run_updated") or recorded.get("date", ""))[:10],
                            "cpu_capability": recorded.get("machine", {}).get("cpu_capability", "not recorded"),
+                           # chapter 3 records its dynamic-mixing rounds from session 17 on; every tutorial run
+                           # before that trained its teacher on the training split alone (R = 0)
+                           "teacher_mix_rounds": ch3.get("teacher_mix_rounds", 0),
                            "teacher_val_acc": ch3["teacher_val_acc"],
                            "largest_alone_val_acc": ch3["largest_subnet_val_acc"]}
     for size in SIZES:
