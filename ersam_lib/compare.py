@@ -10,7 +10,8 @@ accuracies are checked to within 3 points, other real numbers to within 10 %, co
 exactly. The defaults are guesses from each metric's name and value: review the recorded file (compare a second
 run against it) and edit a metric's entry to declare another tolerance, or record with ``--spread-from OLD_REF``:
 where an independent run (an older reference, another machine) lies outside a default tolerance, the entry's
-tolerance is widened to cover it, and the entry says so (``"spread"``: that run's value and machine). CPU training is
+tolerance is widened to cover it, and the entry says so (``"spread"``: that run's value and machine); an entry whose
+value the old reference holds to the last digit keeps the old spread. CPU training is
 bit-exact only on the same instruction set (``cpu_capability`` in the machine record): on another CPU a model
 trained from scratch lands a few points away, which is what such a tolerance has to admit.
 
@@ -232,14 +233,23 @@ def _entry(chapter: str, metric: str, value: Any) -> dict[str, Any]:
 def widen_to(chapters: dict[str, dict[str, Any]], other: dict[str, Any]) -> list[str]:
     """Widen each checked, tolerant entry of ``chapters`` whose value in the reference ``other`` (an independent
     run) lies outside its tolerance, just enough to admit it (rounded up: a point for ``abs_tol``, 1 % for
-    ``rel_tol``); the entry keeps that run's value and machine under ``"spread"``. Returns the widened names."""
+    ``rel_tol``); the entry keeps that run's value and machine under ``"spread"``. An entry whose value ``other``
+    holds to the last digit with a spread of its own keeps that spread: the same computation reproduced (a metric
+    that the change between the two runs did not touch) keeps what earlier runs measured around it. Returns the
+    widened names."""
     widened, machine = [], other.get("recorded", {}).get("machine", {})
     source = {"date": other.get("recorded", {}).get("date"),
               "cpu": machine.get("cpu_capability", "not recorded"), "platform": machine.get("platform")}
     for chapter, metrics in chapters.items():
         for metric, entry in metrics.items():
             theirs = other.get("chapters", {}).get(chapter, {}).get(metric)
-            if entry.get("check") is False or theirs is None or _within(theirs["value"], entry):
+            if entry.get("check") is False or theirs is None:
+                continue
+            if "spread" in theirs and theirs["value"] == entry["value"] and theirs.get("kind") == entry.get("kind"):
+                entry.update({k: theirs[k] for k in ("abs_tol", "rel_tol", "spread") if k in theirs})
+                widened.append(f"{chapter}/{metric}")
+                continue
+            if _within(theirs["value"], entry):
                 continue
             if not ("abs_tol" in entry or "rel_tol" in entry) or not (_real(theirs["value"])
                                                                       and math.isfinite(theirs["value"])):

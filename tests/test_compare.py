@@ -207,6 +207,11 @@ def test_a_reference_recorded_with_spread_from_admits_an_independent_run(tmp_pat
     assert compare_run(other, tmp_path / "ref.json").ok and compare_run(run, tmp_path / "ref.json").ok
     assert not compare_run(_summary(tmp_path / "far", _changed(METRICS, "01_data", "floor_acc_test", 0.72)),
                            tmp_path / "ref.json").ok
+    rerun = load_reference(record_reference(run, tmp_path / "rerun.json", spread_from=tmp_path / "ref.json"))
+    assert rerun["chapters"]["01_data"]["floor_acc_test"] == acc  # the same value again: its measured spread stays
+    nearby = _summary(tmp_path / "next", _changed(METRICS, "01_data", "floor_acc_test", 0.66))
+    moved_on = load_reference(record_reference(nearby, tmp_path / "next.json", spread_from=tmp_path / "ref.json"))
+    assert moved_on["chapters"]["01_data"]["floor_acc_test"]["abs_tol"] == 0.03  # another value: the default again
     exact = load_reference(record_reference(run, tmp_path / "exact.json", spread_from=moved))
     assert exact["chapters"]["01_data"]["n_train"] == {"value": 160, "kind": "count"}  # a count stays exact
     assert not compare_run(other_ref_moved, tmp_path / "exact.json").ok
