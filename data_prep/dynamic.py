@@ -6,7 +6,9 @@ the same sources, with new seeds. Each *round* is a fresh training set of the tr
 the label like it, rendered once and standardised with the training split's statistics, so that epoch ``e`` of the
 teacher reads round ``e mod (rounds + 1)`` (round 0 is the training split itself): the teacher sees ``rounds + 1``
 times the students' mixtures for the same number of training steps. The students (chapter 4) and the largest subnet
-trained alone (chapter 3's yardstick) keep the training split.
+trained alone (chapter 3's yardstick) keep the training split. ``mix_sources`` (for example ``("librimini",)``)
+draws the extra rounds from some of the training sources only, each then filling an equal share of every class;
+such rounds live in their own folder, ``pool/<sources>/`` (chapter 3's exercise 5, ``benchmarks/RESULTS.md``).
 
 Layout under ``RUN_DIR/teacher/pool/``: ``round_<r>.npy`` float16 (N, F, T), ``round_<r>_y.npy`` int64 labels,
 ``round_<r>.parquet`` the recipes (render any of them with :func:`data_prep.render.render_mixture`), and
@@ -45,23 +47,35 @@ __all__ = ["EpochRounds", "build_rounds", "pool_dir"]
 POOL_STREAM = 7919  # keeps the rounds' seeds apart from chapter 1's (derived_seed(seed, split, source, attempt))
 
 
-def pool_dir(run_dir: str | os.PathLike) -> Path:
-    """``RUN_DIR/teacher/pool``: where the teacher's extra rounds of mixtures live."""
-    return stage_dir(run_dir, "teacher") / "pool"
+def pool_dir(run_dir: str | os.PathLike, mix_sources: tuple[str, ...] | None = None) -> Path:
+    """``RUN_DIR/teacher/pool``: where the teacher's extra rounds of mixtures live (``pool/<a+b>`` for rounds drawn
+    from the training sources ``mix_sources`` only)."""
+    root = stage_dir(run_dir, "teacher") / "pool"
+    return root / "+".join(sorted(mix_sources)) if mix_sources else root
 
 
-def round_key(run_dir: str | os.PathLike, r: int) -> str:
-    """Content key of round ``r``: the training features' key (data, source, front end) and the round's index."""
-    blob = json.dumps({"features": feature_meta(run_dir)["key"], "round": r, "format": 1}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+def round_key(run_dir: str | os.PathLike, r: int, mix_sources: tuple[str, ...] | None = None) -> str:
+    """Content key of round ``r``: the training features' key (data, source, front end), the round's index and the
+    sources it draws from (when not all)."""
+    content: dict[str, Any] = {"features": feature_meta(run_dir)["key"], "round": r, "format": 1}
+    if mix_sources:
+        content["sources"] = sorted(mix_sources)
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def round_recipes(run_dir: str | os.PathLike, r: int, sources: SpeechSource | None = None) -> pd.DataFrame:
+def round_recipes(run_dir: str | os.PathLike, r: int, sources: SpeechSource | None = None,
+                  mix_sources: tuple[str, ...] | None = None) -> pd.DataFrame:
     """Round ``r``'s recipes: chapter 1's generator on the training split's speakers and sources, new seeds
-    (``sources``: the run's reopened sources, when the caller has them open already)."""
+    (``sources``: the run's reopened sources, when the caller has them open already; ``mix_sources``: draw from
+    these training sources only). Raises ``ValueError`` for a source the training split does not use."""
     cfg = DataConfig.from_json(load_dataset_info(run_dir)["config"])
     sources = sources or open_run_source(run_dir)
     groups = plan_splits(cfg, sources)["train"]
+    if mix_sources:
+        unknown = sorted(set(mix_sources) - set(groups))
+        if unknown:
+            raise ValueError(f"mix_sources {unknown}: the training split's sources are {sorted(groups)}")
+        groups = {name: spk for name, spk in groups.items() if name in mix_sources}
     fresh = dataclasses.replace(cfg, seed=derived_seed(cfg.seed, POOL_STREAM, r))
     by_speaker = sources.speakers()
     parts = [make_split(fresh, sources, "train", spk, by_speaker, quota=q, source_name=name)
@@ -71,21 +85,22 @@ def round_recipes(run_dir: str | os.PathLike, r: int, sources: SpeechSource | No
     return df
 
 
-def build_round(run_dir: str | os.PathLike, r: int, workers: int = 2, shard_size: int = 256) -> dict[str, Any]:
-    """Draw, render and standardise round ``r`` (r >= 1) into ``RUN_DIR/teacher/pool`` unless it is there intact.
+def build_round(run_dir: str | os.PathLike, r: int, workers: int = 2, shard_size: int = 256,
+                mix_sources: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Draw, render and standardise round ``r`` (r >= 1) into :func:`pool_dir` unless it is there intact.
 
     Returns its marker (key, size, timings). Chapter 1 must have run (its features give the statistics).
     """
     if r < 1:
         raise ValueError(f"round 0 is the training split itself; extra rounds start at 1, got {r}")
-    folder, key = pool_dir(run_dir), round_key(run_dir, r)
+    folder, key = pool_dir(run_dir, mix_sources), round_key(run_dir, r, mix_sources)
     marker_path = folder / f"round_{r}.json"
     if _intact(folder, r, key):
         return read_json(marker_path) | {"reused": True}
     marker_path.unlink(missing_ok=True)  # not done until rebuilt
     t0 = time.perf_counter()
     source = open_run_source(run_dir)
-    recipes = round_recipes(run_dir, r, source)
+    recipes = round_recipes(run_dir, r, source, mix_sources)
     t_recipes = time.perf_counter() - t0
     meta = feature_meta(run_dir)
     features = FeatureConfig(**meta["feature_config"])
@@ -127,15 +142,17 @@ def _intact(folder: Path, r: int, key: str) -> bool:
         return False
 
 
-def build_rounds(run_dir: str | os.PathLike, rounds: int, workers: int = 2) -> list[dict[str, Any]]:
+def build_rounds(run_dir: str | os.PathLike, rounds: int, workers: int = 2,
+                 mix_sources: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
     """Rounds 1..``rounds`` (:func:`build_round` each); their markers, in order (chapter 3)."""
-    return [build_round(run_dir, r, workers) for r in range(1, rounds + 1)]
+    return [build_round(run_dir, r, workers, mix_sources=mix_sources) for r in range(1, rounds + 1)]
 
 
-def load_round(run_dir: str | os.PathLike, r: int) -> tuple[np.ndarray, np.ndarray]:
+def load_round(run_dir: str | os.PathLike, r: int,
+               mix_sources: tuple[str, ...] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Round ``r``'s standardised features (memory-mapped) and labels, checked against its marker."""
-    folder = pool_dir(run_dir)
-    if not _intact(folder, r, round_key(run_dir, r)):
+    folder = pool_dir(run_dir, mix_sources)
+    if not _intact(folder, r, round_key(run_dir, r, mix_sources)):
         raise damaged(folder / f"round_{r}.json", run_dir, "03", "is missing, stale or does not match its arrays")
     return load_array(folder / f"round_{r}.npy", mmap_mode="r"), load_array(folder / f"round_{r}_y.npy")
 
@@ -152,9 +169,10 @@ try:
         split's size and class balance, so an epoch costs the same whatever round it reads.
         """
 
-        def __init__(self, run_dir: str | os.PathLike, rounds: int) -> None:
+        def __init__(self, run_dir: str | os.PathLike, rounds: int,
+                     mix_sources: tuple[str, ...] | None = None) -> None:
             train = load_features(run_dir, "train")
-            self.sets = [(train.x, train.y)] + [load_round(run_dir, r) for r in range(1, rounds + 1)]
+            self.sets = [(train.x, train.y)] + [load_round(run_dir, r, mix_sources) for r in range(1, rounds + 1)]
             self.epoch = 0
             self.n = min(len(y) for _, y in self.sets)
 

@@ -45,7 +45,8 @@ class TeacherUnavailable(RuntimeError):
 class TeacherConfig:
     """How chapter 3 builds and trains its teacher. ``channels``/``hidden`` size the CRNN; ``mix_rounds`` fresh
     training sets of dynamic mixing (:mod:`data_prep.dynamic`) let the teacher see ``mix_rounds + 1`` times the
-    students' mixtures in the same number of steps (epoch ``e`` reads round ``e mod (mix_rounds + 1)``)."""
+    students' mixtures in the same number of steps (epoch ``e`` reads round ``e mod (mix_rounds + 1)``), drawn from
+    the training sources ``mix_sources`` only when set (for example ``("librimini",)``: real voices)."""
 
     kind: str = "crnn"
     epochs: int = 8
@@ -57,11 +58,18 @@ class TeacherConfig:
     hidden: int = 64
     max_train_samples: int | None = None
     mix_rounds: int = 0
+    mix_sources: tuple[str, ...] | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.mix_rounds < 0:
             raise ValueError(f"mix_rounds counts extra rounds of mixtures, >= 0; got {self.mix_rounds}")
+        if isinstance(self.mix_sources, str):  # one source named alone
+            object.__setattr__(self, "mix_sources", (self.mix_sources,))
+        if self.mix_sources is not None and (not self.mix_sources or not self.mix_rounds):
+            raise ValueError(f"mix_sources names the training sources of the extra rounds: it needs mix_rounds >= 1 "
+                             f"and at least one source; got mix_rounds={self.mix_rounds}, "
+                             f"mix_sources={self.mix_sources!r}")
         if self.kind not in KINDS:
             raise ValueError(f"unknown teacher kind {self.kind!r}; expected one of {', '.join(KINDS)}")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
@@ -69,8 +77,8 @@ class TeacherConfig:
 
     @classmethod
     def for_scale(cls, scale: str, **overrides: Any) -> TeacherConfig:
-        """``smoke``: seconds; ``tutorial``: about 13 minutes on 2 cores, 8 epochs over 8 distinct training sets
-        (dynamic mixing, R = 7: the teacher's lead over the largest subnet alone doubles, ``benchmarks/RESULTS.md``);
+        """``smoke``: seconds; ``tutorial``: 10 to 13 minutes on 2 cores, 8 epochs over 8 distinct training sets
+        (dynamic mixing, R = 7: 2.4 points of validation accuracy more than R = 0, ``benchmarks/RESULTS.md``);
         ``paper``: pretrained wav2vec2 on a GPU."""
         sizes = {
             "smoke": dict(epochs=2, batch_size=16, channels=(8, 16, 16), hidden=16, mix_rounds=1),

@@ -67,3 +67,27 @@ def test_epoch_rounds_switch_sets_and_the_teacher_trains_on_them(tiny_run):
     assert info["distinct_train_samples"] == 2 * info["train_samples"]
     with pytest.raises(ValueError, match="mix_rounds"):
         TeacherConfig(mix_rounds=-1)
+
+
+def test_rounds_from_some_training_sources_only(tmp_path):
+    """``mix_sources``: extra rounds drawn from the named training sources alone, in their own pool folder."""
+    from data_prep.build import build_tiny
+
+    run_dir = tmp_path / "run"
+    build_tiny(run_dir, seed=0, real_source="librimini", train_sources=("tts", "librimini"))
+    train = load_manifest(run_dir).query("split == 'train'")
+    real = build_round(run_dir, 1, workers=1, mix_sources=("librimini",))
+    recipes = pd.read_parquet(pool_dir(run_dir, ("librimini",)) / "round_1.parquet")
+    assert real["n"] == len(recipes) == len(train) and sorted(recipes["label"]) == sorted(train["label"])
+    assert set(recipes["source"]) == {"librimini"} and set(train["source"]) == {"tts", "librimini"}
+    assert not (pool_dir(run_dir) / "round_1.json").exists()  # the all-sources pool is untouched
+    both = build_round(run_dir, 1, workers=1)
+    assert both["key"] != real["key"] and set(pd.read_parquet(pool_dir(run_dir) / "round_1.parquet")["source"]) \
+        == {"tts", "librimini"}
+    x, _ = load_round(run_dir, 1, ("librimini",))
+    assert len(EpochRounds(run_dir, 1, ("librimini",)).sets) == 2 and x.shape[0] == len(train)
+    with pytest.raises(ValueError, match="training split's sources are"):
+        round_recipes(run_dir, 2, mix_sources=("librispeech",))
+    with pytest.raises(ValueError, match="mix_rounds >= 1"):
+        TeacherConfig(mix_sources=("librimini",))
+    assert TeacherConfig(mix_rounds=1, mix_sources="librimini").mix_sources == ("librimini",)
