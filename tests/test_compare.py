@@ -119,6 +119,13 @@ def test_missing_metrics_fail_unless_keyed_by_a_searched_architecture(tmp_path: 
     assert [(r.metric, r.verdict) for r in result.failures] == [("floor_acc_test", "missing")]
     failed = compare_run(_summary(tmp_path / "failed", METRICS, status="failed"), ref)
     assert {r.metric for r in failed.failures} == {"run.status"}
+    # an unchecked list (the finalists chapter 5 found) may be shorter in another run: no failure
+    three = _changed(METRICS, "05_search", "finalists", [f"searched-{i}-{i:012x}" for i in range(3)])
+    ref3 = record_reference(_summary(tmp_path / "three", three), tmp_path / "ref3.json")
+    shorter = compare_run(_summary(tmp_path / "two", _changed(METRICS, "05_search", "finalists",
+                                                               [f"searched-{i}-{i:012x}" for i in range(2)])), ref3)
+    verdicts = {r.metric: r.verdict for r in shorter.rows if r.chapter == "05_search"}
+    assert shorter.ok and verdicts["finalists.2"] == "absent" and verdicts["finalists.1"] == "info"
 
 
 def test_the_reference_is_refused_for_another_scale_a_damaged_file_or_an_incomplete_run(tmp_path: Path) -> None:
