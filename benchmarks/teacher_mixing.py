@@ -28,15 +28,19 @@ from ersam_lib.io import atomic_path
 from ersam_lib.teacher import TeacherConfig
 
 
+def label(mix_sources: tuple[str, ...] | None) -> str:
+    """The ``mix_sources`` column: ``all`` for every training source (chapter 3's recipe)."""
+    return "+".join(mix_sources) if mix_sources else "all"
+
+
 def one(work: Path, rounds: int, seed: int, epochs: int | None, mix_sources: tuple[str, ...] | None) -> dict:
-    mix_sources = mix_sources if rounds else None  # round 0 is the training split whatever the sources
     t0 = time.perf_counter()
     markers = build_rounds(work, rounds, mix_sources=mix_sources)
     mix_s = time.perf_counter() - t0
     cfg = TeacherConfig.for_scale("tutorial", seed=seed, mix_rounds=rounds, mix_sources=mix_sources,
                                   **({"epochs": epochs} if epochs else {}))
     info = fit_teacher(work, cfg)
-    row = {"mix_rounds": rounds, "mix_sources": "+".join(mix_sources) if mix_sources else "all",
+    row = {"mix_rounds": rounds, "mix_sources": label(mix_sources),
            "epochs": cfg.epochs, "distinct_mixtures": info["distinct_train_samples"],
            "val_acc": info["val_acc"], "best_epoch": info["best_epoch"], "test_acc": info["test_acc"],
            "test_mae": info["test_mae"], "mix_s": mix_s, "render_s_per_round": sum(m["render_s"] + m["recipes_s"]
@@ -67,10 +71,11 @@ def main() -> None:
     epochs = args.epochs or TeacherConfig.for_scale("tutorial").epochs
     mix_sources = tuple(args.mix_sources.split(",")) if args.mix_sources else None
     for rounds in (int(r) for r in args.rounds.split(",")):
-        name = "+".join(mix_sources) if mix_sources and rounds else "all"
-        if ((done["mix_rounds"] == rounds) & (done["epochs"] == epochs) & (done["mix_sources"] == name)).any():
+        drawn_from = mix_sources if rounds else None  # round 0 is the training split whatever the sources
+        if ((done["mix_rounds"] == rounds) & (done["epochs"] == epochs)
+                & (done["mix_sources"] == label(drawn_from))).any():
             continue
-        row = one(args.work, rounds, args.seed, args.epochs, mix_sources)
+        row = one(args.work, rounds, args.seed, args.epochs, drawn_from)
         done = pd.DataFrame([row]) if done.empty else pd.concat([done, pd.DataFrame([row])], ignore_index=True)
         with atomic_path(args.csv) as tmp:
             done.to_csv(tmp, index=False)

@@ -189,9 +189,8 @@ def fit_teacher(run_dir: str | os.PathLike, cfg: TeacherConfig, device: str | No
         info |= {"channels": list(cfg.channels), "hidden": cfg.hidden}
         if cfg.mix_rounds:  # dynamic mixing: fresh training sets drawn and rendered once, one per epoch in turn
             t_mix = time.perf_counter()
-            mix_sources = tuple(cfg.mix_sources) if cfg.mix_sources else None
-            rounds = build_rounds(run_dir, cfg.mix_rounds, mix_sources=mix_sources)
-            train_ds = EpochRounds(run_dir, cfg.mix_rounds, mix_sources)
+            rounds = build_rounds(run_dir, cfg.mix_rounds, mix_sources=cfg.mix_sources)
+            train_ds = EpochRounds(run_dir, cfg.mix_rounds, cfg.mix_sources)
             info |= {"mix_rounds": cfg.mix_rounds, "mix_s": time.perf_counter() - t_mix,
                      "mix_reused": all(r["reused"] for r in rounds)}
     train_ds = subset(train_ds, cfg.max_train_samples, cfg.seed)

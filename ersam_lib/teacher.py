@@ -64,8 +64,9 @@ class TeacherConfig:
     def __post_init__(self) -> None:
         if self.mix_rounds < 0:
             raise ValueError(f"mix_rounds counts extra rounds of mixtures, >= 0; got {self.mix_rounds}")
-        if isinstance(self.mix_sources, str):  # one source named alone
-            object.__setattr__(self, "mix_sources", (self.mix_sources,))
+        if self.mix_sources is not None:  # one source named alone, or a list: always a tuple from here on
+            names = (self.mix_sources,) if isinstance(self.mix_sources, str) else tuple(self.mix_sources)
+            object.__setattr__(self, "mix_sources", names)
         if self.mix_sources is not None and (not self.mix_sources or not self.mix_rounds):
             raise ValueError(f"mix_sources names the training sources of the extra rounds: it needs mix_rounds >= 1 "
                              f"and at least one source; got mix_rounds={self.mix_rounds}, "

@@ -91,3 +91,4 @@ def test_rounds_from_some_training_sources_only(tmp_path):
     with pytest.raises(ValueError, match="mix_rounds >= 1"):
         TeacherConfig(mix_sources=("librimini",))
     assert TeacherConfig(mix_rounds=1, mix_sources="librimini").mix_sources == ("librimini",)
+    assert TeacherConfig(mix_rounds=1, mix_sources=["tts", "librimini"]).mix_sources == ("tts", "librimini")
