@@ -504,12 +504,13 @@ def _stage_params(trial: Any, name: str, sp: StageSpace) -> StageArch:
 
 def arch_from_trial(trial: Any, space: SearchSpace) -> Arch:
     """The architecture an Optuna trial suggests: one categorical parameter per choice list with 2+ options
-    (``enc0_width``, ``ctx1_expand``, ``mixer``, ...). It may be one the cost rule forbids."""
+    (``stem_width``, ``enc0_width``, ``ctx1_expand``, ``mixer``, ...). It may be one the cost rule forbids."""
+    stem = None if space.stem is None else _stage_params(trial, "stem", space.stem)
     enc = tuple(_stage_params(trial, f"enc{i}", sp) for i, sp in enumerate(space.encoder))
     ctx = tuple(_stage_params(trial, f"ctx{i}", sp) for i, sp in enumerate(space.context))
     mixers = list(space.mixers)
     mixer = mixers[0] if len(mixers) == 1 else str(trial.suggest_categorical("mixer", mixers))
-    return Arch(enc, ctx, mixer)
+    return Arch(enc, ctx, mixer, stem)
 
 
 @contextlib.contextmanager

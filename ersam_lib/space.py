@@ -5,6 +5,12 @@ space keeps that shape, sized for a phone CPU:
 
 - **input**: float32 ``(B, F, T)`` = log-mel bands x frames (F ~ 40-64, T ~ 100-500 per 5-s segment); every model
   here takes this and returns logits ``(B, n_classes)``;
+- **2-D stem** (optional, issue 11): the spectrogram as a one-channel image, ``Conv2d 3x3`` (frequency stride 2,
+  time stride searched) then ``Conv2d k x k -> BatchNorm2d -> ReLU`` blocks (the first halves the frequency axis
+  again, later ones add a residual), so that filters are shared across frequency as in MobileNetV2 and the CRNN
+  teacher; its ``(width, F/4)`` maps are flattened into ``width * F/4`` channels for the encoder. Searched: width,
+  kernel, time stride, depth (plain convolutions, not inverted residuals: on a CPU a 1x1 Conv2d over these
+  long, narrow maps trains slower than a 3x3 one of the same width, ``benchmarks/stem_probe.py``);
 - **feature encoder**: stages of ``Conv1d -> BatchNorm1d -> ReLU`` over the frames; the first block of a stage
   may stride, later blocks keep the length and add a residual; searched per stage: width (out channels), kernel,
   stride, depth;
@@ -18,6 +24,8 @@ The hardware-aware filter of chapter 2: a ``rule`` object with ``.allows(channel
 architecture, with ``channels`` = the operator's output channels (for a depthwise conv, its channel count),
 ``kernel`` = its kernel size and ``seq_len`` = the length of the sequence it slides over (its *input* length).
 Sequence lengths follow from the input frame count ``n_frames`` (T) and the strides, which is why the space knows T.
+A stem's ``k x k`` 2-D operator over ``F' x T'`` positions is asked as a 1-D one with kernel ``k*k`` over ``F' * T'``
+frames (the same multiply-accumulates; :meth:`OpSpec.rule_args`).
 Architectures with a forbidden operator are not in the space: ``sample``, ``mutate``, ``crossover``, ``largest``
 and ``smallest`` only return allowed ones, and ``contains`` checks it.
 
@@ -50,11 +58,19 @@ from .scales import check_scale
 
 __all__ = [
     "Arch", "attention", "AttentionBlock", "build_model", "check_input", "EncoderBlock", "InvertedResidual", "MIXERS",
-    "OpSpec", "Rule", "SearchSpace", "space_for_run", "StageArch", "StageSpace", "StaticNet"
+    "OpSpec", "Rule", "SearchSpace", "space_for_run", "StageArch", "StageSpace", "StaticNet", "Stem2d",
+    "STEM_FREQ_STRIDE", "stem_freq_bins",
 ]
 
 MIXERS: tuple[str, ...] = ("none", "attn")
 _MAX_TRIES = 10_000
+STEM_FREQ_STRIDE = 2  # the stem's conv and its first block each halve the frequency axis (fixed: see stem_freq_bins)
+
+
+def stem_freq_bins(n_features: int) -> int:
+    """Frequency bins a 2-D stem leaves of ``n_features`` mel bands (two stride-2 steps). Fixed for a space, so
+    that the flattened channel ``c * bins + f`` means the same in every subnet and the supernet can slice it."""
+    return _out_len(_out_len(n_features, STEM_FREQ_STRIDE), STEM_FREQ_STRIDE)
 
 
 class Rule(Protocol):
@@ -66,7 +82,8 @@ class Rule(Protocol):
 # --------------------------------------------------------------------------------------------- architectures
 @dataclass(frozen=True)
 class StageArch:
-    """The choices made for one stage. ``expand`` is 1 (unused) in feature-encoder stages."""
+    """The choices made for one stage. ``expand`` is 1 (unused) in feature-encoder stages and the 2-D stem.
+    In the stem, ``kernel`` is the blocks' ``k x k`` kernel and ``stride`` the first conv's time stride."""
 
     width: int
     kernel: int
@@ -79,28 +96,41 @@ class StageArch:
 class Arch:
     """One architecture of the space (chapter 4): a small, hashable, JSON-serialisable value.
 
-    ``encoder`` and ``context`` hold one :class:`StageArch` per stage; ``mixer`` is ``"none"`` or ``"attn"``.
+    ``encoder`` and ``context`` hold one :class:`StageArch` per stage; ``mixer`` is ``"none"`` or ``"attn"``;
+    ``stem`` is the 2-D stem's :class:`StageArch` in a space that has one, else ``None``.
     """
 
     encoder: tuple[StageArch, ...]
     context: tuple[StageArch, ...]
     mixer: str = "none"
+    stem: StageArch | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict (lists of dicts), the form saved in JSON files and search histories."""
-        return {
+        """Plain dict (lists of dicts), the form saved in JSON files and search histories (``stem`` only when
+        there is one, so a 1-D architecture keeps its ``arch_id``)."""
+        d: dict[str, Any] = {
             "encoder": [dataclasses.asdict(s) for s in self.encoder],
             "context": [dataclasses.asdict(s) for s in self.context],
             "mixer": self.mixer,
         }
+        if self.stem is not None:
+            d["stem"] = dataclasses.asdict(self.stem)
+        return d
+
+    @property
+    def stages(self) -> tuple[StageArch, ...]:
+        """Every stage in order: the stem (when there is one), the encoder's, the context's."""
+        return ((self.stem,) if self.stem is not None else ()) + self.encoder + self.context
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Arch:
         """Inverse of :meth:`to_dict`; raises ``ValueError`` on a malformed dict."""
         try:
-            enc = tuple(StageArch(**{k: int(v) for k, v in s.items()}) for s in d["encoder"])
-            ctx = tuple(StageArch(**{k: int(v) for k, v in s.items()}) for s in d["context"])
-            return cls(enc, ctx, str(d.get("mixer", "none")))
+            stage = lambda s: StageArch(**{k: int(v) for k, v in s.items()})  # noqa: E731
+            enc = tuple(stage(s) for s in d["encoder"])
+            ctx = tuple(stage(s) for s in d["context"])
+            stem = stage(d["stem"]) if d.get("stem") is not None else None
+            return cls(enc, ctx, str(d.get("mixer", "none")), stem)
         except (KeyError, TypeError) as e:
             raise ValueError(f"not an architecture dict: {d!r} ({e})") from e
 
@@ -120,13 +150,17 @@ class Arch:
         """One-line human-readable summary, e.g. for table rows and figure labels."""
         enc = " ".join(f"{s.width}k{s.kernel}s{s.stride}x{s.depth}" for s in self.encoder)
         ctx = " ".join(f"{s.width}e{s.expand}k{s.kernel}s{s.stride}x{s.depth}" for s in self.context)
-        return f"enc[{enc}] ctx[{ctx}] {self.mixer}"
+        st = self.stem
+        stem = "" if st is None else f"stem[{st.width}e{st.expand}k{st.kernel}s{st.stride}x{st.depth}] "
+        return f"{stem}enc[{enc}] ctx[{ctx}] {self.mixer}"
 
 
 # --------------------------------------------------------------------------------------------- operators
 @dataclass(frozen=True)
 class OpSpec:
-    """One operator of a static network, as chapter 2 profiles it. ``kind``: conv | dwconv | pwconv | attn | linear."""
+    """One operator of a static network, as chapter 2 profiles it. ``kind``: conv | dwconv | pwconv | attn | linear,
+    or the 2-D stem's conv2d | dwconv2d | pwconv2d, whose ``kernel`` is the side of a square kernel and which slide
+    over ``freq_in x seq_in`` positions (``freq_*`` is 1 for the 1-D operators)."""
 
     kind: str
     in_ch: int
@@ -135,10 +169,16 @@ class OpSpec:
     stride: int
     seq_in: int
     seq_out: int
+    freq_in: int = 1
+    freq_out: int = 1
 
     @property
     def groups(self) -> int:
-        return self.in_ch if self.kind == "dwconv" else 1
+        return self.in_ch if self.kind in ("dwconv", "dwconv2d") else 1
+
+    @property
+    def is_2d(self) -> bool:
+        return self.kind.endswith("2d")
 
     @property
     def macs(self) -> int:
@@ -146,11 +186,19 @@ class OpSpec:
         if self.kind == "attn":  # qkv + out projections + two (L x L x d) products; out_ch = attention dim
             d, c, n = self.out_ch, self.in_ch, self.seq_in
             return n * (4 * c * d) + 2 * n * n * d
-        return self.out_ch * (self.in_ch // self.groups) * self.kernel * self.seq_out
+        taps = self.kernel ** 2 if self.is_2d else self.kernel
+        return self.out_ch * (self.in_ch // self.groups) * taps * self.seq_out * self.freq_out
 
     @property
     def is_conv(self) -> bool:
-        return self.kind in ("conv", "dwconv", "pwconv")
+        return self.kind in ("conv", "dwconv", "pwconv", "conv2d", "dwconv2d", "pwconv2d")
+
+    def rule_args(self) -> tuple[int, int, int]:
+        """``(channels, kernel, seq_len)`` to ask chapter 2's rule about: a ``k x k`` 2-D operator over ``F x T``
+        positions is asked as a 1-D one with kernel ``k*k`` over ``F * T`` frames (the same MACs per channel)."""
+        if self.is_2d:
+            return self.out_ch, self.kernel ** 2, self.freq_in * self.seq_in
+        return self.out_ch, self.kernel, self.seq_in
 
 
 def _out_len(seq_len: int, stride: int) -> int:
@@ -164,6 +212,15 @@ def _encoder_stage_ops(s: StageArch, c_in: int, seq: int) -> Iterator[OpSpec]:
         out = _out_len(seq, stride)
         yield OpSpec("conv", c_in if i == 0 else s.width, s.width, s.kernel, stride, seq, out)
         seq = out
+
+
+def _stem_ops(s: StageArch, n_features: int, seq: int) -> Iterator[OpSpec]:
+    f1, t1 = _out_len(n_features, STEM_FREQ_STRIDE), _out_len(seq, s.stride)
+    yield OpSpec("conv2d", 1, s.width, 3, s.stride, seq, t1, n_features, f1)
+    for i in range(s.depth):
+        f_out = _out_len(f1, STEM_FREQ_STRIDE) if i == 0 else f1
+        yield OpSpec("conv2d", s.width, s.width, s.kernel, 1, t1, t1, f1, f_out)
+        f1 = f_out
 
 
 def _context_stage_ops(s: StageArch, c_in: int, seq: int) -> Iterator[OpSpec]:
@@ -227,7 +284,8 @@ class SearchSpace:
     """The choice lists of the space plus what fixes its sequence lengths (chapter 4; searched in chapter 5).
 
     ``n_frames`` is the input length T; ``rule`` (optional) is chapter 2's cost rule. ``attn_dim`` is the width of
-    the optional attention block's query/key/value.
+    the optional attention block's query/key/value. ``stem`` holds the 2-D stem's choice lists (``None``: no stem,
+    the encoder reads the mel bands directly; depths start at 1, its first block halves the frequency axis).
     """
 
     encoder: tuple[StageSpace, ...]
@@ -237,6 +295,7 @@ class SearchSpace:
     n_frames: int
     mixers: tuple[str, ...] = ("none", "attn")
     attn_dim: int = 32
+    stem: StageSpace | None = None
     rule: Rule | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -252,6 +311,8 @@ class SearchSpace:
             raise ValueError(f"mixers must be a non-empty subset of {MIXERS}, got {self.mixers!r}")
         if any(e != (1,) for e in (s.expands for s in self.encoder)):
             raise ValueError("encoder stages have no expansion ratio: leave expands=(1,)")
+        if self.stem is not None and (self.stem.expands != (1,) or self.n_features < 4):
+            raise ValueError("a 2-D stem has no expansion ratio (leave expands=(1,)) and needs >= 4 mel bands")
         if self.rule is not None and not callable(getattr(self.rule, "allows", None)):
             raise TypeError(f"rule must have .allows(channels, kernel, seq_len); got {type(self.rule).__name__}")
         self.encoder, self.context, self.mixers = tuple(self.encoder), tuple(self.context), tuple(self.mixers)
@@ -265,8 +326,8 @@ class SearchSpace:
         ``tutorial`` keeps the largest subnet near 0.2 M parameters so that chapter 4 trains it on 2 CPU cores.
         """
         presets = {"smoke": _smoke_stages, "tutorial": _tutorial_stages, "paper": _paper_stages}
-        enc, ctx, attn_dim = presets[check_scale(scale)]()
-        return cls(enc, ctx, n_features, n_classes, n_frames, ("none", "attn"), attn_dim, rule)
+        enc, ctx, attn_dim, stem = presets[check_scale(scale)]()
+        return cls(enc, ctx, n_features, n_classes, n_frames, ("none", "attn"), attn_dim, stem, rule)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable description (the rule is not stored: pass it again to :meth:`from_dict`)."""
@@ -279,14 +340,18 @@ class SearchSpace:
         def stages(xs: list[dict[str, Any]]) -> tuple[StageSpace, ...]:
             return tuple(StageSpace(**{k: tuple(v) for k, v in s.items()}) for s in xs)
 
+        stem = stages([d["stem"]])[0] if d.get("stem") is not None else None
         return cls(stages(d["encoder"]), stages(d["context"]), int(d["n_features"]), int(d["n_classes"]),
-                   int(d["n_frames"]), tuple(d["mixers"]), int(d["attn_dim"]), rule)
+                   int(d["n_frames"]), tuple(d["mixers"]), int(d["attn_dim"]), stem, rule)
 
     # ---- operators and the rule
     def operators(self, arch: Arch) -> list[OpSpec]:
         """Every operator of ``arch`` with its channels, kernel and sequence lengths (for profiling, chapter 2)."""
         ops: list[OpSpec] = []
         c, seq = self.n_features, self.n_frames
+        if arch.stem is not None:
+            ops.extend(_stem_ops(arch.stem, self.n_features, seq))
+            c, seq = arch.stem.width * ops[-1].freq_out, ops[-1].seq_out
         for s in arch.encoder:
             ops.extend(_encoder_stage_ops(s, c, seq))
             c, seq = s.width, ops[-1].seq_out
@@ -305,19 +370,31 @@ class SearchSpace:
     def _ops_allowed(self, ops: Iterator[OpSpec] | list[OpSpec]) -> bool:
         if self.rule is None:
             return True
-        return all(bool(self.rule.allows(op.out_ch, op.kernel, op.seq_in)) for op in ops if op.is_conv)
+        return all(bool(self.rule.allows(*op.rule_args())) for op in ops if op.is_conv)
 
     def _stage_allowed(self, kind: str, s: StageArch, c_in: int, seq: int) -> bool:
-        ops = _encoder_stage_ops(s, c_in, seq) if kind == "encoder" else _context_stage_ops(s, c_in, seq)
-        return self._ops_allowed(list(ops))
+        make = {"stem": _stem_ops, "encoder": _encoder_stage_ops, "context": _context_stage_ops}[kind]
+        return self._ops_allowed(list(make(s, c_in, seq)))
+
+    def _stem_out(self, s: StageArch | None) -> tuple[int, int]:
+        """(channels, frames) the encoder receives after stem ``s`` (``None``: the mel bands themselves)."""
+        if s is None:
+            return self.n_features, self.n_frames
+        return s.width * stem_freq_bins(self.n_features), _out_len(self.n_frames, s.stride)
 
     def contains(self, arch: Arch) -> bool:
         """True when every choice of ``arch`` is in the lists and the rule allows all of its operators."""
         if not isinstance(arch, Arch) or len(arch.encoder) != len(self.encoder) or \
-                len(arch.context) != len(self.context) or arch.mixer not in self.mixers:
+                len(arch.context) != len(self.context) or arch.mixer not in self.mixers or \
+                (arch.stem is None) != (self.stem is None):
             return False
-        stages_ok = all(sp.contains(s) for sp, s in zip(self.encoder + self.context, arch.encoder + arch.context))
+        stages_ok = all(sp.contains(s) for sp, s in zip(self.stage_spaces, arch.stages))
         return stages_ok and self._ops_allowed(self.operators(arch))
+
+    @property
+    def stage_spaces(self) -> tuple[StageSpace, ...]:
+        """Every stage's choice lists in the order of :attr:`Arch.stages` (stem, encoder, context)."""
+        return ((self.stem,) if self.stem is not None else ()) + self.encoder + self.context
 
     def check(self, arch: Arch) -> Arch:
         """``arch`` if :meth:`contains` it, else a ``ValueError`` that says why."""
@@ -329,12 +406,13 @@ class SearchSpace:
     # ---- sampling and evolution
     def sample(self, rng: random.Random) -> Arch:
         """A uniformly random allowed architecture (rejection sampling against the rule)."""
-        return self._draw(rng, lambda: Arch(tuple(rng.choice(list(sp.options())) for sp in self.encoder),
-                                            tuple(rng.choice(list(sp.options())) for sp in self.context),
-                                            rng.choice(self.mixers)), "sample")
+        pick = lambda sp: None if sp is None else rng.choice(list(sp.options()))  # noqa: E731
+        return self._draw(rng, lambda: Arch(tuple(pick(sp) for sp in self.encoder),
+                                            tuple(pick(sp) for sp in self.context),
+                                            rng.choice(self.mixers), pick(self.stem)), "sample")
 
     def mutate(self, arch: Arch, rng: random.Random, prob: float = 0.1) -> Arch:
-        """Resample each choice (per stage: width, kernel, stride, depth, expand; and the mixer) with ``prob``."""
+        """Resample each choice (per stage: width, kernel, stride, depth, expand; the mixer) with ``prob``."""
         if not 0.0 <= prob <= 1.0:
             raise ValueError(f"prob must be in [0, 1], got {prob}")
         self.check(arch)
@@ -343,7 +421,8 @@ class SearchSpace:
             enc = tuple(_mutate_stage(s, sp, rng, prob) for s, sp in zip(arch.encoder, self.encoder))
             ctx = tuple(_mutate_stage(s, sp, rng, prob) for s, sp in zip(arch.context, self.context))
             mixer = rng.choice(self.mixers) if rng.random() < prob else arch.mixer
-            return Arch(enc, ctx, mixer)
+            stem = None if arch.stem is None else _mutate_stage(arch.stem, self.stem, rng, prob)
+            return Arch(enc, ctx, mixer, stem)
 
         return self._draw(rng, one, "mutate")
 
@@ -354,7 +433,7 @@ class SearchSpace:
         pick = lambda x, y: x if rng.random() < 0.5 else y  # noqa: E731
         return self._draw(rng, lambda: Arch(tuple(pick(x, y) for x, y in zip(a.encoder, b.encoder)),
                                             tuple(pick(x, y) for x, y in zip(a.context, b.context)),
-                                            pick(a.mixer, b.mixer)), "crossover")
+                                            pick(a.mixer, b.mixer), pick(a.stem, b.stem)), "crossover")
 
     def _draw(self, rng: random.Random, make: Any, what: str) -> Arch:
         for _ in range(_MAX_TRIES):
@@ -373,8 +452,9 @@ class SearchSpace:
         return self._greedy(reverse=False)
 
     def _greedy(self, reverse: bool) -> Arch:
-        c, seq, chosen = self.n_features, self.n_frames, {"encoder": [], "context": []}
-        for kind, spaces in (("encoder", self.encoder), ("context", self.context)):
+        c, seq, chosen = self.n_features, self.n_frames, {"stem": [], "encoder": [], "context": []}
+        for kind, spaces in (("stem", (self.stem,) if self.stem else ()), ("encoder", self.encoder),
+                             ("context", self.context)):
             for sp in spaces:
                 opts = sorted(sp.options(), key=_stage_size_key, reverse=reverse)
                 s = next((o for o in opts if self._stage_allowed(kind, o, c, seq)), None)
@@ -382,16 +462,20 @@ class SearchSpace:
                     raise RuntimeError(f"the cost rule forbids every option of {kind} stage "
                                        f"{len(chosen[kind])} at sequence length {seq}")
                 chosen[kind].append(s)
-                c, seq = s.width, _out_len(seq, s.stride)
+                c, seq = self._stem_out(s) if kind == "stem" else (s.width, _out_len(seq, s.stride))
         mixer = ("attn" if "attn" in self.mixers else "none") if reverse else (
             "none" if "none" in self.mixers else "attn")
-        return Arch(tuple(chosen["encoder"]), tuple(chosen["context"]), mixer)
+        return Arch(tuple(chosen["encoder"]), tuple(chosen["context"]), mixer, (chosen["stem"] or [None])[0])
 
     # ---- size
     def size(self) -> int:
         """Number of allowed architectures, counted exactly by dynamic programming over (stage, sequence length)."""
         # state: (sequence length, channels) entering the stage; the first 1x1 expand depends on both
-        counts: dict[tuple[int, int], int] = {(self.n_frames, self.n_features): 1}
+        counts: dict[tuple[int, int], int] = {}
+        for s in (self.stem.options() if self.stem else [None]):
+            if s is None or self._stage_allowed("stem", s, self.n_features, self.n_frames):
+                c, seq = self._stem_out(s)
+                counts[(seq, c)] = counts.get((seq, c), 0) + 1
         for kind, spaces in (("encoder", self.encoder), ("context", self.context)):
             for sp in spaces:
                 nxt: dict[tuple[int, int], int] = {}
@@ -422,38 +506,47 @@ def _mutate_stage(s: StageArch, sp: StageSpace, rng: random.Random, prob: float)
                      r(s.depth, sp.depths), r(s.expand, sp.expands))
 
 
-def _smoke_stages() -> tuple[tuple[StageSpace, ...], tuple[StageSpace, ...], int]:
+_Preset = tuple[tuple[StageSpace, ...], tuple[StageSpace, ...], int, StageSpace]
+
+
+def _smoke_stages() -> _Preset:
     enc = (StageSpace((8, 12), (3, 5), (1, 2), (1,)), StageSpace((12, 16), (3, 5), (2,), (1, 2)))
     ctx = (StageSpace((16, 24), (3, 5), (1,), (1, 2), (1, 2)), StageSpace((16, 24), (3, 5), (1, 2), (1, 2), (1, 2)))
-    return enc, ctx, 8
+    return enc, ctx, 8, StageSpace((2, 4), (3,), (1, 2), (1, 2))
 
 
-def _tutorial_stages() -> tuple[tuple[StageSpace, ...], tuple[StageSpace, ...], int]:
-    # sized so that the largest subnet (~0.2 M params, ~10 MMACs at T=250) trains on 2 CPU cores in chapter 4
+def _tutorial_stages() -> _Preset:
+    # sized so that the largest subnet (~0.25 M params, ~25 MMACs at T=250) trains on 2 CPU cores in chapter 4;
+    # a 3x3 stem up to 16 channels x 10 bins = 160 encoder inputs (benchmarks/stem_probe.py)
     enc = (StageSpace((24, 32, 48), (3, 5, 7), (2, 4), (1,)),
            StageSpace((32, 48, 64), (3, 5, 7), (2,), (1, 2)))
     ctx = (StageSpace((48, 64), (3, 5, 9), (1,), (1, 2), (1, 2, 3)),
            StageSpace((48, 64, 80), (3, 5, 9), (1, 2), (1, 2), (1, 2, 3)))
-    return enc, ctx, 32
+    return enc, ctx, 32, StageSpace((4, 8, 16), (3,), (1, 2), (1,))
 
 
-def _paper_stages() -> tuple[tuple[StageSpace, ...], tuple[StageSpace, ...], int]:
+def _paper_stages() -> _Preset:
     enc = (StageSpace((32, 64, 96, 128), (3, 5, 7, 9), (1, 2, 4), (1, 2)),
            StageSpace((64, 96, 128, 192), (3, 5, 7), (1, 2), (1, 2, 3)))
     ctx = (StageSpace((96, 128, 192), (3, 5, 9, 15), (1,), (2, 3, 4), (2, 3, 4)),
            StageSpace((128, 192, 256), (3, 5, 9, 15), (1, 2), (2, 3, 4), (2, 3, 4)),
            StageSpace((192, 256, 320), (3, 5, 9), (1, 2), (1, 2, 3), (2, 3, 4)))
-    return enc, ctx, 64
+    return enc, ctx, 64, StageSpace((8, 16, 24), (3, 5), (1, 2), (1, 2))
 
 
 # --------------------------------------------------------------------------------------------- static networks
 class EncoderBlock(nn.Module):
-    """Feature-encoder block: Conv1d -> BatchNorm1d -> ReLU, plus a residual when shapes allow (chapter 4)."""
+    """Feature-encoder block: Conv1d -> BatchNorm1d -> ReLU, plus a residual when shapes allow (chapter 4).
 
-    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, residual: bool):
+    ``dims=2`` makes the 2-D stem's block (``k x k`` kernel; ``stride`` an int or a (freq, time) pair).
+    """
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int | tuple[int, int], residual: bool,
+                 dims: int = 1):
         super().__init__()
-        self.conv = nn.Conv1d(c_in, c_out, kernel, stride, padding=kernel // 2, bias=False)
-        self.bn = nn.BatchNorm1d(c_out)
+        conv, bn = (nn.Conv1d, nn.BatchNorm1d) if dims == 1 else (nn.Conv2d, nn.BatchNorm2d)
+        self.conv = conv(c_in, c_out, kernel, stride, padding=kernel // 2, bias=False)
+        self.bn = bn(c_out)
         self.residual = residual
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -480,6 +573,29 @@ class InvertedResidual(nn.Module):
         y = F.relu(self.bn2(self.dw(y)))
         y = self.bn3(self.pw2(y))
         return x + y if self.residual else y
+
+
+class Stem2d(nn.Module):
+    """The optional 2-D stem (issue 11): ``(B, F, T)`` -> ``(B, width * F', T')`` with ``F' = stem_freq_bins(F)``.
+
+    ``Conv2d 3x3`` from one channel (frequency stride 2, time stride ``s.stride``), BN, ReLU, then ``s.depth`` 2-D
+    :class:`EncoderBlock` s (``s.kernel x s.kernel``), the first with frequency stride 2; the ``(width, F')`` maps
+    are flattened channel-major, so channel ``c * F' + f`` is stem channel ``c`` at bin ``f``.
+    """
+
+    def __init__(self, s: StageArch):
+        super().__init__()
+        self.conv = nn.Conv2d(1, s.width, 3, (STEM_FREQ_STRIDE, s.stride), 1, bias=False)
+        self.bn = nn.BatchNorm2d(s.width)
+        self.blocks = nn.ModuleList(
+            EncoderBlock(s.width, s.width, s.kernel, (STEM_FREQ_STRIDE, 1) if i == 0 else 1, i > 0, dims=2)
+            for i in range(s.depth))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn(self.conv(x.unsqueeze(1))))
+        for block in self.blocks:
+            x = block(x)
+        return x.flatten(1, 2)
 
 
 class AttentionBlock(nn.Module):
@@ -514,12 +630,16 @@ def check_input(x: torch.Tensor, n_features: int) -> None:
 
 
 class StaticNet(nn.Module):
-    """A plain network of the space: encoder stages, context stages, optional attention, pooling, linear head."""
+    """A plain network of the space: optional 2-D stem, encoder stages, context stages, optional attention,
+    pooling, linear head."""
 
     def __init__(self, arch: Arch, n_features: int, n_classes: int, attn_dim: int = 32):
         super().__init__()
         self.arch, self.n_features, self.n_classes = arch, n_features, n_classes
         c = n_features
+        self.stem = None if arch.stem is None else Stem2d(arch.stem)
+        if arch.stem is not None:
+            c = arch.stem.width * stem_freq_bins(n_features)
         self.encoder = nn.ModuleList()
         for s in arch.encoder:
             blocks = [EncoderBlock(c if i == 0 else s.width, s.width, s.kernel, s.stride if i == 0 else 1, i > 0)
@@ -537,6 +657,8 @@ class StaticNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.n_features)
+        if self.stem is not None:
+            x = self.stem(x)
         for stage in list(self.encoder) + list(self.context):
             for block in stage:
                 x = block(x)

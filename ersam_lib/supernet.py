@@ -4,7 +4,8 @@ One set of weights, sized for the largest choice of every stage, serves every ar
 :class:`ersam_lib.space.SearchSpace`:
 
 - :class:`ElasticConv1d` slices its largest weight: the first ``out`` output channels, the first ``in`` input
-  channels (read from the input tensor) and the centre ``kernel`` taps;
+  channels (read from the input tensor) and the centre ``kernel`` taps (:class:`ElasticConv2d`: the centre
+  ``kernel x kernel`` taps, for the 2-D stem, :class:`ElasticStem`);
 - :class:`DynamicBatchNorm1d` slices its affine parameters *and* running statistics the same way;
 - elastic depth runs only the first ``depth`` blocks of a stage (the last ones are skipped);
 - :class:`ElasticLinear` slices the classifier's (and the attention's) input features.
@@ -44,13 +45,14 @@ from data_prep.features import feature_meta
 from .io import ArtifactError, atomic_torch_save, to_plain, torch_load
 from .rundir import damaged, require
 from .space import (
-    Arch, AttentionBlock, EncoderBlock, InvertedResidual, SearchSpace, StageArch, StaticNet, attention, build_model,
-    check_input,
+    STEM_FREQ_STRIDE, Arch, AttentionBlock, EncoderBlock, InvertedResidual, SearchSpace, StageArch, StageSpace,
+    StaticNet, Stem2d, attention, build_model, check_input, stem_freq_bins,
 )
 
 __all__ = [
-    "DynamicBatchNorm1d", "ElasticAttention", "ElasticConv1d", "ElasticEncoderBlock", "ElasticInvertedResidual",
-    "ElasticLinear", "evaluate_arch", "load_supernet", "recalibrate_bn", "save_supernet", "Supernet"
+    "DynamicBatchNorm1d", "DynamicBatchNorm2d", "ElasticAttention", "ElasticConv1d", "ElasticConv2d",
+    "ElasticEncoderBlock", "ElasticInvertedResidual", "ElasticLinear", "ElasticStem", "evaluate_arch", "load_supernet",
+    "recalibrate_bn", "save_supernet", "Supernet"
 ]
 
 
@@ -61,13 +63,15 @@ class ElasticConv1d(nn.Module):
     ``depthwise=True`` makes a depthwise conv: one filter per channel, the channel count read from the input.
     """
 
+    dims = 1
+
     def __init__(self, max_in: int, max_out: int, max_kernel: int, depthwise: bool = False):
         super().__init__()
         if depthwise and max_in != max_out:
             raise ValueError("a depthwise conv has as many outputs as inputs")
         self.max_in, self.max_out, self.max_kernel, self.depthwise = max_in, max_out, max_kernel, depthwise
         in_per_group = 1 if depthwise else max_in
-        self.weight = nn.Parameter(torch.empty(max_out, in_per_group, max_kernel))
+        self.weight = nn.Parameter(torch.empty(max_out, in_per_group, *(max_kernel,) * self.dims))
         nn.init.kaiming_normal_(self.weight, mode="fan_out", nonlinearity="relu")
 
     def active_weight(self, in_ch: int, out_ch: int, kernel: int) -> torch.Tensor:
@@ -75,21 +79,28 @@ class ElasticConv1d(nn.Module):
             raise ValueError(f"kernel {kernel} must be odd and <= {self.max_kernel}")
         if in_ch > self.max_in or out_ch > self.max_out:
             raise ValueError(f"channels {in_ch}->{out_ch} exceed the supernet's {self.max_in}->{self.max_out}")
-        start = (self.max_kernel - kernel) // 2
+        taps = (slice((self.max_kernel - kernel) // 2, (self.max_kernel + kernel) // 2),) * self.dims
         if self.depthwise:
-            return self.weight[:in_ch, :, start:start + kernel]
-        return self.weight[:out_ch, :in_ch, start:start + kernel]
+            return self.weight[(slice(None, in_ch), slice(None), *taps)]
+        return self.weight[(slice(None, out_ch), slice(None, in_ch), *taps)]
 
-    def forward(self, x: torch.Tensor, out_ch: int, kernel: int, stride: int = 1) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, out_ch: int, kernel: int, stride: int | tuple[int, int] = 1) -> torch.Tensor:
         in_ch = x.shape[1]
         out_ch = in_ch if self.depthwise else out_ch
         w = self.active_weight(in_ch, out_ch, kernel)
-        return F.conv1d(x, w, None, stride, kernel // 2, 1, in_ch if self.depthwise else 1)
+        conv = F.conv1d if self.dims == 1 else F.conv2d
+        return conv(x, w, None, stride, kernel // 2, 1, in_ch if self.depthwise else 1)
 
     def copy_to(self, conv: nn.Conv1d) -> None:
         """Copy the slice matching ``conv``'s shape into it (for :meth:`Supernet.get_active_subnet`)."""
         in_ch = conv.in_channels
         conv.weight.copy_(self.active_weight(in_ch, conv.out_channels, conv.kernel_size[0]))
+
+
+class ElasticConv2d(ElasticConv1d):
+    """:class:`ElasticConv1d` with square ``k x k`` kernels (centre crop in both axes), for the 2-D stem."""
+
+    dims = 2
 
 
 class DynamicBatchNorm1d(nn.BatchNorm1d):
@@ -124,6 +135,10 @@ class DynamicBatchNorm1d(nn.BatchNorm1d):
         bn.eps, bn.momentum = self.eps, self.momentum
 
 
+class DynamicBatchNorm2d(DynamicBatchNorm1d):
+    """:class:`DynamicBatchNorm1d` for the stem's ``(B, C, F, T)`` maps (batch norm is per channel either way)."""
+
+
 class ElasticLinear(nn.Linear):
     """Linear layer over the first ``in`` features of its input (read from it) and the first ``out`` outputs."""
 
@@ -138,15 +153,15 @@ class ElasticLinear(nn.Linear):
 
 # --------------------------------------------------------------------------------------------- elastic blocks
 class ElasticEncoderBlock(nn.Module):
-    """Elastic version of :class:`ersam_lib.space.EncoderBlock`."""
+    """Elastic version of :class:`ersam_lib.space.EncoderBlock` (``dims=2``: the stem's blocks)."""
 
-    def __init__(self, max_in: int, max_out: int, max_kernel: int, residual: bool):
+    def __init__(self, max_in: int, max_out: int, max_kernel: int, residual: bool, dims: int = 1):
         super().__init__()
-        self.conv = ElasticConv1d(max_in, max_out, max_kernel)
-        self.bn = DynamicBatchNorm1d(max_out)
+        self.conv = (ElasticConv1d if dims == 1 else ElasticConv2d)(max_in, max_out, max_kernel)
+        self.bn = (DynamicBatchNorm1d if dims == 1 else DynamicBatchNorm2d)(max_out)
         self.residual = residual
 
-    def forward(self, x: torch.Tensor, s: StageArch, stride: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, s: StageArch, stride: int | tuple[int, int]) -> torch.Tensor:
         y = F.relu(self.bn(self.conv(x, s.width, s.kernel, stride)))
         return x + y if self.residual else y
 
@@ -178,6 +193,30 @@ class ElasticInvertedResidual(nn.Module):
     def copy_to(self, block: InvertedResidual) -> None:
         for name in ("pw1", "bn1", "dw", "bn2", "pw2", "bn3"):
             getattr(self, name).copy_to(getattr(block, name))
+
+
+class ElasticStem(nn.Module):
+    """Elastic version of :class:`ersam_lib.space.Stem2d` (width, kernel, time stride, depth)."""
+
+    def __init__(self, sp: StageSpace):
+        super().__init__()
+        w = max(sp.widths)
+        self.conv = ElasticConv2d(1, w, 3)
+        self.bn = DynamicBatchNorm2d(w)
+        self.blocks = nn.ModuleList(ElasticEncoderBlock(w, w, max(sp.kernels), i > 0, dims=2)
+                                    for i in range(max(sp.depths)))
+
+    def forward(self, x: torch.Tensor, s: StageArch) -> torch.Tensor:
+        x = F.relu(self.bn(self.conv(x.unsqueeze(1), s.width, 3, (STEM_FREQ_STRIDE, s.stride))))
+        for i in range(s.depth):
+            x = self.blocks[i](x, s, (STEM_FREQ_STRIDE, 1) if i == 0 else 1)
+        return x.flatten(1, 2)
+
+    def copy_to(self, stem: Stem2d) -> None:
+        self.conv.copy_to(stem.conv)
+        self.bn.copy_to(stem.bn)
+        for elastic, static in zip(self.blocks, stem.blocks):
+            elastic.copy_to(static)
 
 
 class ElasticAttention(nn.Module):
@@ -220,6 +259,9 @@ class Supernet(nn.Module):
         self.n_features, self.n_classes = space.n_features, space.n_classes
         self._choices = dataclasses.replace(space, rule=None)  # what the weights can compute, rule or not
         c = space.n_features
+        self.stem = None if space.stem is None else ElasticStem(space.stem)
+        if space.stem is not None:
+            c = max(space.stem.widths) * stem_freq_bins(space.n_features)
         self.encoder = nn.ModuleList()
         for sp in space.encoder:
             w = max(sp.widths)
@@ -256,6 +298,8 @@ class Supernet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.n_features)
         arch = self._active
+        if arch.stem is not None:
+            x = self.stem(x, arch.stem)
         for blocks, s in zip(list(self.encoder) + list(self.context), arch.encoder + arch.context):
             for i in range(s.depth):
                 x = blocks[i](x, s, s.stride if i == 0 else 1)
@@ -270,6 +314,8 @@ class Supernet(nn.Module):
         if not self._choices.contains(arch):
             raise ValueError(f"architecture {arch!r} is not in the supernet's choice lists")
         model = build_model(arch, self.n_features, self.n_classes, self.space.attn_dim)
+        if arch.stem is not None:
+            self.stem.copy_to(model.stem)
         for blocks, static_blocks, s in zip(list(self.encoder) + list(self.context),
                                             list(model.encoder) + list(model.context), arch.encoder + arch.context):
             for i in range(s.depth):

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from ersam_lib.complexity import count_params, macs_per_sample
-from ersam_lib.space import Arch, SearchSpace, StageArch, StageSpace, build_model
+from ersam_lib.space import Arch, SearchSpace, StageArch, StageSpace, build_model, stem_freq_bins
 
 torch.set_num_threads(1)
 
@@ -28,17 +28,21 @@ class ThresholdRule:
         return not (channels >= self.c and kernel >= self.k and seq_len >= self.n)
 
 
-def tiny_space(rule=None) -> SearchSpace:
+def tiny_space(rule=None, stem: StageSpace | None = None) -> SearchSpace:
     enc = (StageSpace((4, 8), (3, 5), (1, 2), (1, 2)),)
     ctx = (StageSpace((8, 12), (3, 5), (1, 2), (1, 2), (1, 2)),)
     return SearchSpace(enc, ctx, n_features=6, n_classes=3, n_frames=20, mixers=("none", "attn"), attn_dim=4,
-                       rule=rule)
+                       stem=stem, rule=rule)
+
+
+TINY_STEM = StageSpace((2, 3), (3, 5), (1, 2), (1, 2))
 
 
 def brute_force(space: SearchSpace) -> list[Arch]:
-    return [Arch(e, c, m) for e in itertools.product(*(list(s.options()) for s in space.encoder))
+    stems = list(space.stem.options()) if space.stem else [None]
+    return [Arch(e, c, m, st) for st in stems for e in itertools.product(*(list(s.options()) for s in space.encoder))
             for c in itertools.product(*(list(s.options()) for s in space.context))
-            for m in space.mixers if space.contains(Arch(e, c, m))]
+            for m in space.mixers if space.contains(Arch(e, c, m, st))]
 
 
 def test_arch_round_trips_and_hashes():
@@ -73,6 +77,14 @@ def test_size_matches_brute_force_with_and_without_rule():
     allowed = brute_force(ruled)
     assert 0 < ruled.size() == len(allowed) < free.size()
     assert SearchSpace.for_scale("tutorial", 40, 11).log10_size() > 5
+    stemmed = tiny_space(stem=TINY_STEM)
+    assert stemmed.size() == len(brute_force(stemmed)) == free.size() * 16
+    # the stem's k x k operators are asked as kernel k*k over F' x T' positions: a rule against kernel >= 25 at
+    # >= 30 positions forbids the 5x5 kernels (over 3 bins x 10 or 20 frames) and only those
+    ruled = tiny_space(ThresholdRule(channels=1, kernel=25, seq_len=30), stem=TINY_STEM)
+    allowed = brute_force(ruled)
+    assert ruled.size() == len(allowed) == free.size() * 8
+    assert {a.stem.kernel for a in allowed} == {3}
 
 
 def test_rule_filters_sample_mutate_crossover():
@@ -137,6 +149,34 @@ def test_operators_follow_strides_and_macs_match_torch_shapes():
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv1d)]
     assert [(c.in_channels, c.out_channels, c.kernel_size[0], c.groups) for c in convs] == \
         [(op.in_ch, op.out_ch, op.kernel, op.groups) for op in ops if op.is_conv]
+
+
+def test_stem_arch_values_and_operators():
+    space = tiny_space(stem=TINY_STEM)
+    a = Arch((StageArch(8, 5, 2, 2),), (StageArch(12, 3, 2, 2, 2),), "attn", StageArch(3, 5, 2, 2))
+    assert space.contains(a) and not space.contains(Arch(a.encoder, a.context, a.mixer))
+    assert not tiny_space().contains(a)
+    assert Arch.from_json(a.to_json()) == a and a.describe().startswith("stem[3e1k5s2x2] ")
+    one_d = Arch(a.encoder, a.context, a.mixer)
+    assert "stem" not in one_d.to_dict()  # a 1-D architecture keeps its id from before the stem existed
+    assert one_d.arch_id == "f307dffb556b"  # its id before the stem was added (e6decda)
+    ops = space.operators(a)
+    stem_ops = [op for op in ops if op.is_2d]
+    assert [op.kind for op in stem_ops] == ["conv2d"] * 3
+    assert [(op.in_ch, op.kernel, op.freq_in, op.freq_out) for op in stem_ops] == [(1, 3, 6, 3), (3, 5, 3, 2),
+                                                                                  (3, 5, 2, 2)]
+    assert stem_ops[0].seq_out == 10 and stem_freq_bins(6) == 2
+    assert ops[len(stem_ops)].in_ch == 3 * 2  # the encoder reads width x bins channels
+    model = build_model(a, 6, 3, attn_dim=4).eval()
+    assert model(torch.randn(2, 6, 20)).shape == (2, 3)
+    convs = [m for m in model.modules() if isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d))]
+    assert [(c.in_channels, c.out_channels, c.kernel_size[0], c.groups) for c in convs] == \
+        [(op.in_ch, op.out_ch, op.kernel, op.groups) for op in ops if op.is_conv]
+    assert space.macs(a) == macs_per_sample(model, torch.zeros(1, 6, 20))
+    big, small = space.largest(), space.smallest()
+    assert big.stem == StageArch(3, 5, 1, 2) and small.stem == StageArch(2, 3, 2, 1)
+    with pytest.raises(ValueError, match="expan"):
+        tiny_space(stem=StageSpace((2,), (3,), (1,), (1,), (1, 2)))
 
 
 def test_build_model_shapes_and_errors():

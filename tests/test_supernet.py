@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ersam_lib.complexity import count_params
-from ersam_lib.space import Arch, SearchSpace, StageArch, build_model
+from ersam_lib.space import Arch, SearchSpace, StageArch, build_model, stem_freq_bins
 from ersam_lib.supernet import DynamicBatchNorm1d, ElasticConv1d, Supernet, recalibrate_bn
 
 torch.set_num_threads(1)
@@ -114,8 +114,9 @@ def test_sampling_respects_the_rule():
     rng = random.Random(0)
     for _ in range(50):
         arch = net.sample_active_subnet(rng)
+        assert all(space.rule.allows(*op.rule_args()) for op in space.operators(arch) if op.is_conv)
         assert all(not (op.out_ch >= 12 and op.kernel >= 5 and op.seq_in >= 48)
-                   for op in space.operators(arch) if op.is_conv)
+                   for op in space.operators(arch) if op.is_conv and not op.is_2d)
 
 
 def test_sandwich_step_trains_shared_weights():
@@ -129,6 +130,27 @@ def test_sandwich_step_trains_shared_weights():
     first = net.encoder[0][0].conv.weight
     assert first.grad is not None and first.grad[:8].abs().sum() > 0  # the smallest's slice got gradients
     assert net.encoder[1][1].conv.weight.grad is not None  # the largest's second block too
+    assert net.stem.conv.weight.grad[:2].abs().sum() > 0 and net.stem.blocks[0].conv.weight.grad is not None
+
+
+def test_stem_shares_weights_channel_major():
+    """The encoder's input channel c * F' + f is stem channel c at bin f in every subnet: a narrower stem uses the
+    first width x F' input columns of the encoder's first conv, and its own first output channels."""
+    torch.manual_seed(0)
+    space = SearchSpace.for_scale("smoke", 16, 5, n_frames=48)
+    net = Supernet(space).eval()
+    bins = stem_freq_bins(16)
+    arch = space.smallest()
+    assert arch.stem.width < max(space.stem.widths)
+    sub = net.get_active_subnet(arch)
+    enc_w = net.encoder[0][0].conv.weight
+    k = arch.encoder[0].kernel
+    start = (enc_w.shape[2] - k) // 2
+    torch.testing.assert_close(sub.encoder[0][0].conv.weight,
+                               enc_w[:arch.encoder[0].width, :arch.stem.width * bins, start:start + k])
+    torch.testing.assert_close(sub.stem.conv.weight, net.stem.conv.weight[:arch.stem.width])
+    x = torch.randn(2, 16, 48)
+    assert sub.stem(x).shape == (2, arch.stem.width * bins, (48 - 1) // arch.stem.stride + 1)
 
 
 def test_recalibrate_bn_one_batch_equals_batch_statistics():
