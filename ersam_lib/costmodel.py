@@ -399,6 +399,8 @@ class CostModel:
             "params": float(count_params(model)), "size_bytes": float(model_size_bytes(model)),
             "peak_act_bytes": float(max(r.in_bytes + r.out_bytes for r in recs)), "n_layers": float(len(recs)),
             "act_bytes": float(sum(r.out_bytes for r in recs)),
+            # written by layers over 2-D (C, F, T) maps: a runtime that computes channels-last converts their layout
+            "act_bytes_2d": float(sum(r.out_bytes for r in recs if len(r.in_shape) == 4)),
             "coverage": float(np.mean([r.key in self.lut for r in recs])),
         }
         for fam in FAMILIES:
@@ -411,15 +413,16 @@ class CostModel:
                        n_estimators: int = 200, kind: str = "forest") -> CostModel:
         """Fit the correction on architectures measured end to end: ``"forest"``, a random forest on
         log(measured / LUT sum) from every feature (eager PyTorch, whose time is the sum of its layers' plus glue);
-        ``"ridge"``, a ridge regression of the measured latency on each family's MACs and layer count and the
-        activation bytes (a runtime that fuses layers, where the eager LUT sum is only a feature among others)."""
+        ``"ridge"``, a ridge regression of the measured latency on each family's MACs and layer count, the
+        activation bytes (all, and those of 2-D maps) and the eager LUT sum (a runtime that fuses layers, where the
+        eager LUT sum is only a feature among others)."""
         if len(feats) != len(measured_ms) or len(feats) < 3:
             raise ValueError(f"need >= 3 matching (features, latency) pairs, got {len(feats)}, {len(measured_ms)}")
         if kind not in CORRECTIONS:
             raise ValueError(f"unknown correction {kind!r}; expected one of {', '.join(CORRECTIONS)}")
         measured = np.asarray(measured_ms, dtype=float)
         if kind == "ridge":
-            names = [f"{q}_{fam}" for fam in FAMILIES for q in ("macs", "n")] + ["act_bytes"]
+            names = [f"{q}_{fam}" for fam in FAMILIES for q in ("macs", "n")] + ["act_bytes", "act_bytes_2d", "lut_ms"]
             x = np.array([[f[n] for n in names] for f in feats])
             self._fit_correction({"kind": "ridge", "feature_names": names, "x": x.tolist(), "y": measured.tolist(),
                               "params": {"alphas": list(RIDGE_ALPHAS)}})

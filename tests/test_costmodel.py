@@ -77,6 +77,20 @@ def test_predictor_sums_the_table_and_reports_memory_and_energy():
     assert est.device == "toy" and est.n_layers == 4
 
 
+def test_features_count_the_bytes_of_2d_maps_apart():
+    """``act_bytes_2d``: what layers over (C, F, T) maps write (the 2-D stem's; a channels-last runtime converts
+    their layout), part of ``act_bytes``; zero for a 1-D network."""
+    one_d = nn.Sequential(nn.Conv1d(4, 6, 3, padding=1), nn.ReLU())
+    two_d = nn.Sequential(nn.Unflatten(1, (1, 4)), nn.Conv2d(1, 3, 3, padding=1), nn.BatchNorm2d(3), nn.Flatten(1, 2),
+                          nn.Conv1d(12, 6, 3, padding=1))
+    shape = (1, 4, 10)
+    f1 = CostModel(_toy_lut(one_d, shape), 1000.0, "toy").features(one_d, shape)
+    f2 = CostModel(_toy_lut(two_d, shape), 1000.0, "toy").features(two_d, shape)
+    assert f1["act_bytes_2d"] == 0.0
+    assert f2["act_bytes_2d"] == 4 * (3 * 4 * 10) * 2 + 4 * (12 * 10)  # conv2d and BN write 3x4x10, flatten reads them
+    assert f2["act_bytes"] > f2["act_bytes_2d"]
+
+
 def test_missing_layers_fall_back_to_the_family_fit():
     lut = LatencyLUT()
     for c in (4, 8, 16, 32):
