@@ -159,8 +159,8 @@ class Arch:
 @dataclass(frozen=True)
 class OpSpec:
     """One operator of a static network, as chapter 2 profiles it. ``kind``: conv | dwconv | pwconv | attn | linear,
-    or the 2-D stem's conv2d | dwconv2d | pwconv2d, whose ``kernel`` is the side of a square kernel and which slide
-    over ``freq_in x seq_in`` positions (``freq_*`` is 1 for the 1-D operators)."""
+    or the 2-D stem's conv2d, whose ``kernel`` is the side of a square kernel and which slides over
+    ``freq_in x seq_in`` positions (``freq_*`` is 1 for the 1-D operators)."""
 
     kind: str
     in_ch: int
@@ -174,11 +174,11 @@ class OpSpec:
 
     @property
     def groups(self) -> int:
-        return self.in_ch if self.kind in ("dwconv", "dwconv2d") else 1
+        return self.in_ch if self.kind == "dwconv" else 1
 
     @property
     def is_2d(self) -> bool:
-        return self.kind.endswith("2d")
+        return self.kind == "conv2d"
 
     @property
     def macs(self) -> int:
@@ -191,7 +191,7 @@ class OpSpec:
 
     @property
     def is_conv(self) -> bool:
-        return self.kind in ("conv", "dwconv", "pwconv", "conv2d", "dwconv2d", "pwconv2d")
+        return self.kind in ("conv", "dwconv", "pwconv", "conv2d")
 
     def rule_args(self) -> tuple[int, int, int]:
         """``(channels, kernel, seq_len)`` to ask chapter 2's rule about: a ``k x k`` 2-D operator over ``F x T``
