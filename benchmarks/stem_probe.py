@@ -6,7 +6,9 @@ Run:  .venv/bin/python benchmarks/stem_probe.py RUN_DIR [accuracy|timing|both]
 stem, with each stem width of the space (3x3, time stride 1), with a stride-2 stem, and the space's largest
 architecture, each trained from scratch with the baselines' recipe (:class:`ersam_lib.fit.FitConfig` at ``tutorial``:
 5 epochs on 6,000 mixtures), beside the MobileNetV2-style net as chapter 5 trained it. Printed per row: MMACs,
-parameters, chapter 5's calibrated predicted energy, validation and test accuracy, training seconds. One training seed
+parameters, energy per segment (chapter 5's calibrated figures: predicted by the ExecuTorch cost model for the
+architectures of the space, measured for the baseline, as chapter 5 uses them), validation and test accuracy,
+training seconds. One training seed
 per row: differences under about 2 points are within run-to-run noise.
 
 ``timing``: seconds per supernet training step (sandwich of four subnets, batch 64, 2 threads) for the 1-D space and
@@ -53,7 +55,7 @@ def accuracy(run_dir: Path) -> pd.DataFrame:
     mnv2 = read_json(run_dir / "search" / "baselines" / "mobilenetv2.json")
     cost = pd.read_csv(run_dir / "search" / "frontier.csv").set_index("name").loc["mobilenetv2"]
     rows = [{"model": "MobileNetV2-style baseline", "MMACs": cost["macs"] / 1e6, "params": mnv2["params"],
-             "energy_mj": cost["energy_mj_predicted"], "val_acc": mnv2["val_acc"], "test_acc": mnv2["test_acc"],
+             "energy_mj": cost["energy_mj"], "val_acc": mnv2["val_acc"], "test_acc": mnv2["test_acc"],
              "train_s": mnv2["train_s"]}]
     for name, arch in archs.items():
         sp = space if arch.stem is not None else flat
