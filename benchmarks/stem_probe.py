@@ -22,6 +22,7 @@ import dataclasses
 import random
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -45,7 +46,6 @@ MIDDLE_CTX = (StageArch(64, 5, 1, 1, 2), StageArch(64, 5, 1, 1, 2))
 def accuracy(run_dir: Path) -> pd.DataFrame:
     run = run_search_setup(run_dir, runtime="executorch", cache=False)
     data, space, cfg = run.data, run.space, FitConfig.for_scale("tutorial")
-    flat = dataclasses.replace(space, stem=None)
     archs = {"middle, no stem": Arch(MIDDLE_ENC, MIDDLE_CTX, "none")}
     for w in space.stem.widths:
         archs[f"middle, stem {w}"] = Arch(MIDDLE_ENC, MIDDLE_CTX, "none", StageArch(w, 3, 1, 1))
@@ -58,14 +58,13 @@ def accuracy(run_dir: Path) -> pd.DataFrame:
              "energy_mj": cost["energy_mj"], "val_acc": mnv2["val_acc"], "test_acc": mnv2["test_acc"],
              "train_s": mnv2["train_s"]}]
     for name, arch in archs.items():
-        sp = space if arch.stem is not None else flat
-        seed_everything(cfg.seed)
-        model = build_model(arch, data.n_features, data.n_classes, sp.attn_dim)
+        seed_everything(cfg.seed)  # the space prices and builds a stemless architecture as well
+        model = build_model(arch, data.n_features, data.n_classes, space.attn_dim)
         t0 = time.perf_counter()
         fit = train_classifier(model, subset(data.train, cfg.max_train_samples, cfg.seed), data.val, cfg, "cpu")
         test = evaluate(model, eval_loader(data.test, 128))
-        energy = run.objectives.cost(arch)["energy_mj"]  # the cost model prices a stemless network too
-        rows.append({"model": f"{name}: {arch.describe()}", "MMACs": sp.macs(arch) / 1e6,
+        energy = run.objectives.cost(arch)["energy_mj"]
+        rows.append({"model": f"{name}: {arch.describe()}", "MMACs": space.macs(arch) / 1e6,
                      "params": count_params(model), "energy_mj": energy, "val_acc": fit.best_val_acc,
                      "test_acc": test["acc"], "train_s": time.perf_counter() - t0})
         print(pd.DataFrame(rows[-1:]).round(3).to_string(index=False), flush=True)
@@ -124,7 +123,7 @@ def timing(steps: int = 6) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _seconds(step: object, n: int) -> float:
+def _seconds(step: Callable[[], None], n: int) -> float:
     step()  # warm-up
     t0 = time.perf_counter()
     for _ in range(n):

@@ -347,11 +347,8 @@ class SearchSpace:
     # ---- operators and the rule
     def operators(self, arch: Arch) -> list[OpSpec]:
         """Every operator of ``arch`` with its channels, kernel and sequence lengths (for profiling, chapter 2)."""
-        ops: list[OpSpec] = []
-        c, seq = self.n_features, self.n_frames
-        if arch.stem is not None:
-            ops.extend(_stem_ops(arch.stem, self.n_features, seq))
-            c, seq = arch.stem.width * ops[-1].freq_out, ops[-1].seq_out
+        ops: list[OpSpec] = [] if arch.stem is None else list(_stem_ops(arch.stem, self.n_features, self.n_frames))
+        c, seq = self._stem_out(arch.stem)
         for s in arch.encoder:
             ops.extend(_encoder_stage_ops(s, c, seq))
             c, seq = s.width, ops[-1].seq_out
