@@ -45,7 +45,10 @@ __all__ = [
 ]
 
 SEGMENT_SECONDS = 5.0  # one social-ambiance decision per 5-s segment
-# Layers treated as one operator even though some own children (MultiheadAttention owns out_proj).
+# Layers treated as one operator even though some own children (MultiheadAttention owns out_proj). A module of
+# one's own joins them by defining ``cost_family`` (a FAMILIES name) and ``cost_macs(in_shape) -> int``: the search
+# space's attention block does, because its forward uses its children's weights functionally, so hooks on the
+# children never fire and the trace would not see the block at all.
 _ATOMIC = (nn.MultiheadAttention, nn.LSTM, nn.GRU, nn.RNN)
 _STATS = ("count", "mean", "var", "median", "p90", "min")
 # Op families used as features of the correction model.
@@ -107,7 +110,13 @@ def _config(m: nn.Module) -> str:
     return m.extra_repr().replace(" ", "")
 
 
+def _is_atomic(m: nn.Module) -> bool:
+    return isinstance(m, _ATOMIC) or hasattr(m, "cost_family")
+
+
 def _family(m: nn.Module) -> str:
+    if hasattr(m, "cost_family"):
+        return str(m.cost_family)
     if isinstance(m, nn.Conv1d):
         return "conv1d_dw" if m.groups > 1 and m.groups == m.in_channels else "conv1d"
     if isinstance(m, nn.Conv2d):
@@ -130,6 +139,8 @@ def _family(m: nn.Module) -> str:
 def _macs(m: nn.Module, in_shape: tuple[int, ...], out: Any) -> int:
     """Multiply-accumulates of one call (elementwise layers count one op per input element)."""
     n_out = _numel(out)
+    if hasattr(m, "cost_macs"):
+        return int(m.cost_macs(in_shape))
     if isinstance(m, (nn.Conv1d, nn.Conv2d)):
         return _numel(out if isinstance(out, torch.Tensor) else out[0]) * (m.in_channels // m.groups) * math.prod(
             m.kernel_size)
@@ -174,13 +185,13 @@ def layer_key_of(module: nn.Module, input_shape: Sequence[int]) -> str | None:
     """The LUT key when ``module`` is a single layer (or an isolated one), else ``None`` (chapter 2)."""
     if isinstance(module, _Isolated):
         return module.key
-    if not list(module.children()) or isinstance(module, _ATOMIC):
+    if not list(module.children()) or _is_atomic(module):
         return layer_key(module, input_shape)
     return None
 
 
 def _is_leaf(m: nn.Module) -> bool:
-    return isinstance(m, _ATOMIC) or not list(m.children())
+    return _is_atomic(m) or not list(m.children())
 
 
 def _leaves(model: nn.Module) -> Iterable[nn.Module]:

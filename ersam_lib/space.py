@@ -45,7 +45,7 @@ import json
 import math
 import os
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -57,9 +57,9 @@ from .costrule import load_rule
 from .scales import check_scale
 
 __all__ = [
-    "Arch", "attention", "AttentionBlock", "build_model", "check_input", "EncoderBlock", "InvertedResidual", "MIXERS",
-    "OpSpec", "Rule", "SearchSpace", "space_for_run", "StageArch", "StageSpace", "StaticNet", "Stem2d",
-    "STEM_FREQ_STRIDE", "stem_freq_bins",
+    "Arch", "attention", "attention_macs", "AttentionBlock", "build_model", "check_input", "EncoderBlock",
+    "InvertedResidual", "MIXERS", "OpSpec", "Rule", "SearchSpace", "space_for_run", "StageArch", "StageSpace",
+    "StaticNet", "Stem2d", "STEM_FREQ_STRIDE", "stem_freq_bins",
 ]
 
 MIXERS: tuple[str, ...] = ("none", "attn")
@@ -183,9 +183,8 @@ class OpSpec:
     @property
     def macs(self) -> int:
         """Multiply-accumulates per example (BatchNorm, activations and softmax ignored)."""
-        if self.kind == "attn":  # qkv + out projections + two (L x L x d) products; out_ch = attention dim
-            d, c, n = self.out_ch, self.in_ch, self.seq_in
-            return n * (4 * c * d) + 2 * n * n * d
+        if self.kind == "attn":  # out_ch = attention dim
+            return attention_macs(self.in_ch, self.out_ch, self.seq_in)
         taps = self.kernel ** 2 if self.is_2d else self.kernel
         return self.out_ch * (self.in_ch // self.groups) * taps * self.seq_out * self.freq_out
 
@@ -595,8 +594,19 @@ class Stem2d(nn.Module):
         return x.flatten(1, 2)
 
 
+def attention_macs(channels: int, dim: int, length: int) -> int:
+    """Multiply-accumulates of :func:`attention` over ``length`` frames: the qkv and output projections and the two
+    (L x L x d) products (the norm and the softmax ignored, as elsewhere)."""
+    return length * 4 * channels * dim + 2 * length * length * dim
+
+
 class AttentionBlock(nn.Module):
-    """Light pre-norm single-head self-attention over time with a residual (the ``"attn"`` mixer, chapter 4)."""
+    """Light pre-norm single-head self-attention over time with a residual (the ``"attn"`` mixer, chapter 4).
+
+    Its forward uses its layers' weights through :func:`attention` (shared with the supernet's elastic block), so
+    chapter 2's cost model traces the block as one operator: ``cost_family`` and ``cost_macs`` say how."""
+
+    cost_family = "attention"
 
     def __init__(self, channels: int, dim: int):
         super().__init__()
@@ -604,6 +614,13 @@ class AttentionBlock(nn.Module):
         self.qkv = nn.Linear(channels, 3 * dim)
         self.out = nn.Linear(dim, channels)
         self.dim = dim
+
+    def extra_repr(self) -> str:  # the block's LUT key (chapter 2): its cost depends on these two and the length
+        return f"channels={self.norm.normalized_shape[0]}, dim={self.dim}"
+
+    def cost_macs(self, in_shape: Sequence[int]) -> int:
+        batch, channels, length = in_shape
+        return batch * attention_macs(channels, self.dim, length)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + attention(x, self.norm.weight, self.norm.bias, self.norm.eps, self.qkv.weight, self.qkv.bias,

@@ -1,5 +1,6 @@
 """The cost model (chapter 2): LUT keying, layer tracing, MACs, the predictor on a toy table, persistence."""
 
+import dataclasses
 import math
 
 import pytest
@@ -48,6 +49,22 @@ def test_trace_records_each_call_with_macs():
     assert recs[3].macs == 2 * 3 * 8
     lstm = trace_layers(nn.LSTM(4, 6, batch_first=True), (1, 10, 4))[0]
     assert lstm.macs == 10 * 4 * 6 * (4 + 6)
+
+
+def test_the_space_attention_block_is_traced_as_one_operator_and_every_weight_is_seen():
+    """The block's forward uses its layers' weights functionally: without ``cost_family`` the trace missed it."""
+    import random
+
+    from ersam_lib.space import SearchSpace, build_model
+
+    space = SearchSpace.for_scale("tutorial", n_features=40, n_classes=5, n_frames=251)
+    arch = dataclasses.replace(space.sample(random.Random(0)), mixer="attn")
+    model = build_model(arch, 40, 5, space.attn_dim)
+    recs = trace_layers(model, (1, 40, 251))
+    assert sum(r.params for r in recs) == sum(p.numel() for p in model.parameters())
+    [block] = [r for r in recs if r.family == "attention"]
+    assert block.key.startswith(f"AttentionBlock|channels={block.in_shape[1]},dim={space.attn_dim}|")
+    assert [block.macs] == [op.macs for op in space.operators(arch) if op.kind == "attn"]
 
 
 def _stats(ms: float) -> LatencyStats:
