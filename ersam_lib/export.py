@@ -42,18 +42,22 @@ BACKENDS: tuple[str, ...] = ("eager", "executorch", "onnxruntime")
 @dataclass
 class TimingConfig:
     """How many calls to make: ``warmup`` untimed calls, then ``repeats`` timed calls, cut short (but never below
-    ``min_repeats``) when the timed calls exceed ``max_seconds``, so one huge operator cannot stall a grid."""
+    ``min_repeats``) when the timed calls exceed ``max_seconds``, so one huge operator cannot stall a grid; and
+    continued past ``repeats`` until they add up to ``min_seconds`` (timeit's autorange idea): thirty calls of a
+    0.1-ms ExecuTorch network last 3 ms, too short for a minimum that repeats within a few per cent."""
 
     warmup: int = 5
     repeats: int = 30
     min_repeats: int = 5
     max_seconds: float = 1.0
+    min_seconds: float = 0.0
 
     @classmethod
     def for_scale(cls, scale: str) -> TimingConfig:
         return {"smoke": cls(warmup=1, repeats=5, min_repeats=3, max_seconds=0.1),
-                "tutorial": cls(warmup=5, repeats=30, min_repeats=7, max_seconds=0.6),
-                "paper": cls(warmup=10, repeats=100, min_repeats=20, max_seconds=5.0)}[check_scale(scale)]
+                "tutorial": cls(warmup=5, repeats=30, min_repeats=7, max_seconds=0.6, min_seconds=0.05),
+                "paper": cls(warmup=10, repeats=100, min_repeats=20, max_seconds=5.0, min_seconds=0.2)
+                }[check_scale(scale)]
 
 
 @contextlib.contextmanager
@@ -72,14 +76,16 @@ def time_calls(fn: Callable[[], Any], cfg: TimingConfig) -> list[float]:
     for _ in range(cfg.warmup):
         fn()
     samples: list[float] = []
-    budget_end = time.perf_counter() + cfg.max_seconds
-    for i in range(cfg.repeats):
+    start = time.perf_counter()
+    while True:
         t0 = time.perf_counter_ns()
         fn()
         samples.append((time.perf_counter_ns() - t0) / 1e6)
-        if i + 1 >= cfg.min_repeats and time.perf_counter() > budget_end:
-            break
-    return samples
+        elapsed = time.perf_counter() - start
+        if len(samples) >= cfg.min_repeats and elapsed > cfg.max_seconds:
+            return samples
+        if len(samples) >= cfg.repeats and elapsed >= cfg.min_seconds:
+            return samples
 
 
 # --------------------------------------------------------------------------------------------- exporters

@@ -25,6 +25,19 @@ def test_latency_stats_from_samples():
         LatencyStats.from_samples([1.0, float("nan")])
 
 
+def test_time_calls_runs_fast_calls_for_min_seconds_and_cuts_slow_ones_at_max_seconds():
+    import time
+
+    from ersam_lib.export import time_calls
+
+    calls = []
+    fast = time_calls(lambda: calls.append(1), TimingConfig(warmup=2, repeats=5, min_repeats=3, min_seconds=0.02))
+    assert len(calls) == len(fast) + 2 and len(fast) > 5  # past `repeats` until 20 ms of calls
+    assert len(time_calls(lambda: None, TimingConfig(warmup=0, repeats=5, min_repeats=3))) == 5  # no floor: 5
+    slow = time_calls(lambda: time.sleep(0.01), TimingConfig(warmup=0, repeats=100, min_repeats=2, max_seconds=0.03))
+    assert 2 <= len(slow) <= 5 and min(slow) >= 10.0
+
+
 def test_unknown_device_and_backend_raise_clearly():
     with pytest.raises(ValueError, match="unknown device 'tpu'.*host, adb, imported"):
         get_device("tpu")
