@@ -325,10 +325,15 @@ def _merge(stats: Sequence[LatencyStats]) -> LatencyStats:
 def build_cost_model(device: Device, train: Sequence[tuple[str, nn.Module, tuple]],
                      layer_sources: Sequence[tuple[str, nn.Module, tuple]] = (), seed: int = 0,
                      lut: LatencyLUT | None = None, rounds: int = 1, statistic: str = "median",
-                     lut_device: Device | None = None, correction: str = "forest") -> tuple[CostModel, pd.DataFrame]:
+                     lut_device: Device | None = None, correction: str = "forest",
+                     measured: Sequence[LatencyStats] | None = None) -> tuple[CostModel, pd.DataFrame]:
     """LUT over the layers of ``train`` and ``layer_sources`` (OFA profiles every layer its space can produce),
     plus the random-forest correction fitted on ``train`` measured end to end (``rounds`` interleaved passes),
     both on the latency ``statistic`` ("median" or "min"). Returns the model and the training table.
+
+    ``measured`` passes ``train``'s end-to-end stats measured already, in the same :func:`measure_models` rounds as
+    the architectures :func:`validate` will score (chapter 2): a host that drifts between two measuring sessions
+    would otherwise show up as a prediction bias.
 
     ``lut_device`` times the layers when it differs from ``device``, the runtime measured end to end: chapter 5
     predicts the deployed runtime (ExecuTorch, whose delegate fuses layers, so it cannot be timed layer by layer)
@@ -336,12 +341,12 @@ def build_cost_model(device: Device, train: Sequence[tuple[str, nn.Module, tuple
     ``correction="ridge"``, see :meth:`~ersam_lib.costmodel.CostModel.fit_correction`."""
     lut = lut or LatencyLUT(metadata=(lut_device or device).metadata())
     fill_lut(lut, [*train, *layer_sources], lut_device or device)  # before CostModel(): its fallback reads the LUT
-    stats = measure_models(train, device, rounds)
-    measured = [getattr(s, statistic) for s in stats]
+    stats = _given_or_measured(measured, train, device, rounds)
+    latency = [getattr(s, statistic) for s in stats]
     cm = CostModel(lut, *_active_power(device, stats), statistic=statistic)
     feats = [cm.features(m, shape) for _, m, shape in train]
-    cm.fit_correction(feats, measured, seed=seed, kind=correction)
-    table = pd.DataFrame([{"name": n} | f | {"measured_ms": t} for (n, _, _), f, t in zip(train, feats, measured)])
+    cm.fit_correction(feats, latency, seed=seed, kind=correction)
+    table = pd.DataFrame([{"name": n} | f | {"measured_ms": t} for (n, _, _), f, t in zip(train, feats, latency)])
     return cm, table
 
 
@@ -355,11 +360,21 @@ def _active_power(device: Device, stats: Sequence[LatencyStats]) -> tuple[float,
     return float(np.mean([e / t * 1000.0 for e, t in energies])), f"measured on {device.name}: battery I x V"
 
 
+def _given_or_measured(stats: Sequence[LatencyStats] | None, models: Sequence[tuple[str, nn.Module, tuple]],
+                       device: Device, rounds: int) -> Sequence[LatencyStats]:
+    if stats is None:
+        return measure_models(models, device, rounds)
+    if len(stats) != len(models):
+        raise ValueError(f"got {len(stats)} measurements for {len(models)} models")
+    return stats
+
+
 def validate(cost_model: CostModel, models: Sequence[tuple[str, nn.Module, tuple]], device: Device,
-             rounds: int = 1) -> pd.DataFrame:
-    """Measure ``models`` end to end on ``device`` and set them beside the cost model's predictions (chapter 2)."""
+             rounds: int = 1, stats: Sequence[LatencyStats] | None = None) -> pd.DataFrame:
+    """Measure ``models`` end to end on ``device`` (or take their ``stats``, measured in the same rounds as the
+    cost model's training architectures) and set them beside the cost model's predictions (chapter 2)."""
     rows = []
-    for (name, model, shape), stats in zip(models, measure_models(models, device, rounds)):
+    for (name, model, shape), stats in zip(models, _given_or_measured(stats, models, device, rounds)):
         est = cost_model.predict(model, shape)
         rounds = stats.metadata.get(f"round_{cost_model.statistic}", [])
         repeat = {f"round{i + 1}_ms": v for i, v in enumerate(rounds[:2])} if len(rounds) >= 2 else {}

@@ -111,6 +111,35 @@ def test_build_and_validate_recover_the_fake_truth():
     assert s2["repeat_within10"] == 1.0 and s2["repeat_spearman"] == pytest.approx(1.0)
 
 
+def test_fit_and_validation_measured_in_one_session_cancel_host_drift():
+    from ersam_lib.profiling import measure_models
+
+    class Drifting(FakeDevice):
+        slow = False  # a host 20 % slower in a later measuring session (another tenant, a warmer CPU)
+
+        def measure(self, module, input_shape):
+            s = super().measure(module, input_shape)
+            return LatencyStats.from_samples([s.median * 1.2] * 3) if self.slow else s
+
+    rng = random.Random(3)
+    shape = (1, 40, 100)
+    train = [(f"t{i}", random_conv_net(rng, 40, 11), shape) for i in range(12)]
+    held = [(f"h{i}", random_conv_net(rng, 40, 11), shape) for i in range(6)]
+    dev = Drifting()
+    cm, _ = build_cost_model(dev, train, layer_sources=held)
+    dev.slow = True
+    apart = validate(cm, held, dev)  # held-out measured in the slower session: the drift reads as a -17 % bias
+    assert apart["rel_err"].mean() == pytest.approx(1 / 1.2 - 1, abs=0.03)
+    stats = measure_models(train + held, dev)  # both sets in the same rounds
+    cm1, table = build_cost_model(dev, train, layer_sources=held, measured=stats[:12])
+    assert table["measured_ms"].tolist() == [s.median for s in stats[:12]]
+    together = validate(cm1, held, dev, stats=stats[12:])
+    assert together["measured_ms"].tolist() == [s.median for s in stats[12:]]
+    assert abs(together["rel_err"].mean()) < 0.03
+    with pytest.raises(ValueError, match="6 models"):
+        validate(cm1, held, dev, stats=stats[:5])
+
+
 def test_call_trace_times_each_call():
     t = call_trace(nn.Conv1d(4, 4, 3), (1, 4, 20), n_calls=5)
     assert len(t) == 5 and all(x > 0 for x in t)
