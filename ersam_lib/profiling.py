@@ -374,12 +374,12 @@ def validate(cost_model: CostModel, models: Sequence[tuple[str, nn.Module, tuple
     """Measure ``models`` end to end on ``device`` (or take their ``stats``, measured in the same rounds as the
     cost model's training architectures) and set them beside the cost model's predictions (chapter 2)."""
     rows = []
-    for (name, model, shape), stats in zip(models, _given_or_measured(stats, models, device, rounds)):
+    for (name, model, shape), s in zip(models, _given_or_measured(stats, models, device, rounds)):
         est = cost_model.predict(model, shape)
-        rounds = stats.metadata.get(f"round_{cost_model.statistic}", [])
-        repeat = {f"round{i + 1}_ms": v for i, v in enumerate(rounds[:2])} if len(rounds) >= 2 else {}
-        rows.append({"name": name, "measured_ms": getattr(stats, cost_model.statistic), "measured_var": stats.var,
-                     "measured_energy_mj": device.energy_mj(stats)} | repeat | est.to_dict())
+        per_round = s.metadata.get(f"round_{cost_model.statistic}", [])
+        repeat = {f"round{i + 1}_ms": v for i, v in enumerate(per_round[:2])} if len(per_round) >= 2 else {}
+        rows.append({"name": name, "measured_ms": getattr(s, cost_model.statistic), "measured_var": s.var,
+                     "measured_energy_mj": device.energy_mj(s)} | repeat | est.to_dict())
     df = pd.DataFrame(rows)
     df["rel_err"] = (df["latency_ms"] - df["measured_ms"]) / df["measured_ms"]
     df["lut_rel_err"] = (df["lut_latency_ms"] - df["measured_ms"]) / df["measured_ms"]
