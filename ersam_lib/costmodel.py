@@ -185,7 +185,7 @@ def layer_key_of(module: nn.Module, input_shape: Sequence[int]) -> str | None:
     """The LUT key when ``module`` is a single layer (or an isolated one), else ``None`` (chapter 2)."""
     if isinstance(module, _Isolated):
         return module.key
-    if not list(module.children()) or _is_atomic(module):
+    if _is_leaf(module):
         return layer_key(module, input_shape)
     return None
 

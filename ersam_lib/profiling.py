@@ -37,9 +37,9 @@ from .progress import progress
 from .scales import check_scale
 from .space import build_model
 
-__all__ = ["OperatorGrid", "ProfilingConfig", "operator_cases", "profile_operators",
-           "random_conv_net", "build_cost_model", "measure_models", "validate", "summarize_validation",
-           "save_table", "call_trace", "sample_space_models", "baseline_models", "compare_backends", "fill_lut"]
+__all__ = ["OperatorGrid", "ProfilingConfig", "operator_cases", "profile_operators", "random_conv_net",
+           "build_cost_model", "build_and_validate", "measure_models", "validate", "summarize_validation", "save_table",
+           "call_trace", "sample_space_models", "baseline_models", "compare_backends", "fill_lut"]
 
 
 @dataclass
@@ -348,6 +348,18 @@ def build_cost_model(device: Device, train: Sequence[tuple[str, nn.Module, tuple
     cm.fit_correction(feats, latency, seed=seed, kind=correction)
     table = pd.DataFrame([{"name": n} | f | {"measured_ms": t} for (n, _, _), f, t in zip(train, feats, latency)])
     return cm, table
+
+
+def build_and_validate(device: Device, train: Sequence[tuple[str, nn.Module, tuple]],
+                       heldout: Sequence[tuple[str, nn.Module, tuple]], rounds: int = 1,
+                       **build: Any) -> tuple[CostModel, pd.DataFrame, pd.DataFrame]:
+    """:func:`build_cost_model` on ``train`` and :func:`validate` on ``heldout``, both sets timed end to end in the
+    same interleaved rounds (chapter 2), so a host that drifts between two measuring sessions cannot pass for a
+    prediction error. ``build`` goes to :func:`build_cost_model`. Returns the model, its training table and the
+    validation table."""
+    stats = measure_models([*train, *heldout], device, rounds)
+    cm, table = build_cost_model(device, train, measured=stats[:len(train)], **build)
+    return cm, table, validate(cm, heldout, device, stats=stats[len(train):])
 
 
 def _active_power(device: Device, stats: Sequence[LatencyStats]) -> tuple[float, str]:

@@ -112,7 +112,7 @@ def test_build_and_validate_recover_the_fake_truth():
 
 
 def test_fit_and_validation_measured_in_one_session_cancel_host_drift():
-    from ersam_lib.profiling import measure_models
+    from ersam_lib.profiling import build_and_validate, measure_models
 
     class Drifting(FakeDevice):
         slow = False  # a host 20 % slower in a later measuring session (another tenant, a warmer CPU)
@@ -130,12 +130,13 @@ def test_fit_and_validation_measured_in_one_session_cancel_host_drift():
     dev.slow = True
     apart = validate(cm, held, dev)  # held-out measured in the slower session: the drift reads as a -17 % bias
     assert apart["rel_err"].mean() == pytest.approx(1 / 1.2 - 1, abs=0.03)
-    stats = measure_models(train + held, dev)  # both sets in the same rounds
-    cm1, table = build_cost_model(dev, train, layer_sources=held, measured=stats[:12])
-    assert table["measured_ms"].tolist() == [s.median for s in stats[:12]]
-    together = validate(cm1, held, dev, stats=stats[12:])
-    assert together["measured_ms"].tolist() == [s.median for s in stats[12:]]
+    cm1, table, together = build_and_validate(dev, train, held, layer_sources=held)  # both sets in the same rounds
+    assert len(table) == 12 and together["name"].tolist() == [n for n, _, _ in held]
     assert abs(together["rel_err"].mean()) < 0.03
+    stats = measure_models(train + held, dev)  # what build_and_validate does: the stats given are the ones used
+    _, given = build_cost_model(dev, train, layer_sources=held, measured=stats[:12])
+    assert given["measured_ms"].tolist() == [s.median for s in stats[:12]]
+    assert validate(cm1, held, dev, stats=stats[12:])["measured_ms"].tolist() == [s.median for s in stats[12:]]
     with pytest.raises(ValueError, match="6 models"):
         validate(cm1, held, dev, stats=stats[:5])
 
