@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ersam_lib.io import (ArtifactError, atomic_path, atomic_write_json, atomic_write_text, load_array, read_json,
-                          sha256_file, to_plain)
+from ersam_lib.io import (ArtifactError, allocate, atomic_path, atomic_write_json, atomic_write_text, load_array,
+                          read_json, sha256_file, to_plain)
 from ersam_lib.progress import progress
 from ersam_lib.rundir import damaged, feature_dir, read_run_json, run_file
 
@@ -208,6 +208,7 @@ def _finalize(folder: Path, manifest: pd.DataFrame, shard_paths: list[Path], pro
         idx = np.flatnonzero(split_of == split)
         with atomic_path(folder / f"{split}.npy") as tmp:
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(len(idx), *shape))
+            allocate(tmp)  # a full disk: an error naming the file, not a SIGBUS at the first write
             for j0 in range(0, len(idx), 1024):
                 rows = idx[j0:j0 + 1024]
                 shard = np.searchsorted(offsets, rows, side="right") - 1

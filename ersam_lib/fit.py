@@ -261,8 +261,13 @@ def fit_baseline(name: str, data: FeatureData, cfg: FitConfig, folder: str | os.
     torch.manual_seed(cfg.seed)
     model = build_baseline(name, data.n_features, data.n_classes)
     if report_path.exists() and weights_path.exists() and read_json(report_path).get("key") == key:
-        model.load_state_dict(torch_load(weights_path))
-        return model.eval(), read_json(report_path)
+        try:
+            model.load_state_dict(torch_load(weights_path))
+            return model.eval(), read_json(report_path)
+        except ArtifactError as e:  # a damaged cache is a miss: train again
+            print(f"[fit] {e}; training {name} again", flush=True)
+            torch.manual_seed(cfg.seed)
+            model = build_baseline(name, data.n_features, data.n_classes)
     fit = train_classifier(model, subset(data.train, cfg.max_train_samples, cfg.seed), data.val, cfg, device)
     report = {"key": key, "name": name, "params": count_params(model), "val_acc": fit.best_val_acc,
               "train_s": fit.wall_s, "history": fit.history} | _test_report(model.cpu(), data)

@@ -32,8 +32,8 @@ from .countnet import INPUT_SHAPE, load_published, predict_counts
 from .data import WaveformDataset
 from .devices import HostCPU
 from .export import TimingConfig
-from .io import atomic_torch_save, atomic_write_json, read_json, torch_load
-from .rundir import feature_dir, stage_dir
+from .io import ArtifactError, atomic_torch_save, atomic_write_json, read_json, torch_load
+from .rundir import damaged, feature_dir, stage_dir
 from .scales import check_scale
 from .space import Arch, build_model
 
@@ -257,5 +257,11 @@ def load_chosen(run_dir: str | os.PathLike, name: str) -> tuple[nn.Module, dict[
         model = build_model(Arch.from_dict(arch["arch"]), n_features, n_classes, int(arch["attn_dim"]))
     else:
         model = build_baseline(arch["baseline"], n_features, n_classes)
-    model.load_state_dict(torch_load(folder / f"{name}.pt"))
+    weights = folder / f"{name}.pt"
+    try:
+        model.load_state_dict(torch_load(weights))
+    except (ArtifactError, FileNotFoundError) as e:
+        raise damaged(weights, run_dir, "05", str(e)) from None
+    except RuntimeError as e:  # weights of another shape than the card describes
+        raise damaged(weights, run_dir, "05", f"does not fit its card ({str(e).splitlines()[0][:200]})") from None
     return model.eval(), card

@@ -8,27 +8,34 @@ Used by every chapter that writes into ``RUN_DIR`` (introduced in the foundation
   :func:`update_json` is the read-modify-write of a JSON record under that lock;
 - reads never run code from a data file (no pickle: :func:`load_array` refuses object arrays, :func:`torch_load`
   loads tensors and plain values only), and a damaged file raises :class:`ArtifactError` whose one-line message
-  names it.
+  names it;
+- every weight file records its SHA-256 beside it (``<file>.sha256``, the format of ``sha256sum``, written by
+  :func:`atomic_torch_save` and :func:`write_digest`) and :func:`torch_load` checks it before reading: damaged
+  weights often still load (a flipped bit in a float is a valid float), so the digest, not the reader, finds them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import functools
 import hashlib
 import json
 import os
+import math
 import pickle
+import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "ArtifactError", "atomic_path", "atomic_torch_save", "atomic_write_bytes", "atomic_write_json",
-    "atomic_write_text", "file_lock", "load_array", "read_json", "sha256_file", "to_plain", "torch_load",
-    "update_json",
+    "ArtifactError", "allocate", "atomic_path", "atomic_torch_save", "atomic_write_bytes", "atomic_write_json",
+    "atomic_write_text", "check_digest", "digest_path", "file_lock", "load_array", "read_json", "sha256_file",
+    "to_plain", "torch_load", "update_json", "write_digest",
 ]
 
 
@@ -48,14 +55,47 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix or path.suffix or ".tmp")
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; the file gets the mode open() would give it
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+    except OSError as e:
+        tmp_path.unlink(missing_ok=True)
+        raise _write_error(path, e) from None
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it; set it back at once
+    os.umask(mask)
+    return mask
+
+
+def _write_error(path: Path, e: OSError) -> OSError:
+    """``e`` as an error whose one line names ``path`` and says when the disk is full (numpy and others write
+    "N requested and M written" with no errno when the device fills up)."""
+    full = e.errno == errno.ENOSPC or "requested and" in str(e)
+    with contextlib.suppress(OSError):
+        full = full or shutil.disk_usage(path.parent).free == 0
+    if full:
+        return OSError(errno.ENOSPC, f"no space left on the device writing {path}: free some space and run it "
+                                     f"again ({str(e).splitlines()[0] if str(e) else type(e).__name__})")
+    if str(path) in str(e):
+        return e
+    return type(e)(e.errno, f"cannot write {path}: {e.strerror or e}") if e.errno else \
+        OSError(f"cannot write {path}: {e}")
+
+
+def allocate(path: str | os.PathLike) -> None:
+    """Reserve the disk blocks of a sparse file (a fresh ``np.lib.format.open_memmap``) now: a full disk is then an
+    ``ENOSPC`` error here, rather than a SIGBUS that kills the process at its first write into a page with no block
+    behind it."""
+    with open(path, "r+b") as f:
+        os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -74,8 +114,12 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Write ``obj`` as indented, key-sorted JSON atomically (stable bytes for stable hashes)."""
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+    """Write ``obj`` as indented, key-sorted JSON atomically (stable bytes for stable hashes).
+
+    Not-a-number and infinite floats are written as ``null``: JSON has no such values, and other tools refuse the
+    ``NaN`` that Python's encoder writes by default."""
+    return atomic_write_text(path, json.dumps(_finite(obj), indent=2, sort_keys=True, default=_json_default,
+                                              allow_nan=False) + "\n")
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -104,17 +148,27 @@ def update_json(path: str | os.PathLike, update: Callable[[Any], Any], default: 
 
 
 @contextlib.contextmanager
-def file_lock(path: str | os.PathLike) -> Iterator[Path]:
-    """Hold an exclusive lock on the file ``path`` (created if needed); wait while another process holds it.
+def file_lock(path: str | os.PathLike, waiting: str | None = None) -> Iterator[Path]:
+    """Hold an exclusive lock on the file ``path`` (created if needed) or on the folder ``path`` (an existing one:
+    no lock file is left in it); wait while another process holds it, after printing ``waiting`` (when given) to
+    standard error.
 
     An advisory ``flock``: it protects writers that all take it, and the kernel releases it when the holder dies,
     so a killed process never leaves a stale lock behind.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    if path.is_dir() and not path.is_symlink():
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    else:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)  # never through a planted link
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if waiting:
+                print(waiting, file=sys.stderr, flush=True)
+            fcntl.flock(fd, fcntl.LOCK_EX)
         yield path
     finally:
         os.close(fd)  # closing the descriptor releases the lock
@@ -153,24 +207,63 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save`` atomically (checkpoints survive a kill during the write).
 
     Save only tensors and plain Python values (dicts, lists, numbers, strings): :func:`torch_load` refuses the rest.
+    The file's SHA-256 goes to ``<path>.sha256`` after it (:func:`write_digest`), what :func:`torch_load` checks.
     """
     import torch
 
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
+    write_digest(path)
     return Path(path)
 
 
-def torch_load(path: str | os.PathLike) -> Any:
+def digest_path(path: str | os.PathLike) -> Path:
+    """``<path>.sha256``: the digest record beside a weight or program file."""
+    path = Path(path)
+    return path.with_name(path.name + ".sha256")
+
+
+def write_digest(path: str | os.PathLike) -> str:
+    """Record the SHA-256 of ``path`` beside it, as ``sha256sum`` writes it (``sha256sum -c`` checks it); return it.
+
+    Written after the file: a crash between the two leaves a record that does not match, read as damage (rebuilt),
+    never as a good file."""
+    path = Path(path)
+    digest = sha256_file(path)
+    atomic_write_text(digest_path(path), f"{digest}  {path.name}\n")
+    return digest
+
+
+def check_digest(path: str | os.PathLike) -> str:
+    """The SHA-256 of ``path`` when it equals the one recorded beside it; :class:`ArtifactError` naming the file when
+    the record is missing, unreadable or different (the file was damaged or replaced since it was written)."""
+    path = Path(path)
+    record = digest_path(path)
+    try:
+        recorded = record.read_text(encoding="utf-8").split()[0]
+    except (OSError, UnicodeDecodeError, IndexError):
+        raise ArtifactError(f"{path} has no readable digest record {record.name} beside it, so it cannot be "
+                            f"checked") from None
+    actual = sha256_file(path)
+    if actual != recorded:
+        raise ArtifactError(f"{path} does not match the SHA-256 recorded in {record.name} (damaged or replaced "
+                            f"since it was written)")
+    return actual
+
+
+def torch_load(path: str | os.PathLike, verify: bool = True) -> Any:
     """``torch.load(weights_only=True)`` onto the CPU: tensors and plain values only, never code from the file.
 
-    A damaged file, or one holding other objects (a pickle that could run code), raises :class:`ArtifactError`.
+    With ``verify`` (the default) the file must match the digest recorded beside it (:func:`check_digest`). A
+    damaged file, or one holding other objects (a pickle that could run code), raises :class:`ArtifactError`.
     """
     import torch
 
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")
+    if verify:
+        check_digest(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -186,10 +279,21 @@ def to_plain(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=_json_default))
 
 
+def _finite(obj: Any) -> Any:
+    """``obj`` with non-finite floats (NaN, infinities) replaced by ``None`` in dicts, lists and tuples."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def _json_default(o: Any) -> Any:
     # numpy scalars/arrays and paths appear in metrics; make them JSON without surprising the reader.
     if hasattr(o, "tolist"):
-        return o.tolist()
+        return _finite(o.tolist())
     if isinstance(o, os.PathLike):
         return os.fspath(o)
     if hasattr(o, "__dataclass_fields__"):

@@ -57,16 +57,21 @@ def pick_device(device: str | None = "auto") -> "torch.device":
     """The device training runs on: ``"auto"`` (or ``None``) takes the GPU when there is one, else the CPU.
 
     Under ``torchrun`` on GPUs each process takes ``cuda:$LOCAL_RANK``. Asking for ``"cuda"`` on a machine without
-    one is an error rather than a silent fallback. Used by chapters 3-4 (teacher and supernet training).
+    one is an error rather than a silent fallback: a ``ValueError`` (bad input, one line on the command line), as is a
+    name torch does not know. Used by chapters 3-4 (teacher and supernet training).
     """
     import torch
 
     if device in (None, "auto"):
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise ValueError(f"unknown device {device!r} ({str(e).splitlines()[0]}); use 'auto', 'cpu', 'cuda' or "
+                         f"'cuda:N'") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError(f"device {device!r} requested but torch sees no CUDA GPU; use 'cpu' or 'auto'")
+            raise ValueError(f"device {device!r} requested but torch sees no CUDA GPU; use 'cpu' or 'auto'")
         if dev.index is None:
             dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return dev

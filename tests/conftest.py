@@ -57,3 +57,19 @@ def chapter_metrics(summary: dict, prefix: str) -> dict:
             assert entry["status"] == "ok", f"{name} failed: {entry.get('error')}"
             return entry["metrics"]
     raise AssertionError(f"no chapter {prefix} in the smoke run")
+
+
+@pytest.fixture()
+def small_disk(tmp_path: Path):
+    """A 256-kB tmpfs mounted for the test (a full disk, for real); skipped where mounting is not allowed."""
+    import subprocess
+
+    folder = tmp_path / "small_disk"
+    folder.mkdir()
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)], capture_output=True)
+    if mount.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mount.stderr.decode().strip()[:200]}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)

@@ -219,3 +219,24 @@ def test_a_waveform_teacher_distils_into_the_supernet_end_to_end(tiny_run, tmp_p
     with pytest.raises(ValueError, match="not the same mixture"):
         PairedDataset(data.train, list(zip([torch.zeros(3)] * len(data.train),
                                             [1 - data.train[i][1] for i in range(len(data.train))])))[0]
+
+
+def test_a_damaged_variant_checkpoint_is_trained_again_not_resumed(tiny_run, tmp_path, capsys):
+    """Issue 30, item 3: flipped bits in a finished variant's checkpoint still load; its digest makes chapter 4
+    train the variant again (the same result as the first time) instead of resuming from it."""
+    import shutil
+
+    from ersam_lib.ablation import train_variant
+
+    from .hostile import flip_exponents
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    cfg = TrainConfig.for_scale("smoke", epochs=2, distill=DistillConfig(mode="none"))
+    first = train_variant(run_dir, "smoke", cfg, name="v", device="cpu")
+    assert train_variant(run_dir, "smoke", cfg, name="v", device="cpu")["resumed_from_epoch"] == 2  # the control
+    flip_exponents(run_dir / "supernet" / "runs" / "v" / "checkpoint.pt")
+    capsys.readouterr()
+    again = train_variant(run_dir, "smoke", cfg, name="v", device="cpu")
+    assert again["resumed_from_epoch"] == 0 and "does not match the SHA-256" in capsys.readouterr().out
+    assert again["acc_largest"] == first["acc_largest"] and again["final_loss_largest"] == first["final_loss_largest"]

@@ -126,3 +126,78 @@ def test_check_run_dir_refuses_a_file_or_an_unwritable_folder(tmp_path: Path) ->
             pytest.skip("running as root without /sys")
     with pytest.raises(PermissionError, match="cannot"):
         check_run_dir(readonly / "run")
+
+
+# --------------------------------------------------------------------------------------------- issue 30
+def test_weights_are_checked_against_the_digest_recorded_beside_them(tmp_path: Path) -> None:
+    """Item 3: a weight file changed after it was written is refused by its digest (a flipped bit in a float still
+    loads); a missing record is refused too; the record is sha256sum's format."""
+    import hashlib
+    import subprocess
+
+    import torch
+
+    from ersam_lib.io import ArtifactError, atomic_torch_save, digest_path, torch_load
+
+    from .hostile import flip_exponents
+
+    path = tmp_path / "w.pt"
+    atomic_torch_save({"w": torch.arange(64, dtype=torch.float32)}, path)
+    assert digest_path(path).read_text() == f"{hashlib.sha256(path.read_bytes()).hexdigest()}  w.pt\n"
+    assert subprocess.run(["sha256sum", "-c", digest_path(path).name], cwd=tmp_path, capture_output=True).returncode == 0
+    flip_exponents(path)
+    assert not torch.equal(torch.load(path, weights_only=True)["w"], torch.arange(64, dtype=torch.float32))
+    with pytest.raises(ArtifactError, match=r"w\.pt does not match the SHA-256 recorded in w\.pt\.sha256"):
+        torch_load(path)
+    digest_path(path).unlink()
+    with pytest.raises(ArtifactError, match="no readable digest record"):
+        torch_load(path)
+
+
+def test_written_files_have_the_ordinary_mode_and_json_holds_no_nan(tmp_path: Path) -> None:
+    """Item 12: files are created with the mode open() gives (mkstemp's 0600 is not kept), and JSON records write
+    null where Python would write NaN or Infinity (invalid JSON for other tools)."""
+    import json
+    import os
+    import stat
+
+    import numpy as np
+
+    mask = os.umask(0o022)
+    try:
+        atomic_write_json(tmp_path / "m.json", {"a": float("nan"), "b": [np.float32("inf"), 1.5],
+                                                 "c": np.array([np.nan, 2.0])})
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "m.json").stat().st_mode) == 0o644
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"not JSON: {constant}")
+
+    assert json.loads((tmp_path / "m.json").read_text(), parse_constant=refuse) == {
+        "a": None, "b": [None, 1.5], "c": [None, 2.0]}
+
+
+def test_a_full_disk_is_named_with_the_file(tmp_path: Path, monkeypatch) -> None:
+    """Item 11: numpy's "N requested and M written" (no errno) becomes one line naming the file and the full disk;
+    the temporary file is gone."""
+    import numpy as np
+
+    def short_write(file, arr, **kwargs):
+        raise OSError("1032192 requested and 720832 written")
+
+    monkeypatch.setattr(np, "save", short_write)
+    with pytest.raises(OSError, match=r"no space left on the device writing .*x\.npy") as err:
+        with atomic_path(tmp_path / "x.npy") as tmp:
+            np.save(tmp, np.zeros(10))
+    assert "\n" not in str(err.value) and list(tmp_path.iterdir()) == []
+
+
+def test_a_real_full_disk(small_disk: Path) -> None:
+    """Item 11 on a real 256-kB file system: an array too large for it."""
+    import numpy as np
+
+    with pytest.raises(OSError, match=r"no space left on the device writing .*big\.npy"):
+        with atomic_path(small_disk / "big.npy") as tmp:
+            np.save(tmp, np.zeros(100_000))
+    assert list(small_disk.iterdir()) == []

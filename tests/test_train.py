@@ -172,13 +172,13 @@ def test_pick_device_auto_explicit_and_errors(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert pick_device("auto") == torch.device("cpu") and pick_device(None) == torch.device("cpu")
     assert pick_device("cpu") == torch.device("cpu")
-    with pytest.raises(RuntimeError, match="no CUDA GPU"):
+    with pytest.raises(ValueError, match="no CUDA GPU"):  # bad input: one line on the command line (issue 30)
         pick_device("cuda")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setenv("LOCAL_RANK", "1")  # under torchrun each process takes its own GPU
     assert pick_device("auto") == torch.device("cuda", 1)
     assert pick_device("cuda:0") == torch.device("cuda", 0)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(ValueError, match="unknown device"):
         pick_device("tpu")
 
 
@@ -235,7 +235,7 @@ def test_a_checkpoint_with_code_or_from_other_inputs_is_not_resumed(tmp_path, ca
 def test_load_supernet_refuses_code_damage_and_other_data(tmp_path):
     import json
 
-    from ersam_lib.io import ArtifactError, atomic_torch_save
+    from ersam_lib.io import ArtifactError, atomic_torch_save, write_digest
 
     net, space = make_supernet()
     path = tmp_path / "run" / "supernet" / "supernet.pt"
@@ -245,6 +245,9 @@ def test_load_supernet_refuses_code_damage_and_other_data(tmp_path):
         load_supernet(tmp_path / "run")
     assert not marker.exists()
     path.write_bytes(b"PK\x03\x04 cut short")
+    with pytest.raises(ArtifactError, match=r"supernet\.pt does not match the SHA-256 .*--only 04$"):
+        load_supernet(tmp_path / "run")  # the digest recorded beside it finds the damage first
+    write_digest(path)  # a record that matches: the reader itself finds it unreadable
     with pytest.raises(ArtifactError, match=r"supernet\.pt is not a readable checkpoint"):
         load_supernet(tmp_path / "run")
     meta = tmp_path / "run" / "data" / "features" / "logmel" / "meta.json"
@@ -263,3 +266,15 @@ def test_a_derived_seed_depends_on_every_key_and_on_nothing_else() -> None:
     seed = derived_seed(0, 3, 17, 2)
     assert seed == derived_seed(0, 3, 17, 2) and 0 <= seed < 2**32
     assert len({seed, derived_seed(1, 3, 17, 2), derived_seed(0, 3, 17, 3), derived_seed(0, 3, 2, 17)}) == 4
+
+
+def test_train_cli_asking_for_a_gpu_it_lacks_is_one_line(tmp_path, monkeypatch, capsys):
+    """Issue 30, item 8: ``train --device cuda`` without a GPU (or an unknown device) is bad input: exit 2, one
+    line, before any data is read."""
+    from ersam_lib import cli
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for device, words in (("cuda", "no CUDA GPU"), ("tpu", "unknown device")):
+        assert cli.main(["train", "--run-dir", str(tmp_path), "--device", device]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and words in err and "Traceback" not in err, err
