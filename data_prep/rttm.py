@@ -20,6 +20,9 @@ FRAME_S = 0.01
 COLUMNS = ["file_id", "channel", "onset", "duration", "speaker"]
 
 
+MAX_END_S = 365 * 24 * 3600.0  # no recording is longer than a year: a turn past it is a unit or typing mistake
+
+
 class RttmError(ValueError):
     """A malformed RTTM line (the message names the file and line)."""
 
@@ -39,6 +42,9 @@ def parse_rttm(text: str, name: str = "<rttm>") -> pd.DataFrame:
             raise RttmError(f"{name}:{n}: onset/duration must be numbers: {line!r}") from e
         if not (math.isfinite(onset) and math.isfinite(dur)) or onset < 0 or dur < 0:
             raise RttmError(f"{name}:{n}: onset and duration must be finite and non-negative: {line!r}")
+        if onset + dur > MAX_END_S:
+            raise RttmError(f"{name}:{n}: the turn ends at {onset + dur:.4g} s, past {MAX_END_S:.0f} s (a year); "
+                            f"onset and duration are in seconds: {line!r}")
         rows.append((parts[1], parts[2], onset, dur, parts[7]))
     return pd.DataFrame(rows, columns=COLUMNS)
 

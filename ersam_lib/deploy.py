@@ -37,7 +37,7 @@ from .export import (TimingConfig, export_executorch, export_onnx, quiet_executo
 from .frontend import LogMelFrontEnd
 from .frontier import load_chosen
 from .io import atomic_write_bytes, read_json
-from .meter import SAMPLE_RATE, WINDOW_S, card_path, write_card
+from .meter import SAMPLE_RATE, WINDOW_S, card_path, claim_card, write_card
 from .rundir import stage_dir
 from .scales import check_scale
 
@@ -152,20 +152,26 @@ def export_program(module: nn.Module, path: str | os.PathLike, classes: list[str
                    timing: TimingConfig | None = None, window_s: float = WINDOW_S,
                    sample_rate: int = SAMPLE_RATE) -> Path:
     """Export ``module`` (one ``(1, samples)`` window -> logits) to ``path`` (``.pte``: ExecuTorch with the
-    XNNPACK delegate; ``.onnx``: ONNX Runtime) and write its card beside it: ``card`` plus the input, the output
-    and, when ``timing`` is given, the costs :func:`measure_program` measured (``costs``). Returns the path."""
+    XNNPACK delegate; ``.onnx``: ONNX Runtime) and write its card beside it: ``card`` plus the input, the output,
+    whether the program normalises the level itself (an :class:`AudioCounter` with its front end's normalisation),
+    the program's SHA-256 and, when ``timing`` is given, the costs :func:`measure_program` measured (``costs``).
+    Returns the path."""
     path = Path(path)
     x = torch.zeros(1, round(window_s * sample_rate))
-    spec = {"batch": 1, "input": {"kind": "audio", "shape": list(x.shape), "dtype": "float32"}, "output": "logits"}
+    normalizes = isinstance(module, AudioCounter) and module.frontend.normalize
+    spec = {"batch": 1, "input": {"kind": "audio", "shape": list(x.shape), "dtype": "float32"}, "output": "logits",
+            "normalizes": normalizes}
     if path.suffix not in RUNTIMES.values():
         raise ValueError(f"a deployed program is a .pte or .onnx file, got {path}")
-    write_card(path, classes, sample_rate, window_s, **card, **spec)  # first: refuses a card of another program
+    claim_card(path)  # first: refuses a card of another program
+    card_path(path).unlink(missing_ok=True)  # no card of an earlier program beside the new one
     try:
         with torch.no_grad(), quiet_executorch():
             if path.suffix == ".pte":
                 atomic_write_bytes(path, export_executorch(module, x))
             else:
                 export_onnx(module, x, path, dynamo=True)  # the exporter that translates int8 too
+        write_card(path, classes, sample_rate, window_s, **card, **spec)  # measure_program reads its input shape
     except Exception:
         card_path(path).unlink(missing_ok=True)  # no card without its program
         path.unlink(missing_ok=True)

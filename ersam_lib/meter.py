@@ -21,7 +21,10 @@ module that maps ``(B, samples)`` waveforms to logits. :func:`save_counter` / :f
 module as a ``torch.export`` program (``.pt2``) with a JSON card beside it that marks it as an ERSAM counter;
 :func:`load_counter` also runs the programs chapter 6 deploys (:mod:`ersam_lib.deploy`): an ExecuTorch ``.pte``
 (:class:`ExecuTorchWindowCounter`) or an ONNX file (:class:`OnnxWindowCounter`), each with its card
-(:func:`write_card`).
+(:func:`write_card`). A card names its program and records its SHA-256 (:func:`read_card` checks both before any
+runtime reads the file), and a ``.pt2`` is read only when none of its pickles holds more than tensors (a model file
+never runs code). Chapter 6's programs bring each window to the training level themselves (``normalizes`` in the
+card); the meter then refuses ``normalize=False`` rather than pretend to honour it.
 Bad input raises :class:`MeterError` with a one-line message that names the file.
 """
 
@@ -50,14 +53,14 @@ from scipy.signal import resample_poly
 from data_prep.labels import DEFAULT_THRESHOLDS, LEVELS, level_of
 from data_prep.normalize import peak_normalize
 
-from .io import atomic_path, atomic_write_json
+from .io import atomic_path, atomic_write_json, sha256_file
 
 __all__ = [
     "AudioInfo", "BUNDLE_KIND", "DEFAULT_THRESHOLDS", "ExecuTorchWindowCounter", "LEVEL_NAMES", "MeterConfig",
     "MeterError", "OnnxWindowCounter", "PROGRAM_FORMATS", "TorchWindowCounter", "WindowCounter", "audio_blocks",
-    "card_path", "check_thresholds", "class_kind", "count", "format_windows", "iter_windows", "level_index",
-    "levels_of", "load_counter", "output_format", "plot_timeline", "save_counter", "summary_line", "to_json",
-    "write_card", "write_windows",
+    "card_path", "check_thresholds", "claim_card", "class_kind", "count", "format_windows", "iter_windows",
+    "level_index", "levels_of", "load_counter", "output_format", "plot_format", "plot_timeline", "read_card",
+    "save_counter", "summary_line", "to_json", "write_card", "write_windows",
 ]
 
 SAMPLE_RATE = 16_000
@@ -83,7 +86,8 @@ def _first_line(e: BaseException) -> str:
 @runtime_checkable
 class WindowCounter(Protocol):
     """What the meter needs from a model: class names (``"0".."K"`` or the four level names), the rate and window
-    length it expects, and ``predict_proba(windows (N, samples) float32) -> (N, len(classes))``."""
+    length it expects, and ``predict_proba(windows (N, samples) float32) -> (N, len(classes))``. A counter with a
+    true ``normalizes`` attribute brings each window to the training level itself (chapter 6's programs)."""
 
     classes: list[str]
     sample_rate: int
@@ -101,9 +105,11 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 class _ProgramCounter:
     """What the deployed programs share: class names, rate, window, and a batch-by-batch loop over a runner."""
 
-    def __init__(self, classes: Sequence[str], sample_rate: int, window_s: float, batch_size: int) -> None:
+    def __init__(self, classes: Sequence[str], sample_rate: int, window_s: float, batch_size: int,
+                 normalizes: bool = False, name: str = "the program") -> None:
         self.classes = [str(c) for c in classes]
         self.sample_rate, self.window_s, self.batch_size = int(sample_rate), float(window_s), int(batch_size)
+        self.normalizes, self.name = bool(normalizes), str(name)
         class_kind(self.classes)
 
     @property
@@ -117,7 +123,11 @@ class _ProgramCounter:
         x = np.ascontiguousarray(windows, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != self.n_samples:
             raise MeterError(f"expected windows (N, {self.n_samples}), got shape {x.shape}")
-        out = [_softmax(self._logits(x[i:i + self.batch_size])) for i in range(0, len(x), self.batch_size)]
+        try:
+            out = [_softmax(self._logits(x[i:i + self.batch_size])) for i in range(0, len(x), self.batch_size)]
+        except Exception as e:  # noqa: BLE001 - a program that does not take what its card promises
+            raise MeterError(f"{self.name} failed on a batch of ({min(len(x), self.batch_size)}, {self.n_samples}) "
+                             f"windows, the input its card describes: {_first_line(e)[:200]}") from None
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)))
 
 
@@ -126,10 +136,11 @@ class ExecuTorchWindowCounter(_ProgramCounter):
     ``(batch_size, samples)`` waveforms to logits; XNNPACK runs on ``threads`` threads (default 1)."""
 
     def __init__(self, program: str | os.PathLike | bytes, classes: Sequence[str], sample_rate: int = SAMPLE_RATE,
-                 window_s: float = WINDOW_S, batch_size: int = 1, threads: int = 1) -> None:
+                 window_s: float = WINDOW_S, batch_size: int = 1, threads: int = 1, normalizes: bool = False) -> None:
         from .export import load_executorch
 
-        super().__init__(classes, sample_rate, window_s, batch_size)
+        name = "the program" if isinstance(program, bytes) else f"model file {program}"
+        super().__init__(classes, sample_rate, window_s, batch_size, normalizes, name)
         self._program, self._method = load_executorch(program, threads)
 
     def _logits(self, batch: np.ndarray) -> np.ndarray:
@@ -145,14 +156,20 @@ class OnnxWindowCounter(_ProgramCounter):
     """A :class:`WindowCounter` over an ONNX program (ONNX Runtime, ``threads`` intra-op threads; chapter 6)."""
 
     def __init__(self, path: str | os.PathLike, classes: Sequence[str], sample_rate: int = SAMPLE_RATE,
-                 window_s: float = WINDOW_S, batch_size: int = 1, threads: int = 1) -> None:
+                 window_s: float = WINDOW_S, batch_size: int = 1, threads: int = 1, normalizes: bool = False) -> None:
         import onnxruntime as ort
 
-        super().__init__(classes, sample_rate, window_s, batch_size)
+        super().__init__(classes, sample_rate, window_s, batch_size, normalizes, f"model file {path}")
         opts = ort.SessionOptions()
         opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
         self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        self._input = self._session.get_inputs()[0].name
+        inputs = self._session.get_inputs()
+        want = [self.batch_size, self.n_samples]
+        shape = inputs[0].shape if len(inputs) == 1 else None
+        if shape is None or len(shape) != 2 or any(isinstance(d, int) and d != w for d, w in zip(shape, want)):
+            raise MeterError(f"model file {path} takes {[(i.name, i.shape) for i in inputs]}, not the one "
+                             f"({self.batch_size}, {self.n_samples}) waveform batch its card describes")
+        self._input = inputs[0].name
 
     def _logits(self, batch: np.ndarray) -> np.ndarray:
         n = len(batch)
@@ -165,8 +182,9 @@ class TorchWindowCounter:
     """A :class:`WindowCounter` over any torch module that maps ``(B, samples)`` waveforms to logits (chapter 6)."""
 
     def __init__(self, model: Any, classes: Sequence[str], sample_rate: int = SAMPLE_RATE,
-                 window_s: float = WINDOW_S, batch_size: int = 32) -> None:
+                 window_s: float = WINDOW_S, batch_size: int = 32, normalizes: bool = False) -> None:
         self.model = model
+        self.normalizes = bool(normalizes)
         self.classes = [str(c) for c in classes]
         self.sample_rate = int(sample_rate)
         self.window_s = float(window_s)
@@ -222,71 +240,124 @@ def save_counter(model: Any, classes: Sequence[str], path: str | os.PathLike, sa
     example = torch.zeros(2, int(round(window_s * sample_rate)))
     batch = torch.export.Dim("batch", min=1, max=4096)
     program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+    claim_card(path)
     with atomic_path(path) as tmp:
         torch.export.save(program, tmp)
     write_card(path, classes, sample_rate, window_s, **card)
     return path
 
 
-def write_card(path: str | os.PathLike, classes: Sequence[str], sample_rate: int = SAMPLE_RATE,
-               window_s: float = WINDOW_S, **card: Any) -> Path:
-    """Write the JSON card of the counter program at ``path`` (``.pt2``, ``.pte`` or ``.onnx``) atomically: what
-    marks it as ours, its format, classes, rate and window, then the extra ``card`` entries (chapter 6 adds the
-    architecture, metrics, costs, feature config and manifest hash)."""
-    import torch
-
+def claim_card(path: str | os.PathLike) -> Path:
+    """The card path of the program ``path``, after checking that the card there (if any) is not another program's
+    (two programs must not share one card); call it before writing the program."""
     path = Path(path)
-    if path.suffix not in PROGRAM_FORMATS:
-        raise MeterError(f"a counter program is a {'/'.join(PROGRAM_FORMATS)} file, got {path}")
-    class_kind(classes)
     other = None
     with contextlib.suppress(OSError, ValueError, AttributeError):  # no card yet, or not one of ours: overwrite
         other = json.loads(card_path(path).read_text(encoding="utf-8")).get("program")
     if other not in (None, path.name):
         raise MeterError(f"{card_path(path)} is the card of {other}: give {path.name} a name of its own")
-    return atomic_write_json(card_path(path), card | {
+    return card_path(path)
+
+
+def write_card(path: str | os.PathLike, classes: Sequence[str], sample_rate: int = SAMPLE_RATE,
+               window_s: float = WINDOW_S, **card: Any) -> Path:
+    """Write the JSON card of the counter program at ``path`` (``.pt2``, ``.pte`` or ``.onnx``, written already)
+    atomically: what marks it as ours, its format, classes, rate and window, the program's SHA-256 (what
+    :func:`load_counter` checks), then the extra ``card`` entries (chapter 6 adds the architecture, metrics, costs,
+    feature config and manifest hash). ``normalizes``: whether the program brings each window to the training
+    level itself (chapter 6's programs do; then the meter leaves that to it)."""
+    import torch
+
+    path = Path(path)
+    if path.suffix not in PROGRAM_FORMATS:
+        raise MeterError(f"a counter program is a {'/'.join(PROGRAM_FORMATS)} file, got {path}")
+    if not path.is_file():
+        raise MeterError(f"write the program {path} before its card")
+    class_kind(classes)
+    return atomic_write_json(claim_card(path), card | {
         "kind": BUNDLE_KIND, "version": BUNDLE_VERSION, "format": PROGRAM_FORMATS[path.suffix],
-        "program": path.name, "classes": [str(c) for c in classes], "sample_rate": int(sample_rate),
-        "window_s": float(window_s), "torch": torch.__version__})
+        "program": path.name, "sha256": sha256_file(path), "classes": [str(c) for c in classes],
+        "sample_rate": int(sample_rate), "window_s": float(window_s), "torch": torch.__version__})
 
 
 def load_counter(path: str | os.PathLike, threads: int = 1) -> WindowCounter:
     """The counter program at ``path`` with its card (:func:`save_counter`'s ``.pt2``, chapter 6's ExecuTorch
-    ``.pte`` and ONNX programs, run on ``threads`` threads); :class:`MeterError` for anything else."""
+    ``.pte`` and ONNX programs, run on ``threads`` threads); :class:`MeterError` for anything else.
+
+    The program must be the one its card describes (name and SHA-256) before any runtime reads it, and a ``.pt2``
+    is read only when every pickle inside it holds tensors and plain values (``torch.export.load`` would otherwise
+    fall back to unpickling arbitrary objects, which can run code)."""
     path = Path(path)
     if not path.exists():
         raise MeterError(f"model file {path} does not exist")
     if not path.is_file():
         raise MeterError(f"model path {path} is not a file")
-    card_file = card_path(path)
     if path.suffix not in PROGRAM_FORMATS:
         raise MeterError(f"{path} is not an ERSAM counter program: expected a {'/'.join(PROGRAM_FORMATS)} file "
                          f"with its .json card beside it (ersam_lib.meter.save_counter, ersam_lib.deploy)")
+    card = read_card(path)
+    fmt = card["format"]
+    args = (card["classes"], card["sample_rate"], card["window_s"])
+    if fmt == "torch.export":  # runs in this process's torch (its thread count is the caller's to set)
+        return TorchWindowCounter(_load_program(path), *args, normalizes=card["normalizes"])
+    if fmt == "executorch" and path.read_bytes()[4:6] != b"ET":  # the flatbuffer identifier of every .pte
+        raise MeterError(f"model file {path} is not an ExecuTorch program (no 'ET' identifier in its header)")
+    kind = ExecuTorchWindowCounter if fmt == "executorch" else OnnxWindowCounter
+    try:
+        return kind(path, *args, batch_size=card["batch"], threads=threads, normalizes=card["normalizes"])
+    except MeterError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any failure here means the file is not a usable program
+        raise MeterError(f"cannot load model file {path} as {fmt}: {_first_line(e)}") from e
+
+
+def read_card(path: str | os.PathLike) -> dict[str, Any]:
+    """The card of the counter program ``path``, checked: ours, of this program (name, format, SHA-256), with
+    usable classes, rate, window and batch; ``normalizes`` and ``batch`` filled in. :class:`MeterError` names the
+    file (and, for a program of a run, the command that rebuilds it)."""
+    path = Path(path)
+    card_file = card_path(path)
     if not card_file.is_file():
         raise MeterError(f"{path} has no card {card_file.name} beside it: not an ERSAM counter bundle")
     try:
         card = json.loads(card_file.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
-        raise MeterError(f"model card {card_file} is not valid JSON: {_first_line(e)}") from e
+        raise MeterError(f"model card {card_file} is not valid JSON: {_first_line(e)}") from None
     if not isinstance(card, dict) or card.get("kind") != BUNDLE_KIND:
         raise MeterError(f"model card {card_file} does not describe an ERSAM counter (kind != {BUNDLE_KIND!r})")
-    missing = {"classes", "sample_rate", "window_s"} - set(card)
+    missing = {"classes", "sample_rate", "window_s", "program", "sha256"} - set(card)
     if missing:
         raise MeterError(f"model card {card_file} lacks {sorted(missing)}")
+    if card["program"] != path.name:
+        raise MeterError(f"model card {card_file} is the card of {card['program']!r}, not of {path.name}")
     fmt = card.get("format", "torch.export")
     if fmt != PROGRAM_FORMATS[path.suffix]:
         raise MeterError(f"model card {card_file} describes a {fmt!r} program, but {path.name} is not one")
-    args = (card["classes"], card["sample_rate"], card["window_s"])
-    if fmt == "torch.export":  # runs in this process's torch (its thread count is the caller's to set)
-        return TorchWindowCounter(_load_program(path), *args)
-    if fmt == "executorch" and path.read_bytes()[4:6] != b"ET":  # the flatbuffer identifier of every .pte
-        raise MeterError(f"model file {path} is not an ExecuTorch program (no 'ET' identifier in its header)")
-    try:
-        if fmt == "executorch":
-            return ExecuTorchWindowCounter(path, *args, batch_size=int(card.get("batch", 1)), threads=threads)
-        return OnnxWindowCounter(path, *args, batch_size=int(card.get("batch", 1)), threads=threads)
-    except Exception as e:  # noqa: BLE001 - any failure here means the file is not a usable program
-        raise MeterError(f"cannot load model file {path} as {fmt}: {_first_line(e)}") from e
+    if sha256_file(path) != card["sha256"]:
+        raise MeterError(f"model file {path} does not match the SHA-256 in its card {card_file.name} (damaged or "
+                         f"replaced since it was written){_rebuild_hint(path)}")
+    rate, window, batch = card["sample_rate"], card["window_s"], card.get("batch", 1)
+    if not (isinstance(rate, int) and not isinstance(rate, bool) and rate > 0):
+        raise MeterError(f"model card {card_file}: sample_rate must be a whole number of Hz > 0, got {rate!r}")
+    if not (isinstance(window, (int, float)) and not isinstance(window, bool) and math.isfinite(window)
+            and window * rate >= 1):
+        raise MeterError(f"model card {card_file}: window_s must be a positive number of seconds, got {window!r}")
+    if not (isinstance(batch, int) and not isinstance(batch, bool) and batch >= 1):
+        raise MeterError(f"model card {card_file}: batch must be a whole number >= 1, got {batch!r}")
+    if not isinstance(card["classes"], list):
+        raise MeterError(f"model card {card_file}: classes must be a list, got {card['classes']!r}")
+    class_kind(card["classes"])
+    return card | {"format": fmt, "batch": batch, "normalizes": bool(card.get("normalizes", False))}
+
+
+def _rebuild_hint(path: Path) -> str:
+    """For a program in a run's ``deploy/`` folder: the command that writes it again (chapter 6)."""
+    from .rundir import rebuild_command, summary_path
+
+    run_dir = path.parent.parent
+    if path.parent.name == "deploy" and summary_path(run_dir).is_file():
+        return f"; rebuild it: {rebuild_command(run_dir, '06')}"
+    return "; export it again"
 
 
 def _load_program(path: Path) -> Any:
@@ -294,6 +365,7 @@ def _load_program(path: Path) -> Any:
 
     if not zipfile.is_zipfile(path):
         raise MeterError(f"model file {path} is not a torch.export program (not a .pt2 archive)")
+    _refuse_pickled_objects(path)
     # torch.export.load logs a full traceback before failing on a damaged archive; the one-line error says it.
     logger = logging.getLogger("torch.export")
     level = logger.level
@@ -304,6 +376,38 @@ def _load_program(path: Path) -> Any:
         raise MeterError(f"cannot load model file {path}: {_first_line(e)}") from e
     finally:
         logger.setLevel(level)
+
+
+# Members of a .pt2 archive that are plain text (the format's markers) or JSON: never unpickled.
+_PT2_TEXT = ("archive_format", "archive_version", "byteorder", ".data/version", ".data/serialization_id")
+
+
+def _refuse_pickled_objects(path: Path) -> None:
+    """Read every member of a ``.pt2`` archive that ``torch.export.load`` could unpickle with ``weights_only``
+    loading; refuse the archive if one holds more than tensors and plain values.
+
+    ``torch.export.load`` unpickles pickled weights and constants with ``weights_only=False``, and its sample inputs
+    with a fallback to it, which runs whatever a pickle names. Only the format's text markers, JSON and the raw
+    tensor payloads its configs list as not pickled are left unread; anything else must load as weights."""
+    import torch
+
+    with zipfile.ZipFile(path) as z:
+        members = {m.filename.split("/", 1)[-1]: m for m in z.infolist() if not m.is_dir()}
+        raw = set()
+        for name, member in members.items():
+            if name.endswith("_config.json") and name.startswith("data/"):
+                with contextlib.suppress(ValueError, AttributeError, TypeError):
+                    config = json.loads(z.read(member)).get("config", {})
+                    raw |= {f"{name.rsplit('/', 1)[0]}/{v['path_name']}" for v in config.values()
+                            if not v.get("use_pickle", True)}
+        for name, member in members.items():
+            if name in _PT2_TEXT or name.endswith(".json") or name in raw:
+                continue
+            try:
+                torch.load(io.BytesIO(z.read(member)), map_location="cpu", weights_only=True)
+            except Exception as e:  # noqa: BLE001 - whatever it is, it is not tensors and plain values
+                raise MeterError(f"model file {path} holds {name}, which is not tensors and plain values; refused "
+                                 f"to load it (unpickling it could run code): {_first_line(e)[:160]}") from None
 
 
 # --------------------------------------------------------------------------------------------- configuration
@@ -354,13 +458,15 @@ def levels_of(counts: np.ndarray | Sequence[int], thresholds: Sequence[int] = DE
 # --------------------------------------------------------------------------------------------- decoding
 @dataclass
 class AudioInfo:
-    """What the decoder learned about its input: name, input rate and channels, samples at the output rate."""
+    """What the decoder learned about its input: name, input rate and channels, samples at the output rate, and
+    warnings about the input (a truncated file) that do not stop the count."""
 
     name: str
     input_rate: int
     channels: int
     n_samples: int = 0
     decode_s: float = 0.0
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
 
 @contextlib.contextmanager
@@ -382,18 +488,21 @@ def audio_blocks(audio: str | os.PathLike | BinaryIO | np.ndarray, sample_rate: 
         info = AudioInfo("<array>", int(input_rate), int(x.shape[1]))
         yield _timed(_resample_blocks(_array_reader(x), int(input_rate), sample_rate, block_s), info), info
         return
-    name, f = _open_soundfile(audio)
+    name, f, head = _open_soundfile(audio)
     with f:
-        info = AudioInfo(name, int(f.samplerate), int(f.channels))
+        info = AudioInfo(name, int(f.samplerate), int(f.channels), warnings=_truncation(name, f, head))
         yield _timed(_resample_blocks(_file_reader(f, name), info.input_rate, sample_rate, block_s), info), info
 
 
-def _open_soundfile(audio: str | os.PathLike | BinaryIO) -> tuple[str, sf.SoundFile]:
+def _open_soundfile(audio: str | os.PathLike | BinaryIO) -> tuple[str, sf.SoundFile, bytes]:
+    """``(name, opened file, its first bytes)``; the bytes (empty for a stream that cannot be peeked) let
+    :func:`_truncation` read a WAV header's own length."""
+    head = b""
     if isinstance(audio, (str, os.PathLike)) and str(audio) == "-":
         name, data = "<stdin>", sys.stdin.buffer.read()
         if not data:
             raise MeterError("standard input is empty: pipe an audio file into it")
-        audio = io.BytesIO(data)
+        audio, head = io.BytesIO(data), data[:_HEAD_BYTES]
     elif isinstance(audio, (str, os.PathLike)):
         path = Path(audio)
         name = str(path)
@@ -403,12 +512,44 @@ def _open_soundfile(audio: str | os.PathLike | BinaryIO) -> tuple[str, sf.SoundF
             raise MeterError(f"{path} is not a file")
         if path.stat().st_size == 0:
             raise MeterError(f"audio file {path} is empty")
+        with open(path, "rb") as f:
+            head = f.read(_HEAD_BYTES)
     else:
         name = getattr(audio, "name", "<stream>")
     try:
-        return str(name), sf.SoundFile(audio if not isinstance(audio, (str, os.PathLike)) else str(audio))
+        return str(name), sf.SoundFile(audio if not isinstance(audio, (str, os.PathLike)) else str(audio)), head
     except Exception as e:  # noqa: BLE001 - soundfile raises several types for non-audio and corrupt data
         raise MeterError(f"cannot read {name} as audio (wav/flac/ogg): {_first_line(e)}") from e
+
+
+_HEAD_BYTES = 1 << 16  # enough for the chunks a WAV writer puts before its audio
+
+
+def _truncation(name: str, f: sf.SoundFile, head: bytes) -> list[str]:
+    """A warning when a WAV file holds fewer frames than its header declares (a copy cut short): libsndfile reads
+    what is there without a word, so the meter says it."""
+    declared = _declared_wav_frames(head)
+    if declared is None or declared <= f.frames:
+        return []
+    rate = f.samplerate
+    return [f"{name} is truncated: its header declares {declared / rate:.2f} s of audio but the file holds "
+            f"{f.frames / rate:.2f} s; counting what is there"]
+
+
+def _declared_wav_frames(head: bytes) -> int | None:
+    """Frames the ``data`` chunk of a RIFF/WAVE header declares (``None``: not a plain WAV, or a streamed one whose
+    writer left the length open)."""
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    pos, block_align = 12, 0
+    while pos + 8 <= len(head):
+        chunk, size = head[pos:pos + 4], int.from_bytes(head[pos + 4:pos + 8], "little")
+        if chunk == b"fmt " and pos + 22 <= len(head):
+            block_align = int.from_bytes(head[pos + 20:pos + 22], "little")  # bytes per frame
+        if chunk == b"data":
+            return size // block_align if block_align and size not in (0, 0xFFFFFFFF) else None
+        pos += 8 + size + (size & 1)
+    return None
 
 
 def _file_reader(f: sf.SoundFile, name: str) -> Callable[[int], np.ndarray]:
@@ -531,6 +672,9 @@ def count(audio: str | os.PathLike | BinaryIO | np.ndarray, counter: WindowCount
     """
     cfg = dataclasses.replace(cfg or MeterConfig(), **overrides)
     kind = class_kind(counter.classes)
+    if not cfg.normalize and getattr(counter, "normalizes", False):
+        raise MeterError("this model brings each window to the training level inside the program (its card says "
+                         "normalizes: true); normalize=False (--no-normalize) cannot turn that off")
     rate = int(counter.sample_rate)
     window, hop = int(round(counter.window_s * rate)), int(round(cfg.hop_s * rate))
     if hop < 1:
@@ -566,6 +710,7 @@ def count(audio: str | os.PathLike | BinaryIO | np.ndarray, counter: WindowCount
                 "window_s": float(counter.window_s), "hop_s": float(cfg.hop_s), "tail": cfg.tail,
                 "thresholds": list(cfg.thresholds), "normalize": cfg.normalize, "classes": list(counter.classes),
                 "decode_s": info.decode_s, "model_s": total_s - info.decode_s, "total_s": total_s,
+                "warnings": list(info.warnings),
                 "rtf": total_s / audio_s, "speed_x": audio_s / total_s if total_s > 0 else float("inf")}
     return df
 
@@ -590,6 +735,18 @@ def output_format(path: str | os.PathLike) -> str:
     fmt = Path(path).suffix.lstrip(".").lower()
     if fmt not in ("csv", "json"):
         raise MeterError(f"cannot tell the output format of {path}: use a .csv or .json name")
+    return fmt
+
+
+def plot_format(path: str | os.PathLike) -> str:
+    """The image format of a plot file name (``png``, ``pdf``, ``svg``, ... what matplotlib writes); :class:`MeterError`
+    for any other suffix, so that a bad name is refused before the work."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    fmt = Path(path).suffix.lstrip(".").lower()
+    known = FigureCanvasBase.get_supported_filetypes()
+    if fmt not in known:
+        raise MeterError(f"cannot tell the image format of {path}: use one of {', '.join('.' + k for k in known)}")
     return fmt
 
 
@@ -649,7 +806,8 @@ def plot_timeline(df: pd.DataFrame, path: str | os.PathLike | None = None, truth
     ax.set_title(title or f"social ambiance of {df.attrs.get('source', 'the recording')}")
     if path is not None:
         path = Path(path)
+        fmt = plot_format(path)
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=120)
+            fig.savefig(tmp, dpi=120, format=fmt)
     return fig
 

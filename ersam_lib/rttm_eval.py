@@ -81,6 +81,7 @@ class RttmReport:
                   f"  per level: {per}", "confusion (rows true, columns predicted):", self.level_confusion.to_string()]
         if self.unannotated:
             lines.append(f"skipped (no .rttm): {', '.join(self.unannotated)}")
+        lines += [f"warning: {w}" for f in self.files for w in f.get("warnings", [])]
         return "\n".join(lines)
 
 
@@ -108,11 +109,10 @@ def _turns_of(rttm: Path, stem: str) -> pd.DataFrame:
     except RttmError as e:
         raise MeterError(str(e)) from e
     ids = sorted(turns["file_id"].unique())
-    if len(ids) > 1:
-        if stem not in ids:
-            raise MeterError(f"{rttm} holds turns of several recordings {ids[:5]} and none is named {stem!r}")
-        turns = turns[turns["file_id"] == stem]
-    return turns.assign(file_id=stem)
+    if ids and stem not in ids:  # the file's name matched, its contents annotate another recording
+        raise MeterError(f"{rttm} annotates {', '.join(map(repr, ids[:5]))}, not {stem!r}: an RTTM names its "
+                         f"recording in its second field; fix the file id or the file name")
+    return turns[turns["file_id"] == stem]
 
 
 def truths(turns: pd.DataFrame, n_windows: int, window_s: float, hop_s: float, duration_s: float) -> np.ndarray:
@@ -151,6 +151,7 @@ def evaluate_rttm(audio_dir: str | os.PathLike, counter: WindowCounter, cfg: Met
                                else [LEVEL_NAMES.index(v) for v in df["level"]])
         tables.append(table)
         files.append({"file": audio.name, "audio_s": df.attrs["audio_s"], "windows": len(df),
+                      "warnings": df.attrs["warnings"],
                       "speakers": int(turns["speaker"].nunique()), "speed_x": df.attrs["speed_x"],
                       "accuracy": float((table["true_count"] == table["pred_count"]).mean()) if kind == "counts"
                       else None})

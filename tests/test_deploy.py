@@ -20,10 +20,12 @@ from ersam_lib.deploy import (
     precision_scores,
     quantize_pt2e,
 )
-from ersam_lib.export import TimingConfig, runner_for
+from ersam_lib.export import TimingConfig, export_onnx, runner_for
 from ersam_lib.frontend import LogMelFrontEnd
+from ersam_lib.io import sha256_file
 from ersam_lib.meter import MeterError, TorchWindowCounter, count, load_counter
 
+from .hostile import forge_card
 from .tones import DURATION_S, FREQS, SEGMENTS, SR, tone_recording
 
 CFG = FeatureConfig(n_mels=32, hop_length=640)  # the smoke scale's front end: small and quick to lower
@@ -132,6 +134,7 @@ def test_cards_describe_the_programs(deployed, tmp_path):
         assert card["format"] == ("onnx" if key.startswith("onnx") else "executorch")
         assert card["classes"] == CLASSES and card["sample_rate"] == SR and card["window_s"] == 5.0
         assert card["input"] == {"kind": "audio", "shape": [1, 5 * SR], "dtype": "float32"}
+        assert card["normalizes"] is True and card["sha256"] == sha256_file(path)  # issue 30
         assert card["architecture"] == CARD["architecture"] and card["manifest_sha256"] == CARD["manifest_sha256"]
     clash = deployed["paths"]["float"].with_suffix(".onnx")  # would share tiny_float.json with the .pte
     with pytest.raises(MeterError, match="is the card of tiny_float.pte"):
@@ -176,11 +179,11 @@ def test_model_files_that_are_not_ours_get_one_line(deployed, tmp_path, capsys):
     card = pte.with_suffix(".json").read_text()
     (tmp_path / "lonely.pte").write_bytes(pte.read_bytes())
     (tmp_path / "garbage.pte").write_bytes(b"not a program" * 20)
-    (tmp_path / "garbage.json").write_text(card)
+    forge_card(tmp_path / "garbage.pte", card)
     (tmp_path / "noisy.onnx").write_bytes(b"\x00\x01 not protobuf" * 20)
-    (tmp_path / "noisy.json").write_text(json.dumps(json.loads(card) | {"format": "onnx"}))
+    forge_card(tmp_path / "noisy.onnx", card, format="onnx")
     (tmp_path / "liar.pte").write_bytes(pte.read_bytes())
-    (tmp_path / "liar.json").write_text(json.dumps(json.loads(card) | {"format": "onnx"}))
+    forge_card(tmp_path / "liar.pte", card, format="onnx")
     sf.write(tmp_path / "ok.wav", np.zeros(6 * SR, np.float32), SR)
     cases = {"lonely.pte": "no card", "garbage.pte": "not an ExecuTorch program", "noisy.onnx": "cannot load",
              "liar.pte": "describes a 'onnx' program", "ok.wav": "not an ERSAM counter program"}
@@ -191,3 +194,57 @@ def test_model_files_that_are_not_ours_get_one_line(deployed, tmp_path, capsys):
         assert cli.main(["count", str(tmp_path / "ok.wav"), "--model", str(tmp_path / name)]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and message in err and "Traceback" not in err, err
+
+
+# --------------------------------------------------------------------------------------------- hostile files (issue 30)
+def test_a_damaged_program_stops_the_meter_with_the_command_that_rebuilds_it(deployed, tmp_path, capsys):
+    """Issue 30, item 3: ~570 flipped bytes of a .pte's constant data load and run, so the card's digest is what
+    finds them; in a run's deploy/ folder the one line names chapter 6's command."""
+    run = tmp_path / "run"
+    (run / "deploy").mkdir(parents=True)
+    (run / "summary.json").write_text(json.dumps({"scale": "smoke", "seed": 0, "chapters": {}}))
+    pte = run / "deploy" / "tiny_float.pte"
+    data = bytearray(deployed["paths"]["float"].read_bytes())
+    for i in range(len(data) // 2, len(data) // 2 + 570):
+        data[i] ^= 0x10
+    pte.write_bytes(bytes(data))
+    (run / "deploy" / "tiny_float.json").write_text(deployed["paths"]["float"].with_suffix(".json").read_text())
+    sf.write(tmp_path / "ok.wav", np.zeros(6 * SR, np.float32), SR)
+    assert cli.main(["count", str(tmp_path / "ok.wav"), "--model", str(pte)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not match the SHA-256" in err and str(pte) in err
+    assert "--only 06" in err and "--scale smoke" in err
+    runner_for("executorch", pte, torch.zeros(1, 5 * SR))()  # the control: the runtime itself takes it
+
+
+def test_no_normalize_is_refused_where_the_program_normalises(deployed, tmp_path, capsys):
+    """Issue 30, item 10: chapter 6's programs normalise the level inside; --no-normalize cannot turn that off, so
+    it is an error instead of a setting the output metadata reports but the counts ignore."""
+    audio, _ = tone_recording(SEGMENTS, DURATION_S)
+    counter = load_counter(deployed["paths"]["float"])
+    assert counter.normalizes
+    quiet, loud = count(audio * 0.001, counter, input_rate=SR), count(audio, counter, input_rate=SR)
+    np.testing.assert_allclose(quiet.filter(like="p_").to_numpy(), loud.filter(like="p_").to_numpy(), atol=1e-3)
+    with pytest.raises(MeterError, match="cannot turn that off"):
+        count(audio, counter, input_rate=SR, normalize=False)
+    sf.write(tmp_path / "tones.wav", audio, SR)
+    assert cli.main(["count", str(tmp_path / "tones.wav"), "--model", str(deployed["paths"]["onnx"]),
+                     "--no-normalize"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "normalizes: true" in err
+
+
+def test_a_foreign_onnx_program_with_a_forged_card_is_one_line(tmp_path, capsys):
+    """Issue 30, item 8: an ONNX file of another model (another input) under a card of ours: refused when loaded,
+    with the input it takes, instead of a traceback from the runtime on the first window."""
+    path = tmp_path / "foreign.onnx"
+    export_onnx(nn.Linear(10, len(CLASSES)).eval(), torch.zeros(1, 10), path)
+    forge_card(path, {"kind": "ersam-window-counter", "version": 1, "format": "onnx", "classes": CLASSES,
+                      "sample_rate": SR, "window_s": 5.0, "batch": 1})
+    with pytest.raises(MeterError, match="not the one") as err:
+        load_counter(path)
+    assert "\n" not in str(err.value) and "foreign.onnx" in str(err.value)
+    sf.write(tmp_path / "ok.wav", np.zeros(6 * SR, np.float32), SR)
+    assert cli.main(["count", str(tmp_path / "ok.wav"), "--model", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err

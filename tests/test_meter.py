@@ -23,6 +23,7 @@ from ersam_lib.meter import (MeterConfig, MeterError, TorchWindowCounter, audio_
                              levels_of, load_counter, plot_timeline, save_counter, write_windows)
 from ersam_lib.teacher import tiny_wav2vec2
 
+from .hostile import forge_card
 from .tones import COUNTS, DURATION_S, SEGMENTS, SR, TAIL_COUNT, ToneCounter, tone_recording
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -194,7 +195,7 @@ def test_load_counter_refuses_files_that_are_not_ours(tmp_path, bundle, wav2vec2
     torch.save(wav2vec2.state_dict(), tmp_path / "weights.pt")
     (tmp_path / "lonely.pt2").write_bytes(bundle.read_bytes())  # a program without its card
     (tmp_path / "garbage.pt2").write_bytes(b"not a zip archive" * 10)
-    (tmp_path / "garbage.json").write_text(bundle.with_suffix(".json").read_text())
+    forge_card(tmp_path / "garbage.pt2", bundle.with_suffix(".json").read_text())
     (tmp_path / "foreign.pt2").write_bytes(bundle.read_bytes())
     (tmp_path / "foreign.json").write_text(json.dumps({"kind": "something else"}))
     (tmp_path / "broken.pt2").write_bytes(bundle.read_bytes())
@@ -279,3 +280,109 @@ def test_cli_bad_input_end_to_end(tmp_path, bundle, monkeypatch, capsys):
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"")))
     assert cli.main(["count", "-", "--model", str(bundle)]) == 2
     assert "standard input is empty" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------- hostile files (issue 30)
+class _Payload:
+    """Unpickling it runs ``touch <marker>``: what a hostile model file would carry."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def _rewrite_zip(src: Path, dst: Path, replace) -> None:
+    """Copy the zip archive ``src`` to ``dst`` with ``replace(name, data) -> data`` applied to each member."""
+    import zipfile
+
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_STORED) as zout:
+        for item in zin.infolist():
+            zout.writestr(item.filename, replace(item.filename, zin.read(item)))
+
+
+def _pickle_of(obj) -> bytes:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def test_a_pt2_carrying_a_pickled_payload_is_refused_before_it_runs(tmp_path, bundle):
+    """Issue 30, item 1: a bundle whose sample inputs, or a weight its config marks as pickled, unpickle to code
+    (the card forged to match) is refused with one line and the payload never runs (load_counter and the CLI)."""
+    marker = tmp_path / "pwned"
+    payload = _pickle_of({"x": _Payload(marker)})
+    card = bundle.with_suffix(".json").read_text()
+    _rewrite_zip(bundle, tmp_path / "inputs.pt2",
+                 lambda name, data: payload if name.endswith("data/sample_inputs/model.pt") else data)
+
+    def pickled_weight(name: str, data: bytes) -> bytes:
+        if name.endswith("model_weights_config.json"):
+            config = json.loads(data)
+            first = next(iter(config["config"]))
+            config["config"][first]["use_pickle"] = True
+            pickled_weight.target = config["config"][first]["path_name"]
+            return json.dumps(config).encode()
+        return data
+
+    _rewrite_zip(bundle, tmp_path / "step.pt2", pickled_weight)
+    _rewrite_zip(tmp_path / "step.pt2", tmp_path / "weights.pt2",
+                 lambda name, data: payload if name.endswith(f"data/weights/{pickled_weight.target}") else data)
+    sf.write(tmp_path / "ok.wav", np.zeros(6 * SR, np.float32), SR)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "ERSAM_PROGRESS": "0"}
+    for name in ("inputs.pt2", "weights.pt2"):
+        forge_card(tmp_path / name, card)
+        with pytest.raises(MeterError, match="could run code") as err:
+            load_counter(tmp_path / name)
+        assert "\n" not in str(err.value) and name in str(err.value)
+        run = subprocess.run([sys.executable, "-m", "ersam_lib", "count", str(tmp_path / "ok.wav"), "--model",
+                              str(tmp_path / name)], capture_output=True, env=env, cwd=tmp_path, timeout=300)
+        err_text = run.stderr.decode()
+        assert run.returncode == 2 and "could run code" in err_text and "Traceback" not in err_text, err_text
+        assert "Fallback" not in err_text  # torch.export.load never got to unpickle it
+    assert not marker.exists()
+    torch.load(io.BytesIO(payload), weights_only=False)  # the control: plain unpickling of it does run the payload
+    assert marker.exists()
+
+
+def test_a_program_that_is_not_the_one_its_card_describes_is_refused(tmp_path, bundle):
+    """Issue 30, items 3 and 12: a program changed after its card was written (digest), a card naming another
+    program, and impossible card values (batch 0, sample rate 0, window 0) are one-line errors naming the file."""
+    card = json.loads(bundle.with_suffix(".json").read_text())
+    assert card["sha256"] == __import__("hashlib").sha256(bundle.read_bytes()).hexdigest()
+    damaged = bytearray(bundle.read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF  # one flipped byte in the middle of the weights
+    (tmp_path / "damaged.pt2").write_bytes(bytes(damaged))
+    (tmp_path / "damaged.json").write_text(json.dumps(card | {"program": "damaged.pt2"}))
+    (tmp_path / "other.pt2").write_bytes(bundle.read_bytes())
+    (tmp_path / "other.json").write_text(json.dumps(card))  # still names counter.pt2
+    cases = {"damaged.pt2": "does not match the SHA-256", "other.pt2": "is the card of 'counter.pt2'"}
+    for key, value, message in (("batch", 0, "batch must be"), ("sample_rate", 0, "sample_rate must be"),
+                                ("window_s", 0.0, "window_s must be"), ("sample_rate", 16000.5, "sample_rate")):
+        name = f"{key}-{str(value).replace('.', '_')}.pt2"
+        (tmp_path / name).write_bytes(bundle.read_bytes())
+        forge_card(tmp_path / name, card, **{key: value})
+        cases[name] = message
+    for name, message in cases.items():
+        with pytest.raises(MeterError, match=message) as err:
+            load_counter(tmp_path / name)
+        assert "\n" not in str(err.value) and Path(name).stem in str(err.value)
+
+
+def test_count_warns_about_a_truncated_wav_and_checks_the_plot_name_first(tmp_path, tones, bundle, capsys):
+    """Issue 30, items 8 and 12: a WAV cut short is counted with a warning (libsndfile reads it silently); a plot
+    name with an unknown suffix is refused before any work (nothing printed to standard output)."""
+    sf.write(tmp_path / "full.wav", tones[0][:SR * 12], SR, subtype="PCM_16")
+    data = (tmp_path / "full.wav").read_bytes()
+    (tmp_path / "cut.wav").write_bytes(data[:len(data) // 2])
+    df = count(tmp_path / "cut.wav", load_counter(bundle))
+    assert len(df) == 2 and "is truncated: its header declares 12.00 s" in df.attrs["warnings"][0]
+    assert count(tmp_path / "full.wav", load_counter(bundle)).attrs["warnings"] == []
+    assert cli.main(["count", str(tmp_path / "cut.wav"), "--model", str(bundle)]) == 0
+    assert "[ersam] warning: " in capsys.readouterr().err
+    assert cli.main(["count", str(tmp_path / "full.wav"), "--model", str(bundle), "--plot",
+                     str(tmp_path / "x.txt")]) == 2
+    out = capsys.readouterr()
+    assert out.out == "" and out.err.count("\n") == 1 and "image format of" in out.err
+    assert not (tmp_path / "x.txt").exists()

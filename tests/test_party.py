@@ -208,3 +208,39 @@ def test_evaluate_rttm_on_the_party(tmp_path, party):
     assert report.counts["accuracy"] == pytest.approx((w["true_count"] == w["pred_count"]).mean())
     assert report.counts["mae"] == pytest.approx((w["true_count"] - w["pred_count"]).abs().mean())
     assert report.count_confusion.to_numpy().sum() == 12 and report.files[0]["speakers"] == len(party.speakers)
+
+
+# --------------------------------------------------------------------------------------------- issue 30
+def test_rttm_of_another_recording_and_turns_past_a_year_are_one_line_errors(tmp_path, capsys):
+    """Items 8 and 12: an RTTM whose only file id names another recording is not scored as this one's; an onset of
+    1e308 s is refused when parsed (it overflowed the frame grid before); the command line says both in one line."""
+    folder = _annotated_folder(tmp_path / "data")
+    audio, turns = tone_recording(SEGMENTS, DURATION_S, file_id="someone-else")
+    (folder / "tones.rttm").write_text(format_rttm(turns))
+    with pytest.raises(MeterError, match="annotates 'someone-else', not 'tones'"):
+        evaluate_rttm(folder, Scripted([0] * 20))
+    (folder / "tones.rttm").write_text("SPEAKER tones 1 1e308 1.0 <NA> <NA> a <NA> <NA>\n")
+    with pytest.raises(MeterError, match=r"tones\.rttm:1: the turn ends at 1e\+308 s"):
+        evaluate_rttm(folder, Scripted([0] * 20))
+    model = save_counter(ToneCounter(5), CLASSES, tmp_path / "tones.pt2")
+    assert cli.main(["evaluate-rttm", str(folder), "--model", str(model)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err and "past" in err
+
+
+def test_evaluate_rttm_output_names_are_checked_before_the_work(tmp_path, capsys, monkeypatch):
+    """Item 12: --out writes JSON and --windows-out CSV; another suffix is refused before anything is evaluated."""
+    import ersam_lib.rttm_eval as rttm_eval
+
+    folder = _annotated_folder(tmp_path / "data")
+    model = save_counter(ToneCounter(5), CLASSES, tmp_path / "tones.pt2")
+
+    def never(*args, **kwargs):
+        raise AssertionError("evaluated before the output names were checked")
+
+    monkeypatch.setattr(rttm_eval, "evaluate_rttm", never)
+    for option, name in (("--out", "r.txt"), ("--windows-out", "w.json")):
+        assert cli.main(["evaluate-rttm", str(folder), "--model", str(model), option, str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and option in err and name in err
+        assert not (tmp_path / name).exists()
