@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from ersam_lib.io import atomic_path, atomic_write_json, atomic_write_text, read_json, to_plain
+from ersam_lib.io import atomic_path, atomic_write_json, atomic_write_text, file_lock, read_json, to_plain
 from ersam_lib.rundir import damaged, read_run_json, require, run_file, stage_dir
 
 from .config import DataConfig
@@ -50,32 +50,37 @@ class BuildReport:
 
 
 def build(cfg: DataConfig, run_dir: str | os.PathLike) -> BuildReport:
-    """Build the data set described by ``cfg`` into ``RUN_DIR/data`` and return a report."""
+    """Build the data set described by ``cfg`` into ``RUN_DIR/data`` and return a report.
+
+    Two builds into one folder take turns (a lock on the folder ``RUN_DIR/data``): the second waits, then checks
+    what the first left, so the folder always holds one build's manifest, features and record, never a mix."""
     cfg.validate()
     t0 = time.perf_counter()
     source = open_sources(cfg)
     fingerprint = to_plain(source.fingerprint())
     t_source = time.perf_counter() - t0
-    manifest, reused = _cached_manifest(run_dir, cfg, fingerprint), True
     t1 = time.perf_counter()
+    manifest = _cached_manifest(run_dir, cfg, fingerprint)
     if manifest is None:
-        manifest, reused = make_manifest(cfg, source), False  # raises before anything is written
+        manifest = make_manifest(cfg, source)  # raises before anything is written
     t_manifest = time.perf_counter() - t1
     data_dir = stage_dir(run_dir, "data")
-    sha = manifest_hash(manifest)
-    run_file(run_dir, "dataset").unlink(missing_ok=True)  # the data set is not done until this build ends
-    if not reused:
-        run_file(run_dir, "data_config").unlink(missing_ok=True)
-        with atomic_path(run_file(run_dir, "manifest")) as tmp:
-            manifest.to_parquet(tmp, index=False)
-        atomic_write_text(run_file(run_dir, "manifest_sha"), f"{sha}  manifest.parquet\n")
-        atomic_write_json(run_file(run_dir, "data_config"), _manifest_marker(cfg, fingerprint, sha))  # last
-    feats = build_features(run_dir, manifest, source, cfg.features, cfg.feature_kinds, sha, cfg.workers,
-                           cfg.shard_size)
-    report = BuildReport(str(data_dir), len(manifest), int(source.index()["speaker"].nunique()),
-                         len(source.index()), t_source, t_manifest, feats["render_s"],
-                         time.perf_counter() - t0, reused)
-    atomic_write_json(run_file(run_dir, "dataset"), _dataset_json(cfg, manifest, source, sha, report))
+    with file_lock(data_dir, waiting=f"[data_prep] another build is writing {data_dir}; waiting for it to end"):
+        reused = _cached_manifest(run_dir, cfg, fingerprint) is not None  # (another build may have written it)
+        sha = manifest_hash(manifest)
+        run_file(run_dir, "dataset").unlink(missing_ok=True)  # the data set is not done until this build ends
+        if not reused:
+            run_file(run_dir, "data_config").unlink(missing_ok=True)
+            with atomic_path(run_file(run_dir, "manifest")) as tmp:
+                manifest.to_parquet(tmp, index=False)
+            atomic_write_text(run_file(run_dir, "manifest_sha"), f"{sha}  manifest.parquet\n")
+            atomic_write_json(run_file(run_dir, "data_config"), _manifest_marker(cfg, fingerprint, sha))  # last
+        feats = build_features(run_dir, manifest, source, cfg.features, cfg.feature_kinds, sha, cfg.workers,
+                               cfg.shard_size)
+        report = BuildReport(str(data_dir), len(manifest), int(source.index()["speaker"].nunique()),
+                             len(source.index()), t_source, t_manifest, feats["render_s"],
+                             time.perf_counter() - t0, reused)
+        atomic_write_json(run_file(run_dir, "dataset"), _dataset_json(cfg, manifest, source, sha, report))
     return report
 
 
@@ -158,8 +163,10 @@ def add_features(run_dir: str | os.PathLike, kinds: tuple[str, ...] = ("stft",),
     bad = set(kinds) - {"logmel", "stft"}
     if bad or not kinds:
         raise ValueError(f"feature kinds must be logmel and/or stft, got {list(kinds)}")
-    return build_features(run_dir, manifest, open_run_source(run_dir), cfg.features, kinds,
-                          info["manifest_sha256"], workers, cfg.shard_size)
+    data_dir = stage_dir(run_dir, "data")
+    with file_lock(data_dir, waiting=f"[data_prep] another build is writing {data_dir}; waiting"):
+        return build_features(run_dir, manifest, open_run_source(run_dir), cfg.features, kinds,
+                              info["manifest_sha256"], workers, cfg.shard_size)
 
 
 def build_tiny(run_dir: str | os.PathLike, seed: int = 0, **overrides) -> BuildReport:

@@ -26,6 +26,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from typing import Any
 import yaml
 
 from .io import ArtifactError, read_json, sha256_file
-from .rundir import FILES, run_file, summary_path
+from .rundir import FILES, read_summary, run_file, summary_path
 from .runner import REPO_ROOT
 
 __all__ = ["build_book", "check_executed", "check_offline", "find_leaks", "headline_markdown", "prepare_for_readers",
@@ -90,7 +91,7 @@ def check_executed(path: Path, entry: dict[str, Any], summary: dict[str, Any]) -
 def stage_executed(run_dir: str | os.PathLike, source_dir: Path, book_dir: Path = BOOK_DIR) -> list[Path]:
     """Copy the run's checked executed notebooks into ``source_dir/chapters``; fail clearly if one is missing."""
     run_dir = Path(run_dir)
-    summary = read_json(summary_path(run_dir))
+    summary = read_summary(run_dir)
     target = source_dir / "chapters"
     target.mkdir(parents=True, exist_ok=True)
     copied = []
@@ -143,15 +144,33 @@ def _executed_at_note(params: dict[str, Any], summary: dict[str, Any], run_name:
 def build_book(run_dir: str | os.PathLike, book_dir: Path = BOOK_DIR, out_dir: str | os.PathLike | None = None) -> Path:
     """Stage the book's sources and the run's executed notebooks, build the HTML book; return ``index.html``.
 
-    Everything is written under ``out_dir/_build`` (default: ``book_dir``); ``book_dir`` itself is only read.
+    Everything is written under ``out_dir/_build`` (default: ``book_dir``); ``book_dir`` itself is only read. The
+    render happens in a hidden folder beside it and replaces ``_build`` only once it is complete and fit for
+    readers, so an interrupted or failed render (Ctrl-C, a broken page) leaves the previous book as it was and
+    nothing half-built. A complete render that is not fit for readers (a page that loads from the network or shows
+    a build machine's path) is kept in ``out_dir/_build.rejected`` for inspection, and the error says so.
     """
     run_dir, book_dir = Path(run_dir), Path(book_dir)
     out = Path(out_dir) if out_dir is not None else book_dir
-    if not summary_path(run_dir).exists():
-        raise FileNotFoundError(f"{summary_path(run_dir)} does not exist: run the pipeline into {run_dir} first")
+    read_summary(run_dir)  # a missing or foreign summary: one line, before anything is written
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out, prefix=".render-"))
+    try:
+        problems = _render(run_dir, book_dir, staging)
+        if problems:
+            _replace_dir(staging / "_build", out / "_build.rejected")
+            raise ArtifactError(f"the rendered book is not fit for readers ({out / '_build.rejected'} holds it): "
+                                f"{len(problems)} problem(s): {'; '.join(problems[:6])}")
+        _replace_dir(staging / "_build", out / "_build")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out / "_build" / "html" / "index.html"
+
+
+def _render(run_dir: Path, book_dir: Path, out: Path) -> list[str]:
+    """The whole render into ``out/_build`` (sources, executed chapters, jupyter-book); what the readers' checks
+    found wrong with it (pages that load from the network, paths of the build machine)."""
     source = out / "_build" / "source"
-    if source.exists():
-        shutil.rmtree(source)
     shutil.copytree(book_dir, source, ignore=shutil.ignore_patterns("_build", "chapters", ".*"))
     stage_executed(run_dir, source, book_dir)
     _state_the_run(source / "_config.yml", run_dir)
@@ -164,11 +183,16 @@ def build_book(run_dir: str | os.PathLike, book_dir: Path = BOOK_DIR, out_dir: s
     index = out / "_build" / "html" / "index.html"
     if not index.exists():
         raise FileNotFoundError(f"the build did not produce {index}")
-    problems = check_offline(index.parent) + find_leaks(index.parent, [run_dir.resolve(), REPO_ROOT, out.resolve()])
-    if problems:
-        raise ArtifactError(f"the rendered book in {index.parent} is not fit for readers: {len(problems)} "
-                            f"problem(s): {'; '.join(problems[:6])}")
-    return index
+    return check_offline(index.parent) + find_leaks(index.parent, [run_dir.resolve(), REPO_ROOT, out.resolve()])
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Put the folder ``new`` in the place of ``target`` (two renames; the old one is deleted after)."""
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    if target.exists():
+        target.rename(old)
+    new.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 class _Assets(HTMLParser):
@@ -223,7 +247,7 @@ def find_leaks(html_dir: str | os.PathLike, paths: list[str | os.PathLike]) -> l
 
 def _state_the_run(config: Path, run_dir: Path) -> None:
     """Put the run's scale, seed, folder name and date into every page's footer (the folder's name, not its path)."""
-    summary = read_json(summary_path(run_dir))
+    summary = read_summary(run_dir)
     doc = yaml.safe_load(config.read_text(encoding="utf-8"))
     doc.setdefault("html", {})["extra_footer"] = (
         f"<p>Rendered from the run <code>{run_dir.resolve().name}</code>: SCALE={summary['scale']}, "
@@ -260,7 +284,7 @@ def headline_markdown(run_dir: str | os.PathLike, docs: set[str], figure: str | 
     (from ``frontier.csv``), chapter 6's figures when it ran, and what is missing when a chapter did not run.
     ``docs`` are the book's pages (links go only to pages that exist); ``figure`` the frontier image, if any."""
     run_dir = Path(run_dir)
-    summary = read_json(summary_path(run_dir))
+    summary = read_summary(run_dir)
     chapters = summary["chapters"]
     ok = [name for name, e in chapters.items() if e.get("status") == "ok"]
     wall = sum(e.get("wall_s", 0.0) for e in chapters.values())
@@ -372,7 +396,7 @@ def differences_markdown(run_dir: str | os.PathLike) -> str:
     """The table "the paper | this run", each cell of this run read from its summary and chapter 5's tables; a
     figure the run did not produce says so (``not in this run``)."""
     run_dir = Path(run_dir)
-    summary = read_json(summary_path(run_dir))
+    summary = read_summary(run_dir)
     m = {p: (_chapter(summary["chapters"], p) or {}).get("metrics", {}) for p in ("03", "04", "05", "06")}
     frontier = run_file(run_dir, "frontier")
     table = _read_frontier(frontier) if frontier.exists() else None

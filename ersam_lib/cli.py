@@ -22,12 +22,15 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shlex
 import sys
+from pathlib import Path
 from typing import Any
 
 from .io import ArtifactError
-from .rundir import check_run_dir, summary_path
-from .runner import DEFAULT_NOTEBOOKS, NotebookFailed, RunInterrupted, parse_parameter, run_pipeline
+from .rundir import check_run_dir, rebuilt_chapter, summary_path
+from .runner import (DEFAULT_NOTEBOOKS, NotebookFailed, RunInterrupted, discover_notebooks, parse_parameter,
+                     run_pipeline, select_notebooks)
 from .scales import SCALES
 
 __all__ = ["build_parser", "fraction", "main", "non_negative_int", "positive_float", "positive_int", "train"]
@@ -135,8 +138,10 @@ def train(args: argparse.Namespace) -> int:
 
     from .ablation import train_variant
     from .distill import DistillConfig
+    from .repro import pick_device
     from .train import TrainConfig, dist_info, init_distributed
 
+    pick_device(args.device)  # a device this machine lacks: one line before any work
     init_distributed()
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
     dcfg = DistillConfig(mode=args.mode, tau=args.tau, kind=args.uncertainty, gate_on=args.gate_on)
@@ -203,10 +208,12 @@ def _meter_setup(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def _count(args: argparse.Namespace) -> int:
-    from .meter import count, format_windows, output_format, plot_timeline, summary_line, write_windows
+    from .meter import count, format_windows, output_format, plot_format, plot_timeline, summary_line, write_windows
 
     if args.out:
         output_format(args.out)  # refuse a bad name before the work, not after
+    if args.plot:
+        plot_format(args.plot)
     cfg, counter = _meter_setup(args)
     df = count(args.audio, counter, cfg)
     if args.out:
@@ -215,14 +222,20 @@ def _count(args: argparse.Namespace) -> int:
         sys.stdout.write(format_windows(df, args.format))
     if args.plot:
         plot_timeline(df, args.plot)
+    for warning in df.attrs["warnings"]:
+        print(f"[ersam] warning: {warning}", file=sys.stderr)
     print(f"[ersam] count: {summary_line(df)}", file=sys.stderr)
     return 0
 
 
 def _evaluate_rttm(args: argparse.Namespace) -> int:
     from .io import atomic_path, atomic_write_json
+    from .meter import MeterError
     from .rttm_eval import evaluate_rttm
 
+    for option, path, suffix in (("--out", args.out, ".json"), ("--windows-out", args.windows_out, ".csv")):
+        if path and Path(path).suffix.lower() != suffix:  # refuse a bad name before the work, not after
+            raise MeterError(f"{option} writes {suffix[1:].upper()}: give it a {suffix} name, got {path}")
     cfg, counter = _meter_setup(args)
     report = evaluate_rttm(args.audio_dir, counter, cfg, rttm_dir=args.rttm_dir)
     print(report.summary())
@@ -249,17 +262,32 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args)
         if args.command == "train":
             return train(args)
-        from .book import build_book
-
-        try:
-            print(f"[ersam] book: {build_book(args.run_dir, out_dir=args.out)}")
-        except RuntimeError as exc:  # a chapter that is not a complete "ok" execution
-            print(f"[ersam] error: {exc}", file=sys.stderr)
-            return 2
-        return 0
+        return _book(args)
     except (ArtifactError, ValueError, OSError) as exc:  # bad input or a damaged file: one line, no traceback
         print(f"[ersam] error: {exc}", file=sys.stderr)
         return 2
+
+
+def _book(args: argparse.Namespace) -> int:
+    """``ersam book``: render a run; a failed or interrupted render leaves the previous book as it was."""
+    import subprocess
+
+    from .book import build_book
+
+    try:
+        print(f"[ersam] book: {build_book(args.run_dir, out_dir=args.out)}")
+    except RuntimeError as exc:  # a chapter that is not a complete "ok" execution
+        print(f"[ersam] error: {exc}", file=sys.stderr)
+        return 2
+    except subprocess.CalledProcessError as exc:
+        print(f"[ersam] error: jupyter-book failed (exit {exc.returncode}; its messages are above); the previous "
+              f"render, if any, is unchanged", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("[ersam] book: interrupted; nothing half-rendered is left and the previous render, if any, is "
+              "unchanged", file=sys.stderr)
+        return 130
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -275,8 +303,9 @@ def _run(args: argparse.Namespace) -> int:
         print(f"[ersam] FAILED: {exc}", file=sys.stderr)
         print(f"[ersam] {_resume_command(args, exc)}", file=sys.stderr)
         return 1
-    total = sum(c["wall_s"] for c in summary["chapters"].values())
-    print(f"[ersam] done: {len(summary['chapters'])} chapters, {total:.0f} s; "
+    ran = [nb.stem for nb in select_notebooks(discover_notebooks(args.notebooks), args.only, args.from_)]
+    total = sum(summary["chapters"][c]["wall_s"] for c in ran)
+    print(f"[ersam] done: {len(ran)} chapter{'s' * (len(ran) != 1)} ({', '.join(c[:2] for c in ran)}), {total:.0f} s; "
           f"summary in {summary_path(args.run_dir)}")
     if args.only is None:
         _compare_after_run(args.run_dir, args.reference)
@@ -284,13 +313,21 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _resume_command(args: argparse.Namespace, exc: NotebookFailed) -> str:
-    """The command that resumes a failed run at its failed chapter (a timed-out one with twice the time)."""
-    extra = "" if args.notebooks == str(DEFAULT_NOTEBOOKS) else f" --notebooks {args.notebooks}"
-    extra += "".join(f" -p {name} {value}" for name, value in args.parameter)
+    """The command that resumes a failed run at its failed chapter (a timed-out one with twice the time), or at the
+    earlier chapter whose damaged or stale file stopped it (its error names the chapter that rebuilds the file);
+    shell-quoted, so that it can be pasted whatever the paths and values hold."""
+    extra = [] if args.notebooks == str(DEFAULT_NOTEBOOKS) else ["--notebooks", args.notebooks]
+    for name, value in args.parameter:
+        extra += ["-p", name, value]
     if exc.result.status == "timeout":
-        extra += f" --timeout {2 * args.timeout:.0f}"
-    return (f"resume at this chapter, keeping the earlier chapters' files: python -m ersam_lib run --scale "
-            f"{args.scale} --seed {args.seed} --run-dir {args.run_dir}{extra} --from {exc.notebook[:2]}")
+        extra += ["--timeout", f"{2 * args.timeout:.0f}"]
+    failed = exc.notebook[:2]
+    upstream = rebuilt_chapter(str((exc.result.error or {}).get("message", "")))
+    start = min(failed, upstream) if upstream else failed
+    where = "at this chapter" if start == failed else f"at chapter {start}, which rebuilds the file it names"
+    command = shlex.join(["python", "-m", "ersam_lib", "run", "--scale", args.scale, "--seed", str(args.seed),
+                          "--run-dir", args.run_dir, *extra, "--from", start])
+    return f"resume {where}, keeping the earlier chapters' files: {command}"
 
 
 def _compare_after_run(run_dir: str, reference: str | None) -> None:

@@ -34,13 +34,14 @@ from __future__ import annotations
 import math
 import os
 import re
+import shlex
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from .io import ArtifactError, atomic_write_json, read_json
-from .rundir import summary_path
+from .rundir import read_summary, summary_path
 
 __all__ = ["Comparison", "KINDS", "REFERENCE_DIR", "Row", "compare_run", "default_reference", "flatten",
            "kind_of", "load_reference", "make_reference", "record_reference", "widen_to"]
@@ -200,7 +201,7 @@ def make_reference(run_dir: str | os.PathLike, command: str | None = None,
     """A reference from a finished run: every metric with the default tolerance of its kind, widened where an
     independent run's reference ``spread_from`` lies outside it (:func:`widen_to`)."""
     run_dir = Path(run_dir)
-    summary = read_json(summary_path(run_dir))
+    summary = read_summary(run_dir)
     bad = {name: e.get("status") for name, e in summary["chapters"].items() if e.get("status") != "ok"}
     if bad:
         raise ValueError(f"{summary_path(run_dir)}: chapters {bad} are not 'ok'; record a reference from a "
@@ -210,9 +211,9 @@ def make_reference(run_dir: str | os.PathLike, command: str | None = None,
         chapters[name] = {metric: _entry(name, metric, value) for metric, value in _chapter_metrics(entry).items()}
     if spread_from is not None:
         widen_to(chapters, spread_from)
-    params = "".join(f" -p {k} {v}" for k, v in summary.get("parameters", {}).items())
-    default_cmd = (f"python -m ersam_lib run --scale {summary['scale']} --seed {summary['seed']} "
-                   f"--run-dir runs/{run_dir.resolve().name}{params}")
+    params = [arg for k, v in summary.get("parameters", {}).items() for arg in ("-p", str(k), str(v))]
+    default_cmd = shlex.join(["python", "-m", "ersam_lib", "run", "--scale", str(summary["scale"]), "--seed",
+                              str(summary["seed"]), "--run-dir", f"runs/{run_dir.resolve().name}", *params])
     return {
         "format": FORMAT, "scale": summary["scale"], "seed": summary["seed"],
         "recorded": {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -300,7 +301,7 @@ def load_reference(path: str | os.PathLike) -> dict[str, Any]:
 
 def compare_run(run_dir: str | os.PathLike, reference: str | os.PathLike | None = None) -> Comparison:
     """Every reference metric against the run's; the run's metrics the reference lacks are listed as ``new``."""
-    summary = read_json(summary_path(run_dir))
+    summary = read_summary(run_dir)
     path = Path(reference) if reference is not None else default_reference(summary["scale"])
     if not path.exists():
         raise FileNotFoundError(f"no reference {path} for SCALE={summary['scale']}: record one from a complete run "

@@ -30,8 +30,9 @@ This module owns that layout: every stage asks it for its folder (:func:`stage_d
 well-known files (:func:`run_file`, :func:`require`), so that a file's name and the chapter that writes it are
 stated once, here.
 
-Every derived file records what it was made from (the data's content key, upstream hashes) and is reused only when
-that matches; each stage writes its "done" marker last (``config.json`` for the manifest, ``meta.json`` for a
+Every weight file (``*.pt``) has its SHA-256 beside it (``*.pt.sha256``, :func:`ersam_lib.io.atomic_torch_save`),
+checked on every load. Every derived file records what it was made from (the data's content key, upstream hashes) and
+is reused only when that matches; each stage writes its "done" marker last (``config.json`` for the manifest, ``meta.json`` for a
 feature kind, ``dataset.json`` for the data, ``teacher.json``, ``costmodel.json``). A file that is missing, damaged
 or stale raises an error whose one line names it and the command that rebuilds it (:func:`damaged`,
 :func:`rebuild_command`).
@@ -40,6 +41,8 @@ or stale raises an error whose one line names it and the command that rebuilds i
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -48,8 +51,8 @@ from .io import ArtifactError, read_json, update_json
 
 __all__ = [
     "check_run_dir", "damaged", "executed_path", "feature_dir", "load_metrics", "log_path", "metrics_path",
-    "missing_message", "read_run_json", "rebuild_command", "record_metrics", "require", "run_file", "stage_dir",
-    "summary_path", "variant_dir"
+    "missing_message", "read_run_json", "read_summary", "rebuild_command", "rebuilt_chapter", "record_metrics",
+    "require", "run_file", "stage_dir", "summary_path", "summary_problem", "variant_dir"
 ]
 
 STAGES: tuple[str, ...] = ("data", "profiling", "teacher", "supernet", "search", "deploy")
@@ -124,13 +127,20 @@ def missing_message(path: str | os.PathLike, run_dir: str | os.PathLike, chapter
 
 def rebuild_command(run_dir: str | os.PathLike, chapter: str) -> str:
     """The command that (re)runs chapter ``chapter`` of the run in ``run_dir`` (its scale and seed when known)."""
-    opts = ""
+    opts: list[str] = []
     try:
         summary = read_json(summary_path(run_dir))
-        opts = f" --scale {summary['scale']} --seed {summary['seed']}"
+        opts = ["--scale", str(summary["scale"]), "--seed", str(summary["seed"])]
     except (OSError, ValueError, KeyError, TypeError):  # no (readable) summary: the defaults apply
         pass
-    return f"python -m ersam_lib run --run-dir {run_dir}{opts} --only {chapter}"
+    return shlex.join(["python", "-m", "ersam_lib", "run", "--run-dir", str(run_dir), *opts, "--only", chapter])
+
+
+def rebuilt_chapter(message: str) -> str | None:
+    """The chapter whose rebuild an error message asks for (the ``--only NN`` of :func:`rebuild_command` in it), so
+    that the runner's resume line starts there rather than at the chapter that met the damaged file."""
+    found = re.findall(r"python -m ersam_lib run .*?--only '?(\d\d)\b", message)
+    return min(found) if found else None
 
 
 def damaged(path: str | os.PathLike, run_dir: str | os.PathLike, chapter: str, reason: str) -> ArtifactError:
@@ -196,6 +206,36 @@ def log_path(run_dir: str | os.PathLike, stem: str) -> Path:
 
 def summary_path(run_dir: str | os.PathLike) -> Path:
     return Path(run_dir) / SUMMARY
+
+
+def read_summary(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """The run's ``summary.json``, checked to be one (an object with ``scale``, ``seed`` and ``chapters``, each
+    chapter an object with a ``status``); a missing, damaged or foreign file is a one-line error naming it."""
+    path = summary_path(run_dir)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: not a run folder (run the pipeline into {run_dir} first)")
+    summary = read_json(path)
+    problem = summary_problem(summary)
+    if problem:
+        raise ArtifactError(f"{path} is not a run summary of this book: {problem}")
+    return summary
+
+
+def summary_problem(summary: Any) -> str | None:
+    """What makes ``summary`` (parsed JSON) unlike a run summary, or ``None`` when it is one."""
+    if not isinstance(summary, dict):
+        return f"it holds a JSON {type(summary).__name__}, not an object"
+    missing = sorted({"scale", "seed", "chapters"} - set(summary))
+    if missing:
+        return f"it lacks {', '.join(missing)}"
+    if not isinstance(summary["chapters"], dict):
+        return "its chapters are not an object"
+    for name, entry in summary["chapters"].items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("status"), str):
+            return f"chapter {name!r} has no status"
+        if not isinstance(entry.get("metrics", {}), dict) or not isinstance(entry.get("executed", ""), str):
+            return f"chapter {name!r} has metrics or an executed copy of the wrong type"
+    return None
 
 
 def metrics_path(run_dir: str | os.PathLike, chapter: str) -> Path:

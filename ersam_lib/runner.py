@@ -24,6 +24,7 @@ import json
 import math
 import os
 import platform
+import shlex
 import signal
 import subprocess
 import sys
@@ -40,12 +41,14 @@ import psutil
 
 from .io import ArtifactError, read_json, sha256_file, update_json
 from .repro import MALLOC_ENV, training_env
-from .rundir import check_run_dir, executed_path, load_metrics, log_path, metrics_path, summary_path
+from .rundir import (check_run_dir, executed_path, load_metrics, log_path, metrics_path, summary_path,
+                     summary_problem)
 from .scales import check_scale
 
 __all__ = [
     "ChapterResult", "chapter_parameters", "discover_notebooks", "environment_info", "execute_notebook", "kill_tree",
-    "locate_error", "NotebookFailed", "parse_parameter", "RunInterrupted", "run_pipeline", "select_notebooks"
+    "locate_error", "mark_dead_runners", "NotebookFailed", "parse_parameter", "runner_alive", "RunInterrupted",
+    "run_pipeline", "select_notebooks"
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -65,6 +68,7 @@ class ChapterResult:
     error: dict[str, Any] | None = None
     executed_sha256: str | None = None  # of the executed copy, so the book renders exactly what ran
     started: str | None = None
+    runner: dict[str, Any] | None = None  # while running: host, pid and start time of the runner (runner_alive)
 
 
 class NotebookFailed(RuntimeError):
@@ -105,17 +109,21 @@ def discover_notebooks(notebooks_dir: str | os.PathLike = DEFAULT_NOTEBOOKS) -> 
 
 
 def select_notebooks(notebooks: list[Path], only: str | None = None, from_: str | None = None) -> list[Path]:
-    """Filter by chapter prefix: ``only="02"`` runs chapter 02 alone, ``from_="03"`` resumes at chapter 03."""
-    if only and from_:
+    """Filter by chapter prefix: ``only="02"`` runs chapter 02 alone, ``from_="03"`` resumes at chapter 03.
+
+    ``None`` means "not given"; an empty or blank chapter is an error, not "every chapter"."""
+    if only is not None and from_ is not None:
         raise ValueError("give --only or --from, not both")
-    prefixes = [p.name[:2] for p in notebooks]
-    key = only or from_
-    if key is None:
+    if only is None and from_ is None:
         return notebooks
-    key = key.zfill(2)
+    flag, key = ("--only", only) if only is not None else ("--from", from_)
+    prefixes = [p.name[:2] for p in notebooks]
+    if not str(key).strip().isdigit():
+        raise ValueError(f"{flag} needs a chapter number such as {prefixes[-1]}, got {key!r}")
+    key = str(key).strip().zfill(2)
     if key not in prefixes:
-        raise ValueError(f"no chapter {key}; chapters are {', '.join(prefixes)}")
-    if only:
+        raise ValueError(f"{flag}: no chapter {key}; chapters are {', '.join(prefixes)}")
+    if only is not None:
         return [p for p in notebooks if p.name[:2] == key]
     return [p for p in notebooks if p.name[:2] >= key]
 
@@ -221,9 +229,17 @@ def run_pipeline(
             if stop:  # a signal between two chapters: the next one does not start
                 raise RunInterrupted(nb.name, ChapterResult("interrupted", 0.0, "", ""), stop[0])
             print(f"[ersam] running {nb.name} (SCALE={scale}, SEED={seed}) ...", flush=True)
-            result = execute_notebook(nb, run_dir, scale, seed, timeout_s, cell_timeout_s or timeout_s, stop,
-                                      routed[nb.name])
-            summary = _record(run_dir, nb.stem, result)
+            try:
+                result = execute_notebook(nb, run_dir, scale, seed, timeout_s, cell_timeout_s or timeout_s, stop,
+                                          routed[nb.name])
+                summary = _record(run_dir, nb.stem, result)
+            except OSError as e:  # the runner's own files (a full disk): the chapter failed, say where and why
+                result = ChapterResult("failed", 0.0, _rel(executed_path(run_dir, nb.name), run_dir),
+                                       _rel(log_path(run_dir, nb.stem), run_dir),
+                                       error={"cell": None, "source": "", "message": f"{type(e).__name__}: {e}"})
+                with contextlib.suppress(OSError):  # recorded if there is room for it
+                    _record(run_dir, nb.stem, result)
+                raise NotebookFailed(nb.name, result) from None
             if result.status == "interrupted":
                 raise RunInterrupted(nb.name, result, stop[0])
             if result.status != "ok":
@@ -244,12 +260,13 @@ def execute_notebook(
     """
     executed = executed_path(run_dir, notebook.name)
     log = log_path(run_dir, notebook.stem)
-    executed.parent.mkdir(parents=True, exist_ok=True)
-    log.parent.mkdir(parents=True, exist_ok=True)
+    for path in (executed, log):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _drop_link(path)
     metrics_path(run_dir, notebook.name[:2]).unlink(missing_ok=True)
     started = _now()
     _record(run_dir, notebook.stem, ChapterResult("running", 0.0, _rel(executed, run_dir), _rel(log, run_dir),
-                                                 started=started))
+                                                 started=started, runner=_runner_id()))
     params = {"SCALE": scale, "RUN_DIR": str(run_dir), "SEED": seed} | (extra or {})
     cmd = [
         sys.executable, "-m", "papermill", str(notebook), str(executed),
@@ -261,8 +278,10 @@ def execute_notebook(
                                 MPLBACKEND="module://matplotlib_inline.backend_inline", PYTHONUNBUFFERED="1")
     stop = stop if stop is not None else []
     start = time.perf_counter()
-    with open(log, "w", encoding="utf-8") as log_f:
-        proc = subprocess.Popen(cmd, stdout=log_f, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    with open(os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o666), "w",
+              encoding="utf-8") as log_f:
+        proc = subprocess.Popen(cmd, stdout=log_f, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                preexec_fn=_die_with(os.getpid()))
         status = _wait(proc, start + timeout_s, stop)
     wall = time.perf_counter() - start
     error = None
@@ -280,6 +299,44 @@ def execute_notebook(
     digest = sha256_file(executed) if status == "ok" else None
     return ChapterResult(status, round(wall, 2), _rel(executed, run_dir), _rel(log, run_dir), metrics, error, digest,
                          started)
+
+
+def _drop_link(path: Path) -> None:
+    """Remove a symbolic link where the runner writes a file of its own (it never makes links itself), so that
+    nothing outside the run folder is overwritten through it; the link's target is left as it is."""
+    if path.is_symlink():
+        print(f"[ersam] {path} was a symbolic link; removed it (the runner writes its own file there, never "
+              f"through a link)", file=sys.stderr, flush=True)
+        path.unlink()
+
+
+def _die_with(parent: int) -> Any:
+    """A ``preexec_fn`` that makes the child get SIGTERM when the runner dies, even by SIGKILL or the OOM killer
+    (Linux's parent-death signal), so papermill never outlives it; the kernel then exits by itself (ipykernel
+    polls its parent). Elsewhere, or if the runner died before the child got this far, the child just exits."""
+    def arm() -> None:
+        with contextlib.suppress(OSError, AttributeError):
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+        if os.getppid() != parent:  # the runner is already gone
+            os._exit(1)
+    return arm if sys.platform.startswith("linux") else None
+
+
+def _runner_id() -> dict[str, Any]:
+    """Who runs a chapter: host, process id and its start time (a reused pid has another start time)."""
+    return {"host": platform.node(), "pid": os.getpid(), "started": psutil.Process().create_time()}
+
+
+def runner_alive(runner: dict[str, Any] | None) -> bool:
+    """Whether the runner recorded in a ``running`` chapter is still alive (an unknown one on another host is)."""
+    if not runner or runner.get("host") != platform.node():
+        return True  # cannot tell from here: believe the record
+    try:
+        return abs(psutil.Process(int(runner["pid"])).create_time() - float(runner["started"])) < 1e-3
+    except (psutil.Error, KeyError, TypeError, ValueError):
+        return False
 
 
 def _wait(proc: subprocess.Popen, deadline: float, stop: list[int]) -> str:
@@ -375,6 +432,8 @@ def _open_summary(run_dir: Path, scale: str, seed: int, params: dict[str, Any]) 
     def update(summary: dict[str, Any] | None) -> dict[str, Any]:
         if summary is None:
             summary = {"run_dir": str(run_dir), "scale": scale, "seed": seed, "created": _now(), "chapters": {}}
+        elif summary_problem(summary):
+            raise ArtifactError(f"{path} is not a run summary of this book: {summary_problem(summary)}")
         elif (summary.get("scale"), summary.get("seed")) != (scale, seed):
             raise ValueError(
                 f"{run_dir} holds a run with SCALE={summary.get('scale')}, SEED={summary.get('seed')}; "
@@ -383,13 +442,29 @@ def _open_summary(run_dir: Path, scale: str, seed: int, params: dict[str, Any]) 
         summary["environment"] = environment_info()
         if params:
             summary["parameters"] = dict(params)
+        mark_dead_runners(summary)
         return summary
 
     try:
         return update_json(path, update)
     except ArtifactError as e:
+        again = shlex.join(["python", "-m", "ersam_lib", "run", "--run-dir", str(run_dir), "--scale", scale,
+                            "--seed", str(seed)])
         raise ArtifactError(f"{e}; it is the record of the run: move it away and run every chapter again "
-                            f"(python -m ersam_lib run --run-dir {run_dir} --scale {scale} --seed {seed})") from None
+                            f"({again})") from None
+
+
+def mark_dead_runners(summary: dict[str, Any]) -> list[str]:
+    """Mark ``interrupted`` every chapter whose entry says ``running`` but whose runner is gone (killed by SIGKILL
+    or the OOM killer, it could not record its end); return their names. Readers of the summary call it."""
+    dead = []
+    for name, entry in summary.get("chapters", {}).items():
+        if isinstance(entry, dict) and entry.get("status") == "running" and not runner_alive(entry.get("runner")):
+            entry["status"] = "interrupted"
+            entry["error"] = {"cell": None, "source": "", "message": "the runner died without recording an end "
+                              "(killed by SIGKILL or out of memory); run the chapter again"}
+            dead.append(name)
+    return dead
 
 
 def _source(cell: dict) -> str:

@@ -77,3 +77,65 @@ def test_the_book_refuses_a_chapter_that_is_not_a_complete_ok_execution(tmp_path
     atomic_write_json(run / "summary.json", summary | {"chapters": {"01_first": entry}})  # an older summary
     with pytest.raises(ArtifactError, match=r"01_first\.ipynb is an incomplete execution"):
         stage_executed(run, staged, mini_book)
+
+
+# --------------------------------------------------------------------------------------------- issue 30
+_RENDER = "import sys\nfrom pathlib import Path\nfrom ersam_lib.book import build_book\n" \
+          "build_book(sys.argv[1], Path(sys.argv[2]), sys.argv[3])"
+
+
+def test_ctrl_c_during_a_render_leaves_the_previous_book_and_nothing_half_built(tmp_path: Path,
+                                                                                mini_book: Path) -> None:
+    """Item 8: SIGINT to the render's process group (a terminal's Ctrl-C) while jupyter-book runs: the previous
+    _build stays as it was and no partial render is left; the command line says so in one line (exit 130)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from ersam_lib import book, cli
+
+    run = _run(tmp_path, "run", 0)
+    out = tmp_path / "out"
+    (out / "_build" / "html").mkdir(parents=True)
+    (out / "_build" / "html" / "index.html").write_text("the previous render\n")
+    before = _tree(out / "_build")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, "-c", _RENDER, str(run), str(mini_book), str(out)], env=env,
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not list(out.glob(".render-*/_build/source/chapters/*.ipynb")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(2.0)  # jupyter-book is running now
+    assert proc.poll() is None, proc.stderr.read()
+    os.killpg(proc.pid, signal.SIGINT)
+    proc.wait(timeout=120)
+    assert _tree(out / "_build") == before and not list(out.glob(".*"))
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(book, "build_book", interrupted)
+        assert cli.main(["book", "--run-dir", str(run), "--out", str(out)]) == 130
+
+
+def test_a_summary_of_the_wrong_structure_is_one_line_for_book_and_compare(tmp_path: Path, capsys) -> None:
+    """Item 8: summary.json that is valid JSON but not a run summary (a list, missing keys, a chapter without a
+    status): one line naming it, exit 2, from book, compare and run."""
+    import json
+
+    from ersam_lib import cli
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for wrong in ([], {"scale": "smoke"}, {"scale": "smoke", "seed": 0, "chapters": {"01_x": "ok"}},
+                  {"scale": "smoke", "seed": 0, "chapters": {"01_x": {"status": "ok", "metrics": []}}}):
+        (run / "summary.json").write_text(json.dumps(wrong))
+        for argv in (["book", "--run-dir", str(run), "--out", str(tmp_path / "out")], ["compare", str(run)],
+                     ["run", "--scale", "smoke", "--run-dir", str(run), "--only", "00"]):
+            assert cli.main(argv) == 2, (wrong, argv)
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1 and "is not a run summary of this book" in err, (wrong, argv, err)
+    assert not (tmp_path / "out").exists()

@@ -164,7 +164,8 @@ def test_a_render_that_would_show_a_build_machine_path_fails(tmp_path: Path) -> 
                                    "  - file: references\n")
     with pytest.raises(ArtifactError, match=r"chapters/01_first\.html shows the build machine's path " + str(run)):
         build_book(run, book, tmp_path / "out")
-    html = tmp_path / "out" / "_build" / "html"
+    assert not (tmp_path / "out" / "_build").exists()  # never in the readers' place, kept aside for inspection
+    html = tmp_path / "out" / "_build.rejected" / "html"
     assert check_offline(html) == []  # MathJax and everything else from the book's own files
     assert '"../_static/mathjax/tex-mml-chtml.js' in (html / "chapters" / "01_first.html").read_text()
     assert "This run has no chapter 5" in (html / "intro.html").read_text()

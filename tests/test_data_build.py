@@ -365,3 +365,54 @@ def test_cli_refuses_impossible_values(tmp_path, capsys):
     (tmp_path / "afile").write_text("x")
     assert main(["build", "--out", str(tmp_path / "afile"), "--scale", "smoke"]) == 2
     assert "is a file" in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
+_BUILD = "import sys, data_prep as dp; dp.build_tiny(sys.argv[1], seed=int(sys.argv[2]))"
+
+
+def test_two_builds_into_one_folder_take_turns(cache, tmp_path):
+    """Issue 30, item 4: a build waits (and says so) while another holds the folder, and two builds of other seeds
+    started together both succeed and leave one build's manifest, record and features, never a mix."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from ersam_lib.io import file_lock, read_json
+
+    env = {**os.environ, "ERSAM_PROGRESS": "0"}
+    run = tmp_path / "run"
+    (run / "data").mkdir(parents=True)
+    with file_lock(run / "data"):
+        waiting = subprocess.Popen([sys.executable, "-c", _BUILD, str(run), "1"], env=env, stderr=subprocess.PIPE,
+                                   text=True)
+        time.sleep(20)  # long enough for a tiny build (a few seconds) to have finished, were it not waiting
+        assert waiting.poll() is None and not (run / "data" / "dataset.json").exists()
+    assert waiting.wait(timeout=300) == 0 and "another build is writing" in waiting.stderr.read()
+    procs = [subprocess.Popen([sys.executable, "-c", _BUILD, str(run), seed], env=env, stderr=subprocess.PIPE)
+             for seed in ("2", "3")]
+    assert [p.wait(timeout=600) for p in procs] == [0, 0], [p.stderr.read()[-2000:] for p in procs]
+    dataset, config = read_json(run / "data" / "dataset.json"), read_json(run / "data" / "config.json")
+    meta = read_json(run / "data" / "features" / "logmel" / "meta.json")
+    assert dataset["config"]["seed"] == config["config"]["seed"] in (2, 3)
+    assert dataset["manifest_sha256"] == config["manifest_sha256"] == meta["manifest_sha256"]
+    assert manifest_hash(dp.load_manifest(run)) == dataset["manifest_sha256"]
+
+
+def test_a_full_disk_stops_the_build_with_one_line_naming_the_file(cache, small_disk, capsys, monkeypatch):
+    """Issue 30, item 11: on a real full file system the build's error names the file it was writing and says the
+    disk is full (numpy's own words are "N requested and M written"); the command line prints it as one line."""
+    import importlib
+
+    from data_prep.cli import main
+
+    with pytest.raises(OSError, match=r"no space left on the device writing .*small_disk/data/") as err:
+        dp.build_tiny(small_disk)
+    assert "\n" not in str(err.value)
+    # the command line on the same disk (the tiny recipe stands in for the smoke one: seconds, not minutes)
+    module = importlib.import_module("data_prep.build")
+    real = module.build
+    monkeypatch.setattr(module, "build", lambda cfg, out: real(dp.DataConfig.tiny(), out))
+    assert main(["build", "--scale", "smoke", "--out", str(small_disk)]) == 2
+    out = capsys.readouterr().err
+    assert out.count("\n") == 1 and "no space left on the device writing" in out

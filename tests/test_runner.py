@@ -209,3 +209,102 @@ def test_cell_timeout_below_a_second_is_a_limit_not_none(notebooks: Path, tmp_pa
     with pytest.raises(NotebookFailed, match="timed out after 1 s"):
         run_pipeline(tmp_path / "run", "smoke", 0, notebooks, only="01", timeout_s=120, cell_timeout_s=0.9)
     assert read_json(tmp_path / "run" / "summary.json")["chapters"]["01_first"]["status"] == "timeout"
+
+
+# --------------------------------------------------------------------------------------------- issue 30
+def test_no_file_is_written_through_a_link_planted_in_the_run_folder(notebooks: Path, tmp_path: Path) -> None:
+    """Item 6: logs/ and executed/ entries that are symbolic links to files outside the run folder are replaced by
+    the runner's own files; the files they pointed to keep their contents."""
+    run_dir = tmp_path / "run"
+    outside = {name: tmp_path / f"outside-{name}" for name in ("log", "ipynb")}
+    for path in outside.values():
+        path.write_text("precious\n")
+    for sub, name, target in (("logs", "01_first.log", outside["log"]),
+                              ("executed", "01_first.ipynb", outside["ipynb"])):
+        (run_dir / sub).mkdir(parents=True)
+        (run_dir / sub / name).symlink_to(target)
+    run_pipeline(run_dir, "smoke", 0, notebooks, only="01", timeout_s=300)
+    assert all(path.read_text() == "precious\n" for path in outside.values())
+    for path in (run_dir / "logs" / "01_first.log", run_dir / "executed" / "01_first.ipynb"):
+        assert not path.is_symlink() and path.stat().st_size > 0
+
+
+def test_a_killed_runner_leaves_no_orphans_and_no_chapter_running_forever(notebooks: Path, tmp_path: Path) -> None:
+    """Item 7: SIGKILL of the runner (it cannot clean up) takes papermill and its kernel down with it (Linux's
+    parent-death signal), and the next runner marks the chapter it left 'running' as interrupted."""
+    import psutil
+
+    run_dir = tmp_path / "run"
+    proc = _start_heartbeat_run(notebooks, run_dir)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    assert len(children) >= 2  # papermill and the kernel
+    proc.kill()
+    proc.communicate(timeout=60)
+    _, alive = psutil.wait_procs(children, timeout=30)
+    assert not alive, [p.info for p in alive]
+    beat = (run_dir / "heartbeat").read_text()
+    time.sleep(1.5)
+    assert (run_dir / "heartbeat").read_text() == beat  # nobody writes the run folder any more
+    assert read_json(run_dir / "summary.json")["chapters"]["01_first"]["status"] == "running"  # what it left
+    _write_notebook(notebooks / "02_second.ipynb", RECORD.format(chapter="02"))
+    run_pipeline(run_dir, "smoke", 0, notebooks, only="02", timeout_s=300)
+    entry = read_json(run_dir / "summary.json")["chapters"]["01_first"]
+    assert entry["status"] == "interrupted" and "runner died" in entry["error"]["message"]
+
+
+def test_empty_chapter_selections_are_errors_and_done_counts_what_ran(notebooks: Path, tmp_path: Path) -> None:
+    """Items 9 and 12: --only '' and --from '' select nothing (an error, not every chapter); after --only 01 the
+    runner says it ran one chapter."""
+    paths = [Path(f"{i:02d}_x.ipynb") for i in range(4)]
+    for kwargs in ({"only": ""}, {"from_": ""}, {"only": " "}, {"from_": "x"}):
+        with pytest.raises(ValueError, match="needs a chapter number"):
+            select_notebooks(paths, **kwargs)
+    for flag in ("--only", "--from"):
+        cli = subprocess.run(_cli("run", "--scale", "smoke", "--run-dir", str(tmp_path / "r"), "--notebooks",
+                                  str(notebooks), flag, "", "-p", "NOPE", "1"), capture_output=True, text=True)
+        assert cli.returncode == 2 and cli.stderr.count("\n") == 1 and "needs a chapter number" in cli.stderr
+    cli = subprocess.run(_cli("run", "--scale", "smoke", "--run-dir", str(tmp_path / "r"), "--notebooks",
+                              str(notebooks), "--only", "01"), capture_output=True, text=True)
+    assert cli.returncode == 0 and "done: 1 chapter (01)," in cli.stdout, cli.stdout
+
+
+def test_resume_lines_are_shell_quoted(notebooks: Path, tmp_path: Path) -> None:
+    """Item 5: a run folder with a space and a non-ASCII letter and a -p value that holds a command substitution:
+    the printed resume line, pasted into a shell, gives back exactly those arguments and runs nothing."""
+    import shlex
+
+    _write_notebook(notebooks / "01_first.ipynb", "ROOT = None\nraise ValueError('stop here')")
+    nb = json.loads((notebooks / "01_first.ipynb").read_text())
+    nb["cells"][1]["source"] = 'SCALE = "tutorial"\nRUN_DIR = "."\nSEED = 0\nROOT = None'
+    (notebooks / "01_first.ipynb").write_text(json.dumps(nb))
+    run_dir = tmp_path / "sp ace ü"
+    hostile = "$(touch pwned)"
+    cli = subprocess.run(_cli("run", "--scale", "smoke", "--run-dir", str(run_dir), "--notebooks", str(notebooks),
+                              "-p", "ROOT", hostile), capture_output=True, text=True, cwd=tmp_path)
+    assert cli.returncode == 1, cli.stderr
+    line = cli.stderr.strip().splitlines()[-1].split(": ", 1)[1]
+    argv = shlex.split(line)
+    assert argv[argv.index("--run-dir") + 1] == str(run_dir) and argv[argv.index("ROOT") + 1] == hostile
+    echoed = subprocess.run(["bash", "-c", f"printf '%s\\n' {line.removeprefix('python ')}"], capture_output=True,
+                            text=True, cwd=tmp_path)
+    assert echoed.stdout.splitlines() == argv[1:] and not (tmp_path / "pwned").exists()
+
+
+def test_a_full_disk_during_a_chapter_is_recorded_with_a_resume_line(notebooks: Path, tmp_path: Path, monkeypatch,
+                                                                       capsys) -> None:
+    """Item 11: an OSError of the runner itself (no space for the log, the summary) ends the chapter as failed with
+    the error, and the command line prints the file and the resume line instead of leaving it 'running'."""
+    import errno
+
+    from ersam_lib import cli, runner
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, f"no space left on the device writing {tmp_path / 'run' / 'logs' / 'x.log'}")
+
+    monkeypatch.setattr(runner.subprocess, "Popen", full)
+    assert cli.main(["run", "--scale", "smoke", "--run-dir", str(tmp_path / "run"), "--notebooks", str(notebooks),
+                     "--only", "01"]) == 1
+    err = capsys.readouterr().err
+    assert "no space left on the device writing" in err and "x.log" in err and "--from 01" in err
+    entry = read_json(tmp_path / "run" / "summary.json")["chapters"]["01_first"]
+    assert entry["status"] == "failed" and "no space left" in entry["error"]["message"]
