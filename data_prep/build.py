@@ -128,9 +128,9 @@ def load_manifest(run_dir: str | os.PathLike) -> pd.DataFrame:
     try:
         df = pd.read_parquet(path)
     except Exception as e:  # pyarrow raises several types for a damaged file
-        raise damaged(path, run_dir, "01", f"is not a readable Parquet file ({str(e).splitlines()[0][:120]})") from None
+        raise damaged(path, run_dir, "data", f"is not a readable Parquet file ({str(e).splitlines()[0][:120]})") from None
     if manifest_hash(df) != info.get("manifest_sha256"):
-        raise damaged(path, run_dir, "01", "does not match the manifest_sha256 that dataset.json recorded")
+        raise damaged(path, run_dir, "data", "does not match the manifest_sha256 that dataset.json recorded")
     return df
 
 
@@ -150,7 +150,7 @@ def open_run_source(run_dir: str | os.PathLike) -> SpeechSource:
     cfg = DataConfig.from_json(info["config"])
     source = reopen_source(info["source"], cfg) if "sources" not in info else reopen_sources(info["sources"], cfg)
     if "source_fingerprint" in info and to_plain(source.fingerprint()) != info["source_fingerprint"]:
-        raise damaged(run_file(run_dir, "dataset"), run_dir, "01", f"was built from speech that has changed since "
+        raise damaged(run_file(run_dir, "dataset"), run_dir, "data", f"was built from speech that has changed since "
                       f"(the {source.name} source no longer has the recorded fingerprint)")
     return source
 

@@ -153,7 +153,7 @@ def load_round(run_dir: str | os.PathLike, r: int,
     """Round ``r``'s standardised features (memory-mapped) and labels, checked against its marker."""
     folder = pool_dir(run_dir, mix_sources)
     if not _intact(folder, r, round_key(run_dir, r, mix_sources)):
-        raise damaged(folder / f"round_{r}.json", run_dir, "03", "is missing, stale or does not match its arrays")
+        raise damaged(folder / f"round_{r}.json", run_dir, "teacher", "is missing, stale or does not match its arrays")
     return load_array(folder / f"round_{r}.npy", mmap_mode="r"), load_array(folder / f"round_{r}_y.npy")
 
 

@@ -257,9 +257,9 @@ def load_features(run_dir: str | os.PathLike, split: str, kind: str = "logmel", 
         expected = feature_key(dataset["manifest_sha256"], dataset["source_fingerprint"],
                                FeatureConfig(**dataset["config"]["features"]), kind)
     except (KeyError, TypeError) as e:
-        raise damaged(run_file(run_dir, "dataset"), run_dir, "01", f"lacks {e} (an older build)") from None
+        raise damaged(run_file(run_dir, "dataset"), run_dir, "data", f"lacks {e} (an older build)") from None
     if meta.get("key") != expected:
-        raise damaged(folder / "meta.json", run_dir, "01", "was built from other data or another front end than "
+        raise damaged(folder / "meta.json", run_dir, "data", "was built from other data or another front end than "
                       "dataset.json describes (its content key differs)")
     if split not in meta.get("counts", {}):
         raise ValueError(f"{run_dir} has no {split!r} split (built: {', '.join(meta.get('counts', {}))}); the real "
@@ -281,9 +281,9 @@ def feature_meta(run_dir: str | os.PathLike, kind: str = "logmel") -> dict[str, 
     try:
         meta = read_json(path)
     except ArtifactError as e:
-        raise damaged(path, run_dir, "01", str(e)) from None
+        raise damaged(path, run_dir, "data", str(e)) from None
     if meta.get("format") != FORMAT:
-        raise damaged(path, run_dir, "01", "was written by an older version of the book")
+        raise damaged(path, run_dir, "data", "was written by an older version of the book")
     return meta
 
 
@@ -292,12 +292,12 @@ def _checked_array(path: Path, shape: tuple, dtype: Any, meta: dict, run_dir: st
     try:
         arr = load_array(path, mmap_mode="r" if mmap else None)
     except (FileNotFoundError, ArtifactError) as e:
-        raise damaged(path, run_dir, "01", str(e)) from None
+        raise damaged(path, run_dir, "data", str(e)) from None
     if arr.shape != tuple(shape) or arr.dtype != dtype:
-        raise damaged(path, run_dir, "01", f"holds {arr.dtype} {arr.shape}, but meta.json says "
+        raise damaged(path, run_dir, "data", f"holds {arr.dtype} {arr.shape}, but meta.json says "
                       f"{np.dtype(dtype)} {tuple(shape)}")
     if sha256_file(path) != meta["sha256"].get(path.name):
-        raise damaged(path, run_dir, "01", "does not match the SHA-256 that meta.json recorded (changed or damaged "
+        raise damaged(path, run_dir, "data", "does not match the SHA-256 that meta.json recorded (changed or damaged "
                       "since it was built)")
     return arr
 

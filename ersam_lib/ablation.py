@@ -117,7 +117,7 @@ def _load_variant(run_dir: str | os.PathLike, scale: str, data: FeatureData, see
     try:
         supernet.load_state_dict(torch_load(path)["model"])
     except (ArtifactError, FileNotFoundError) as e:
-        raise damaged(path, run_dir, "04", str(e)) from None
+        raise damaged(path, run_dir, "supernet", str(e)) from None
     return supernet, space
 
 

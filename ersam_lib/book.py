@@ -34,7 +34,8 @@ from typing import Any
 import yaml
 
 from .io import ArtifactError, read_json, sha256_file
-from .rundir import FILES, read_summary, run_file, summary_path
+from .rundir import read_summary, run_file, summary_path
+from .stages import stage
 from .runner import REPO_ROOT
 
 __all__ = ["build_book", "check_executed", "check_offline", "find_leaks", "headline_markdown", "prepare_for_readers",
@@ -296,16 +297,16 @@ def headline_markdown(run_dir: str | os.PathLike, docs: set[str], figure: str | 
         lines.append("\nAt `smoke` scale the models train for seconds on a tiny data set: the numbers show that every "
                      "step ran, not what the method achieves. Render a `tutorial` run for results.")
     lines.append("")
-    search = _chapter(chapters, "05")
+    search = _chapter(chapters, "search")
     if search is None:
         lines.append("**This run has no chapter 5 (search)**: the accuracy-energy frontier and the chosen model "
                      "appear here once chapter 5 has run with the same `RUN_DIR`.")
     elif not run_file(run_dir, "frontier").exists():
-        lines.append(f"**Chapter 5 ran but left no `{FILES['frontier'][1]}`** in `search/`: run it again.")
+        lines.append(f"**Chapter 5 ran but left no `{run_file('.', 'frontier').name}`** in `search/`: run it again.")
     else:
         lines += _frontier_section(run_dir, figure, docs)
     lines.append("")
-    deploy = _chapter(chapters, "06")
+    deploy = _chapter(chapters, "deploy")
     if deploy is None:
         lines.append("**This run has no chapter 6 (deployment)**: the quantized model's accuracy, latency and memory "
                      "appear here once chapter 6 has run with the same `RUN_DIR`.")
@@ -317,11 +318,10 @@ def headline_markdown(run_dir: str | os.PathLike, docs: set[str], figure: str | 
     return "\n".join(lines) + "\n"
 
 
-def _chapter(chapters: dict[str, Any], prefix: str) -> dict[str, Any] | None:
-    for name, entry in chapters.items():
-        if name.startswith(prefix + "_") and entry.get("status") == "ok":
-            return entry
-    return None
+def _chapter(chapters: dict[str, Any], label: str) -> dict[str, Any] | None:
+    """The summary entry of the stage ``label`` when it ran ``ok``."""
+    entry = chapters.get(stage(label).notebook)
+    return entry if entry is not None and entry.get("status") == "ok" else None
 
 
 def _read_frontier(path: Path) -> Any:
@@ -366,9 +366,10 @@ def _frontier_section(run_dir: Path, figure: str | None, docs: set[str]) -> list
         role = roles.get(r["name"], r.get("kind", ""))
         cells = [_cell(fmt, r.get(key)) for _, key, fmt in cols]
         lines.append(f"| `{r['name']}` | {role} | " + " | ".join(cells) + " |")
+    frontier = run_file(".", "frontier")
     lines += ["", f"Test-split scores of this run, all models trained on the same data and measured with the same "
-                  f"protocol ({len(table)} rows in `search/{FILES['frontier'][1]}`). Latency per 5-s segment: {how}; "
-                  f"energy per 5-s segment: predicted and calibrated to the phone scale."]
+                  f"protocol ({len(table)} rows in `{frontier.parent.name}/{frontier.name}`). Latency per 5-s segment: "
+                  f"{how}; energy per 5-s segment: predicted and calibrated to the phone scale."]
     return lines
 
 
@@ -397,7 +398,7 @@ def differences_markdown(run_dir: str | os.PathLike) -> str:
     figure the run did not produce says so (``not in this run``)."""
     run_dir = Path(run_dir)
     summary = read_summary(run_dir)
-    m = {p: (_chapter(summary["chapters"], p) or {}).get("metrics", {}) for p in ("03", "04", "05", "06")}
+    m = {label: (_chapter(summary["chapters"], label) or {}).get("metrics", {}) for label in ("supernet", "search")}
     frontier = run_file(run_dir, "frontier")
     table = _read_frontier(frontier) if frontier.exists() else None
     chosen_path = run_file(run_dir, "chosen")
@@ -413,9 +414,9 @@ def differences_markdown(run_dir: str | os.PathLike) -> str:
         "ersam_energy": missing if pick is None else f"{pick['energy_mj']:.2f} mJ per segment (calibrated estimate)",
         "speckhard": _within_e0(table) if table is not None else missing,
         "mobilenet": _baseline_cell(rows.get("mobilenetv2"), memory=True),
-        "countnet": _countnet_cell(m["05"], rows),
+        "countnet": _countnet_cell(m["search"], rows),
         "tcresnet": "; ".join(f"{n}: {_baseline_cell(rows.get(n))}" for n in ("tcresnet8", "tcresnet14")),
-        "distill": _distill_cell(m["04"]),
+        "distill": _distill_cell(m["supernet"]),
         "scale": f"`SCALE=\"{summary['scale']}\"`, `SEED={summary['seed']}`",
     }
     lines = [f"This run: {cells['scale']}, run `{run_dir.resolve().name}`.", "",
@@ -462,21 +463,21 @@ def _within_e0(table: Any) -> str:
             f"{best['acc']:.1%} (`real_test` {best['real_acc']:.1%})")
 
 
-def _countnet_cell(m05: dict[str, Any], rows: dict[str, Any]) -> str:
+def _countnet_cell(search: dict[str, Any], rows: dict[str, Any]) -> str:
     parts = [f"published {name.replace('CountNet ', '').replace(' (published)', '')} on `real_test`: MAE "
-             f"{m05['peer_real_test_mae'][name]:.2f}, accuracy {acc:.1%}"
-             for name, acc in m05.get("peer_real_test_acc", {}).items()]
+             f"{search['peer_real_test_mae'][name]:.2f}, accuracy {acc:.1%}"
+             for name, acc in search.get("peer_real_test_acc", {}).items()]
     parts += [f"`{n}` trained here: test MAE {rows[n]['mae']:.2f}, `real_test` MAE {rows[n]['real_mae']:.2f}"
               for n in ("countnet_crnn", "countnet_fcrnn") if n in rows]
     return "; ".join(parts) or "not in this run"
 
 
-def _distill_cell(m04: dict[str, Any]) -> str:
-    if "final_variant" not in m04:
+def _distill_cell(supernet: dict[str, Any]) -> str:
+    if "final_variant" not in supernet:
         return "not in this run"
-    return (f"`{m04['final_variant']}`: {m04['final_query_rate']:.0%} of the samples sent to the teacher; largest "
-            f"subnet {m04['final_minus_full_acc_largest'] * 100:+.1f} points and smallest "
-            f"{m04['final_minus_full_acc_smallest'] * 100:+.1f} points against full distillation (validation)")
+    return (f"`{supernet['final_variant']}`: {supernet['final_query_rate']:.0%} of the samples sent to the teacher; "
+            f"largest subnet {supernet['final_minus_full_acc_largest'] * 100:+.1f} points and smallest "
+            f"{supernet['final_minus_full_acc_smallest'] * 100:+.1f} points against full distillation (validation)")
 
 
 def _cell(fmt: str, value: Any) -> str:

@@ -1,32 +1,32 @@
 """A run against reference metrics (the reviewer's check; the runner prints it at the end of a full run).
 
 ``python -m ersam_lib compare RUN_DIR`` reads the metrics every chapter recorded in ``RUN_DIR/summary.json`` and sets
-each one beside the committed reference of the run's scale (``ersam_lib/recorded/reference_<scale>.json``), within
-the tolerance that the reference declares for that metric; it exits 1 when one is out of tolerance or missing.
-``--record`` writes such a reference from a finished run, with a default tolerance per kind of metric
-(:data:`KINDS`): timings and what is computed from them are printed but not checked (they belong to the machine),
-and so is what the search of chapter 5 found and chapter 6 deployed (the machine's latencies steer the search),
-accuracies are checked to within 3 points, other real numbers to within 10 %, counts, flags, hashes and settings
-exactly. The defaults are guesses from each metric's name and value: review the recorded file (compare a second
-run against it) and edit a metric's entry to declare another tolerance, or record with ``--spread-from OLD_REF``:
-where an independent run (an older reference, another machine) lies outside a default tolerance, the entry's
-tolerance is widened to cover it, and the entry says so (``"spread"``: that run's value and machine); an entry whose
-value the old reference holds to the last digit keeps the old spread. CPU training is
-bit-exact only on the same instruction set (``cpu_capability`` in the machine record): on another CPU a model
-trained from scratch lands a few points away, which is what such a tolerance has to admit.
+each one beside the committed reference of the run's scale (``ersam_lib/recorded/reference_<scale>.json``); it exits
+1 when one is out of tolerance, missing, or declared by no stage. How a metric is checked is not the reference's to
+say: its stage in :mod:`ersam_lib.stages` declares its kind, and :data:`ersam_lib.stages.KINDS` gives the kind's
+tolerance: timings and what is computed from them are printed but not checked (they belong to the machine), and so
+is what the search of chapter 5 found and chapter 6 deployed (the machine's latencies steer the search), accuracies
+are checked to within 3 points, other real numbers to within 10 %, counts, flags, hashes and settings exactly.
+
+``--record`` writes a reference from a finished run: each metric's value. With ``--spread-from OLD_REF``, where an
+independent run (an older reference, another machine) lies outside a default tolerance, the entry records that run's
+value, machine and the tolerance that admits it (``"spread"``), which compare then uses; an entry whose value the old
+reference holds to the last digit keeps the old spread. CPU training is bit-exact only on the same instruction set
+(``cpu_capability`` in the machine record): on another CPU a model trained from scratch lands a few points away,
+which is what such a spread has to admit.
 
 The reference file::
 
-    {"format": "ersam-reference/1", "scale": "tutorial", "seed": 0,
+    {"format": "ersam-reference/2", "scale": "tutorial", "seed": 0,
      "recorded": {"date": ..., "run": "tutorial", "command": "python -m ersam_lib run ...", "machine": {...}},
-     "chapters": {"01_data": {"floor_acc": {"value": 0.41, "kind": "accuracy", "abs_tol": 0.03}, ...}, ...}}
+     "chapters": {"01_data": {"floor_acc_test": {"value": 0.41}, "n_train": {"value": 6000},
+                              "agreement_fill": {"value": 0.93, "spread": {"value": 0.9, "abs_tol": 0.04, ...}},
+                              ...}, ...}}
 
-An entry is checked as ``|run - value| <= max(abs_tol, rel_tol * |value|)`` when it declares ``abs_tol`` or
-``rel_tol``, exactly otherwise, and only printed when it says ``"check": false``; an entry with ``"optional": true``
-(one keyed by a searched architecture's id, which another run may not find) is no failure when the run lacks it,
-nor is an unchecked one (``finalists.5`` of a run whose front has five finalists).
-Nested metrics (dicts, lists) are compared leaf by leaf under dotted names (``baseline_test_acc.tcresnet8``); each
-chapter also carries ``run.status`` (exact: ``ok``) and ``run.wall_s`` (a timing).
+A metric keyed by a searched architecture's id (which another run may not find), or one that is not checked
+(``finalists.5`` of a run whose front has five finalists), is no failure when the run lacks it. Nested metrics (dicts,
+lists) are compared leaf by leaf under dotted names (``baseline_test_acc.tcresnet8``); each chapter also carries
+``run.status`` (exact: ``ok``) and ``run.wall_s`` (a timing).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ import math
 import os
 import re
 import shlex
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -42,48 +43,37 @@ from typing import Any
 
 from .io import ArtifactError, atomic_write_json, read_json
 from .rundir import read_summary, summary_path
+from .stages import KINDS, STAGES, Stage, find_stage, flatten
 
-__all__ = ["Comparison", "KINDS", "REFERENCE_DIR", "Row", "compare_run", "default_reference", "flatten",
-           "kind_of", "load_reference", "make_reference", "record_reference", "widen_to"]
+__all__ = ["Comparison", "REFERENCE_DIR", "Row", "check_of", "compare_run", "default_reference", "load_reference",
+           "make_reference", "record_reference", "widen_to"]
 
-FORMAT = "ersam-reference/1"
+FORMAT = "ersam-reference/2"
 REFERENCE_DIR = Path(__file__).resolve().parent / "recorded"
-
-# Default tolerance of each kind of metric (a reference file may declare another one per metric).
-KINDS: dict[str, dict[str, Any]] = {
-    "machine": {"check": False},  # timings and what is computed from them (energies, the cost model's errors and
-    #                               fitted exponents, search rewards): they measure the machine, printed only
-    "version": {"check": False},  # library versions, threads: facts about the machine, printed only
-    "name": {"check": False},  # names that carry a run's architecture id (searched-1-58790d3a1fe9): printed only
-    "outcome": {"check": False},  # what the search found and what chapter 6 made of it (the front, the finalists,
-    #                               which baselines they dominate, the deployed model's scores): chapter 2's latencies
-    #                               of this machine steer the search, so a rerun can find other architectures
-    "cache": {"check": False},  # what a run's caches already held (supernet scores computed, not read back): a resumed
-    #                             run computes fewer, so printed only
-    "accuracy": {"abs_tol": 0.03},  # accuracies, errors, rates and shares in [0, 1]: within 3 points
-    "difference": {"abs_tol": 0.05},  # a difference of two accuracies (a teacher's lead, final minus full): each
-    #                                   side moves by up to 3 points, so a relative tolerance on a small gap means nothing
-    "measure": {"rel_tol": 0.10},  # other real numbers (MAE, sizes, ratios): within 10 %
-    "count": {},  # integers (samples, parameters, MACs): exact
-    "flag": {},  # booleans (a claim that holds): exact
-    "hash": {},  # content hashes: exact
-    "text": {},  # other strings and None (configuration, statuses): exact
-}
-_MACHINE = {"s", "ms", "us", "sec", "seconds", "time", "wall", "latency", "energy", "mj", "mw", "j", "speedup",
-            "throughput", "elapsed", "mape", "within10", "spearman", "r2", "exponents", "blowup", "calibration",
-            "power", "reward", "hypervolume", "over", "speed", "rtf"}
-_OUTCOME_CHAPTERS = ("05", "06")  # the search's results, and the deployment of the model it chose
-_OUTCOME = {"dominated", "beats", "front", "finalist", "budget", "drop", "frontend", "rttm", "meter", "size", "peak",
-            "ratio", "role"}
-_MACHINE_CHAPTERS = ("02",)  # chapter 2 measures the machine: every real number it records is a timing or from one
-_ACCURACY = {"acc", "accuracy", "error", "err", "rate", "share", "fraction", "f1", "precision", "recall",
-             "agreement", "top1", "chance"}
-_DIFFERENCE = {"gap", "minus", "lead"}
-_VERSION = {"torch", "torchaudio", "numpy", "python", "platform", "papermill", "executorch", "onnxruntime",
-            "version", "cpus", "threads"}
-_HEX = re.compile(r"^[0-9a-f]{16,}$")
 _RUN_ID = re.compile(r"-[0-9a-f]{8,}(?![0-9a-z])")  # a searched architecture's id inside a name (even before _int8)
-_VERSION_TEXT = re.compile(r"^\d+\.\d+(\.\d+)?([.+-]\S*)?$")
+
+
+def check_of(chapter: str, metric: str, value: Any, stages: Iterable[Stage] = STAGES) -> dict[str, Any] | None:
+    """How ``metric`` of ``chapter`` (a notebook stem) is checked: ``{"kind": ...}`` with the kind's tolerance from
+    :data:`ersam_lib.stages.KINDS` (``"check": False`` when printed only), or ``None`` when its stage does not
+    declare it. Two rules look at the value: a name that carries a searched architecture's id is printed only, and
+    a non-finite number is compared exactly (as what it is)."""
+    found = find_stage(chapter, stages)
+    declared = found.metric(metric) if found is not None else None
+    if declared is None:
+        return None
+    kind = declared.kind
+    if kind == "name" and isinstance(value, str) and _RUN_ID.search(value):
+        return {"kind": kind, "check": False}
+    if isinstance(value, float) and not math.isfinite(value) and KINDS[kind].get("check", True):
+        return {"kind": kind}
+    return {"kind": kind} | KINDS[kind]
+
+
+def _tolerance(check: dict[str, Any], entry: dict[str, Any] | None) -> dict[str, Any]:
+    """The check of a metric, its tolerance widened where the reference entry records an independent run's spread."""
+    spread = (entry or {}).get("spread", {})
+    return check | {k: spread[k] for k in ("abs_tol", "rel_tol") if k in spread and check.get("check", True)}
 
 
 @dataclass(frozen=True)
@@ -96,15 +86,17 @@ class Row:
     reference: dict[str, Any] | None
     verdict: str  # "ok" | "OUT" | "missing" (in the reference, not in the run) | "absent" (an optional one)
     #               | "new" (in the run, not in the reference) | "info" (not checked)
+    #               | "undeclared" (its stage in ersam_lib/stages.py does not declare it)
+    check: dict[str, Any] | None = None  # the kind and tolerance it was checked with (check_of, widened)
 
     @property
     def failed(self) -> bool:
-        return self.verdict in ("OUT", "missing")
+        return self.verdict in ("OUT", "missing", "undeclared")
 
     def line(self) -> str:
-        ref = self.reference or {}
-        tol = ("not checked" if ref.get("check") is False else
-               " ".join(f"{k}={ref[k]:g}" for k in ("abs_tol", "rel_tol") if k in ref) or "exact")
+        ref, check = self.reference or {}, self.check or {}
+        tol = ("undeclared" if self.check is None else "not checked" if check.get("check") is False else
+               " ".join(f"{k}={check[k]:g}" for k in ("abs_tol", "rel_tol") if k in check) or "exact")
         shown = "-" if self.verdict in ("missing", "absent") else _show(self.value)
         return (f"{self.verdict:>7}  {self.chapter:<14} {self.metric:<44} {shown:>14}  "
                 f"ref {_show(ref.get('value', '-')) if ref else '-':>14}  {tol if ref else ''}").rstrip()
@@ -141,76 +133,30 @@ class Comparison:
         return "\n".join(lines + [f"[ersam] compare {self.run_dir} with {self.reference}: {verdict}"])
 
 
-def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    """Leaves of nested dicts and lists under dotted names (``{"a": {"b": [1, 2]}}`` -> ``a.b.0``, ``a.b.1``)."""
-    if isinstance(value, dict):
-        items = [(str(k), v) for k, v in value.items()]
-    elif isinstance(value, list | tuple):
-        items = [(str(i), v) for i, v in enumerate(value)]
-    else:
-        return {prefix: value}
-    out: dict[str, Any] = {}
-    for key, sub in items:
-        out |= flatten(sub, f"{prefix}.{key}" if prefix else key)
-    return out
-
-
-def kind_of(name: str, value: Any, chapter: str = "") -> str:
-    """The kind of a metric (a key of :data:`KINDS`) from its dotted name, its value and its chapter."""
-    tokens = set(re.split(r"[._\-]", name.lower()))
-    outcome = chapter[:2] in _OUTCOME_CHAPTERS and bool(tokens & _OUTCOME)
-    if isinstance(value, str):
-        if _HEX.match(value) or tokens & {"sha256", "sha", "hash", "key"}:
-            return "hash"
-        if _RUN_ID.search(value):
-            return "name"
-        if outcome:
-            return "outcome"
-        return "version" if tokens & _VERSION or _VERSION_TEXT.match(value) else "text"
-    if outcome:
-        return "outcome"
-    if isinstance(value, bool):
-        return "flag"
-    if tokens & _MACHINE or (isinstance(value, float) and chapter[:2] in _MACHINE_CHAPTERS):
-        return "machine"
-    if isinstance(value, int) and tokens & _VERSION:
-        return "version"
-    if isinstance(value, int) and "cache" in tokens:
-        return "cache"
-    if isinstance(value, int) and tokens & {"selective", "gated"}:
-        return "measure"  # what a gate let through follows the students' training: a count, but not an exact one
-    if isinstance(value, int):
-        return "count"
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return "text"  # nan or inf: compared exactly (as what they are)
-        if tokens & {"mae", "loss"}:
-            return "measure"
-        if tokens & _DIFFERENCE and -1.0 <= value <= 1.0:
-            return "difference"
-        return "accuracy" if tokens & _ACCURACY and 0.0 <= value <= 1.0 else "measure"
-    return "text"
-
-
 def _chapter_metrics(entry: dict[str, Any]) -> dict[str, Any]:
     return {"run.status": entry.get("status"), "run.wall_s": entry.get("wall_s")} | flatten(entry.get("metrics", {}))
 
 
 def make_reference(run_dir: str | os.PathLike, command: str | None = None,
-                   spread_from: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A reference from a finished run: every metric with the default tolerance of its kind, widened where an
-    independent run's reference ``spread_from`` lies outside it (:func:`widen_to`)."""
-    run_dir = Path(run_dir)
+                   spread_from: dict[str, Any] | None = None, stages: Iterable[Stage] = STAGES) -> dict[str, Any]:
+    """A reference from a finished run: every metric's value (how each is checked is the registry's, not the
+    file's), with the spread of an independent run's reference ``spread_from`` where it lies outside the default
+    tolerance (:func:`widen_to`). A metric its stage does not declare is an error."""
+    run_dir, stages = Path(run_dir), tuple(stages)
     summary = read_summary(run_dir)
     bad = {name: e.get("status") for name, e in summary["chapters"].items() if e.get("status") != "ok"}
     if bad:
         raise ValueError(f"{summary_path(run_dir)}: chapters {bad} are not 'ok'; record a reference from a "
                          f"complete run")
-    chapters = {}
-    for name, entry in summary["chapters"].items():
-        chapters[name] = {metric: _entry(name, metric, value) for metric, value in _chapter_metrics(entry).items()}
+    chapters = {name: {metric: {"value": value} for metric, value in _chapter_metrics(entry).items()}
+                for name, entry in summary["chapters"].items()}
+    undeclared = [f"{c}/{m}" for c, metrics in chapters.items() for m, e in metrics.items()
+                  if check_of(c, m, e["value"], stages) is None]
+    if undeclared:
+        raise ValueError(f"{len(undeclared)} metric(s) no stage declares: {', '.join(undeclared[:8])}; declare them "
+                         f"in ersam_lib/stages.py")
     if spread_from is not None:
-        widen_to(chapters, spread_from)
+        widen_to(chapters, spread_from, stages)
     params = [arg for k, v in summary.get("parameters", {}).items() for arg in ("-p", str(k), str(v))]
     default_cmd = shlex.join(["python", "-m", "ersam_lib", "run", "--scale", str(summary["scale"]), "--seed",
                               str(summary["seed"]), "--run-dir", f"runs/{run_dir.resolve().name}", *params])
@@ -224,57 +170,46 @@ def make_reference(run_dir: str | os.PathLike, command: str | None = None,
     }
 
 
-def _entry(chapter: str, metric: str, value: Any) -> dict[str, Any]:
-    kind = kind_of(metric, value, chapter)
-    entry = {"value": value, "kind": kind} | KINDS[kind]
-    if _RUN_ID.search(metric):  # keyed by a searched architecture's id: another run may have found others
-        entry["optional"] = True
-    return entry
-
-
-def widen_to(chapters: dict[str, dict[str, Any]], other: dict[str, Any]) -> list[str]:
-    """Widen each checked, tolerant entry of ``chapters`` whose value in the reference ``other`` (an independent
-    run) lies outside its tolerance, just enough to admit it (rounded up: a point for ``abs_tol``, 1 % for
-    ``rel_tol``); the entry keeps that run's value and machine under ``"spread"``. An entry whose value ``other``
+def widen_to(chapters: dict[str, dict[str, Any]], other: dict[str, Any],
+             stages: Iterable[Stage] = STAGES) -> list[str]:
+    """Record, on each checked, tolerant entry of ``chapters`` whose value in the reference ``other`` (an
+    independent run) lies outside the default tolerance, that run's value, machine and the tolerance that admits it
+    (rounded up: a point for ``abs_tol``, 1 % for ``rel_tol``) under ``"spread"``. An entry whose value ``other``
     holds to the last digit with a spread of its own keeps that spread: the same computation reproduced (a metric
     that the change between the two runs did not touch) keeps what earlier runs measured around it. Returns the
     widened names."""
-    widened, machine = [], other.get("recorded", {}).get("machine", {})
+    widened, machine, stages = [], other.get("recorded", {}).get("machine", {}), tuple(stages)
     source = {"date": other.get("recorded", {}).get("date"),
               "cpu": machine.get("cpu_capability", "not recorded"), "platform": machine.get("platform")}
     for chapter, metrics in chapters.items():
         for metric, entry in metrics.items():
             theirs = other.get("chapters", {}).get(chapter, {}).get(metric)
-            if entry.get("check") is False or theirs is None:
+            check = check_of(chapter, metric, entry["value"], stages)
+            if theirs is None or check is None or check.get("check") is False:
                 continue
-            if "spread" in theirs and theirs["value"] == entry["value"] and theirs.get("kind") == entry.get("kind"):
-                entry.update({k: theirs[k] for k in ("abs_tol", "rel_tol", "spread") if k in theirs})
+            if "spread" in theirs and theirs["value"] == entry["value"]:
+                entry["spread"] = dict(theirs["spread"])
                 widened.append(f"{chapter}/{metric}")
                 continue
-            if _within(theirs["value"], entry):
+            if _within(theirs["value"], entry["value"], check):
                 continue
-            if not ("abs_tol" in entry or "rel_tol" in entry) or not (_real(theirs["value"])
+            if not ("abs_tol" in check or "rel_tol" in check) or not (_real(theirs["value"])
                                                                       and math.isfinite(theirs["value"])):
                 continue  # an exact entry that differs is a real difference, not spread
             gap = abs(theirs["value"] - entry["value"])
-            if "abs_tol" in entry:
-                entry["abs_tol"] = math.ceil(gap * 100 + 1e-9) / 100
-            else:
-                entry["rel_tol"] = math.ceil(gap / max(abs(entry["value"]), 1e-12) * 100 + 1e-9) / 100
-            entry["spread"] = {"value": theirs["value"]} | source
+            tol = ({"abs_tol": math.ceil(gap * 100 + 1e-9) / 100} if "abs_tol" in check else
+                   {"rel_tol": math.ceil(gap / max(abs(entry["value"]), 1e-12) * 100 + 1e-9) / 100})
+            entry["spread"] = {"value": theirs["value"]} | tol | source
             widened.append(f"{chapter}/{metric}")
     return widened
 
 
-def _real(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def record_reference(run_dir: str | os.PathLike, path: str | os.PathLike | None = None,
-                     command: str | None = None, spread_from: str | os.PathLike | None = None) -> Path:
+                     command: str | None = None, spread_from: str | os.PathLike | None = None,
+                     stages: Iterable[Stage] = STAGES) -> Path:
     """Write :func:`make_reference` of ``run_dir`` to ``path`` (default: the committed one of the run's scale),
-    its tolerances widened to admit the reference file ``spread_from`` where given."""
-    ref = make_reference(run_dir, command, load_reference(spread_from) if spread_from is not None else None)
+    with the spread of the reference file ``spread_from`` where given."""
+    ref = make_reference(run_dir, command, load_reference(spread_from) if spread_from is not None else None, stages)
     target = Path(path) if path is not None else default_reference(ref["scale"])
     return atomic_write_json(target, ref)
 
@@ -293,14 +228,19 @@ def load_reference(path: str | os.PathLike) -> dict[str, Any]:
         for metric, entry in metrics.items():
             if not isinstance(entry, dict) or "value" not in entry:
                 raise ArtifactError(f"{path}: {chapter}/{metric} has no 'value'")
+            spread = entry.get("spread", {})
             for key in ("abs_tol", "rel_tol"):
-                if key in entry and not (isinstance(entry[key], int | float) and entry[key] >= 0):
-                    raise ArtifactError(f"{path}: {chapter}/{metric} has {key}={entry[key]!r}, want a number >= 0")
+                if key in spread and not (isinstance(spread[key], int | float) and spread[key] >= 0):
+                    raise ArtifactError(f"{path}: {chapter}/{metric} has a spread {key}={spread[key]!r}, want a "
+                                        f"number >= 0")
     return ref
 
 
-def compare_run(run_dir: str | os.PathLike, reference: str | os.PathLike | None = None) -> Comparison:
-    """Every reference metric against the run's; the run's metrics the reference lacks are listed as ``new``."""
+def compare_run(run_dir: str | os.PathLike, reference: str | os.PathLike | None = None,
+                stages: Iterable[Stage] = STAGES) -> Comparison:
+    """Every reference metric against the run's, checked as the registry declares it (:func:`check_of`); the run's
+    metrics the reference lacks are listed as ``new``, and a metric no stage declares fails."""
+    stages = tuple(stages)
     summary = read_summary(run_dir)
     path = Path(reference) if reference is not None else default_reference(summary["scale"])
     if not path.exists():
@@ -316,33 +256,41 @@ def compare_run(run_dir: str | os.PathLike, reference: str | os.PathLike | None 
         entry = summary["chapters"].get(chapter)
         got = _chapter_metrics(entry) if entry is not None else {}
         for metric in sorted(set(expected) | set(got)):
-            rows.append(_row(chapter, metric, got, expected.get(metric)))
+            rows.append(_row(chapter, metric, got, expected.get(metric), stages))
     cpus = (ref.get("recorded", {}).get("machine", {}).get("cpu_capability"),
             summary.get("environment", {}).get("cpu_capability"))
     return Comparison(str(run_dir), str(path), tuple(rows), cpus)
 
 
-def _row(chapter: str, metric: str, got: dict[str, Any], entry: dict[str, Any] | None) -> Row:
+def _row(chapter: str, metric: str, got: dict[str, Any], entry: dict[str, Any] | None,
+         stages: tuple[Stage, ...]) -> Row:
+    value = got.get(metric, (entry or {}).get("value"))
+    check = check_of(chapter, metric, value, stages)
+    if check is None:
+        return Row(chapter, metric, got.get(metric), entry, "undeclared")
+    check = _tolerance(check, entry)
     if entry is None:
-        return Row(chapter, metric, got[metric], None, "new")
+        return Row(chapter, metric, got[metric], None, "new", check)
     if metric not in got:
-        # an unchecked one (a search outcome: chapter 5 may find fewer finalists) is no failure either
-        return Row(chapter, metric, None, entry,
-                   "absent" if entry.get("optional") or entry.get("check") is False else "missing")
-    value = got[metric]
-    if entry.get("check") is False:
-        return Row(chapter, metric, value, entry, "info")
-    return Row(chapter, metric, value, entry, "ok" if _within(value, entry) else "OUT")
+        # keyed by a searched architecture's id (another run may find others), or unchecked (a search outcome:
+        # chapter 5 may find fewer finalists): no failure
+        optional = bool(_RUN_ID.search(metric)) or check.get("check") is False
+        return Row(chapter, metric, None, entry, "absent" if optional else "missing", check)
+    if check.get("check") is False:
+        return Row(chapter, metric, value, entry, "info", check)
+    return Row(chapter, metric, value, entry, "ok" if _within(value, entry["value"], check) else "OUT", check)
 
 
-def _within(value: Any, entry: dict[str, Any]) -> bool:
-    ref = entry["value"]
-    tolerant = "abs_tol" in entry or "rel_tol" in entry
-    numbers = _real(value) and _real(ref)
-    if not (tolerant and numbers):
+def _real(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _within(value: Any, ref: Any, check: dict[str, Any]) -> bool:
+    tolerant = "abs_tol" in check or "rel_tol" in check
+    if not (tolerant and _real(value) and _real(ref)):
         return value == ref or (isinstance(value, float) and isinstance(ref, float) and math.isnan(value)
                                 and math.isnan(ref))
-    return abs(value - ref) <= max(entry.get("abs_tol", 0.0), entry.get("rel_tol", 0.0) * abs(ref))
+    return abs(value - ref) <= max(check.get("abs_tol", 0.0), check.get("rel_tol", 0.0) * abs(ref))
 
 
 def _show(value: Any) -> str:

@@ -489,8 +489,9 @@ class CostModel:
     # -- persistence: RUN_DIR/profiling/{lut.json, correction.json, costmodel.json} -------------------------------
     @staticmethod
     def _file(path: str | os.PathLike, key: str, runtime: str = "eager") -> Path:
-        """The file ``key`` of :data:`ersam_lib.rundir.FILES` in a run folder or in a profiling folder itself; a
-        model of another runtime than eager PyTorch has its own ``<key>_<runtime>`` files (the LUT is shared)."""
+        """The well-known file ``key`` (of the profiling stage, :mod:`ersam_lib.stages`) in a run folder or in a
+        profiling folder itself; a model of another runtime than eager PyTorch has its own ``<key>_<runtime>`` files
+        (the LUT is shared)."""
         path = Path(path)
         key = key if runtime == "eager" or key == "lut" else f"{key}_{runtime}"
         name = run_file(path, key).name
@@ -516,7 +517,7 @@ class CostModel:
         """
         meta_path = cls._file(run_dir, "costmodel", runtime)
         if not meta_path.exists():
-            raise FileNotFoundError(missing_message(meta_path, run_dir, "02"))
+            raise FileNotFoundError(missing_message(meta_path, run_dir, "profiling"))
         legacy = cls._file(run_dir, "correction", runtime).with_suffix(".pkl")
         try:
             meta = read_json(meta_path)
@@ -528,7 +529,8 @@ class CostModel:
                 if meta["has_correction"] else None
             return cls(lut, meta["power_mw"], meta["power_source"], correction, meta.get("statistic", "median"))
         except (ArtifactError, FileNotFoundError, KeyError, TypeError, ValueError) as e:
-            where = "" if Path(run_dir).name == "profiling" else f"; rebuild it: {rebuild_command(run_dir, '02')}"
+            where = ("" if Path(run_dir).name == "profiling" else
+                     f"; rebuild it: {rebuild_command(run_dir, 'profiling')}")
             raise ArtifactError(f"cannot load the cost model in {meta_path.parent}: "
                                 f"{type(e).__name__ + ': ' if isinstance(e, KeyError) else ''}{e}{where}") from None
 

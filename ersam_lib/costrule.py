@@ -88,4 +88,4 @@ def load_rule(run_dir: str | os.PathLike) -> CostRule | None:
     try:
         return CostRule.load(path)
     except ArtifactError as e:
-        raise damaged(path, run_dir, "02", str(e)) from None
+        raise damaged(path, run_dir, "profiling", str(e)) from None

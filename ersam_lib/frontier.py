@@ -261,7 +261,7 @@ def load_chosen(run_dir: str | os.PathLike, name: str) -> tuple[nn.Module, dict[
     try:
         model.load_state_dict(torch_load(weights))
     except (ArtifactError, FileNotFoundError) as e:
-        raise damaged(weights, run_dir, "05", str(e)) from None
+        raise damaged(weights, run_dir, "search", str(e)) from None
     except RuntimeError as e:  # weights of another shape than the card describes
-        raise damaged(weights, run_dir, "05", f"does not fit its card ({str(e).splitlines()[0][:200]})") from None
+        raise damaged(weights, run_dir, "search", f"does not fit its card ({str(e).splitlines()[0][:200]})") from None
     return model.eval(), card

@@ -356,7 +356,7 @@ def _rebuild_hint(path: Path) -> str:
 
     run_dir = path.parent.parent
     if path.parent.name == "deploy" and summary_path(run_dir).is_file():
-        return f"; rebuild it: {rebuild_command(run_dir, '06')}"
+        return f"; rebuild it: {rebuild_command(run_dir, 'deploy')}"
     return "; export it again"
 
 

@@ -5,7 +5,7 @@
     RUN_DIR/
       summary.json            the runner's run summary: per chapter status, wall time, metrics    (ersam_lib.runner)
                               (updated under the lock .summary.json.lock)
-      metrics/<chapter>.json  what each chapter recorded with :func:`record_metrics`          (the notebooks)
+      metrics/<notebook>.json what each chapter recorded with :func:`record_metrics`          (the notebooks)
       executed/<nb>.ipynb     papermill-executed copies (what the book renders)                  (ersam_lib.runner)
       logs/<nb>.log           each notebook's streamed output                                    (ersam_lib.runner)
       data/                   chapter 1: manifest.parquet, manifest.sha256, config.json, dataset.json,
@@ -27,14 +27,14 @@
                                                                         (ersam_lib.deploy, .meter, .rttm_eval)
 
 This module owns that layout: every stage asks it for its folder (:func:`stage_dir`) and for the paths of the
-well-known files (:func:`run_file`, :func:`require`), so that a file's name and the chapter that writes it are
-stated once, here.
+well-known files (:func:`run_file`, :func:`require`); a file's name and the stage that writes it are stated once, in
+the registry (:mod:`ersam_lib.stages`), and errors name the stage's chapter and the command that reruns it.
 
 Every weight file (``*.pt``) has its SHA-256 beside it (``*.pt.sha256``, :func:`ersam_lib.io.atomic_torch_save`),
-checked on every load. Every derived file records what it was made from (the data's content key, upstream hashes) and
-is reused only when that matches; each stage writes its "done" marker last (``config.json`` for the manifest, ``meta.json`` for a
-feature kind, ``dataset.json`` for the data, ``teacher.json``, ``costmodel.json``). A file that is missing, damaged
-or stale raises an error whose one line names it and the command that rebuilds it (:func:`damaged`,
+checked on every load. Every derived file records what it was made from (the data's content key, upstream hashes)
+and is reused only when that matches; each stage writes its "done" marker last (``config.json`` for the manifest,
+``meta.json`` for a feature kind, ``dataset.json`` for the data, ``teacher.json``, ``costmodel.json``). A file that is
+missing, damaged or stale raises an error whose one line names it and the command that rebuilds it (:func:`damaged`,
 :func:`rebuild_command`).
 """
 
@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from .io import ArtifactError, read_json, update_json
+from .stages import STAGES, Stage, find_stage, stage_of_file
 
 __all__ = [
     "check_run_dir", "damaged", "executed_path", "feature_dir", "load_metrics", "log_path", "metrics_path",
@@ -55,85 +56,54 @@ __all__ = [
     "require", "run_file", "stage_dir", "summary_path", "summary_problem", "variant_dir"
 ]
 
-STAGES: tuple[str, ...] = ("data", "profiling", "teacher", "supernet", "search", "deploy")
-
-# The well-known files: key -> (stage, file name, the chapter that writes it).
-FILES: dict[str, tuple[str, str, str]] = {
-    "data_config": ("data", "config.json", "01"),
-    "manifest": ("data", "manifest.parquet", "01"),
-    "manifest_sha": ("data", "manifest.sha256", "01"),
-    "dataset": ("data", "dataset.json", "01"),
-    "operators": ("profiling", "operators.csv", "02"),
-    "backends": ("profiling", "backends.csv", "02"),
-    "rule": ("profiling", "rule.json", "02"),
-    "lut": ("profiling", "lut.json", "02"),
-    "costmodel": ("profiling", "costmodel.json", "02"),
-    "correction": ("profiling", "correction.json", "02"),
-    "costmodel_executorch": ("profiling", "costmodel_executorch.json", "02"),
-    "correction_executorch": ("profiling", "correction_executorch.json", "02"),
-    "runtime_validation": ("profiling", "validation_executorch.csv", "02"),
-    "train_archs": ("profiling", "train_archs.csv", "02"),
-    "validation": ("profiling", "validation.csv", "02"),
-    "validation_baselines": ("profiling", "validation_baselines.csv", "02"),
-    "teacher_weights": ("teacher", "teacher.pt", "03"),
-    "teacher_info": ("teacher", "teacher.json", "03"),
-    "ablation_csv": ("supernet", "ablation.csv", "04"),
-    "ablation_json": ("supernet", "ablation.json", "04"),
-    "supernet": ("supernet", "supernet.pt", "04"),
-    "objectives": ("search", "objectives.json", "05"),
-    "search_history": ("search", "history.json", "05"),
-    "strategy_curves": ("search", "strategies.csv", "05"),
-    "frontier": ("search", "frontier.csv", "05"),
-    "chosen": ("search", "chosen.json", "05"),
-    "deploy_precision": ("deploy", "precision.csv", "06"),
-    "deploy_programs": ("deploy", "programs.csv", "06"),
-    "party_eval": ("deploy", "party_eval.json", "06"),
-}
 CHECKPOINT = "checkpoint.pt"  # the per-epoch training checkpoint in a training folder (chapters 3-4)
 HISTORY = "history.json"  # the per-epoch history beside it
 SUMMARY = "summary.json"
 
 
 def stage_dir(run_dir: str | os.PathLike, stage: str, create: bool = True) -> Path:
-    """Folder of one pipeline stage inside ``run_dir`` (created unless ``create=False``)."""
-    if stage not in STAGES:
-        raise ValueError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
-    path = Path(run_dir) / stage
+    """Folder of one pipeline stage (its label, :mod:`ersam_lib.stages`) inside ``run_dir`` (created unless
+    ``create=False``)."""
+    folders = [s.label for s in STAGES if s.folder]
+    found = find_stage(stage)
+    if found is None or found.folder is None:
+        raise ValueError(f"unknown stage {stage!r}; expected one of {', '.join(folders)}")
+    path = Path(run_dir) / found.folder
     if create:
         path.mkdir(parents=True, exist_ok=True)
     return path
 
 
 def run_file(run_dir: str | os.PathLike, key: str) -> Path:
-    """Path of the well-known file ``key`` of :data:`FILES` (it may not exist yet)."""
-    if key not in FILES:
-        raise KeyError(f"unknown run file {key!r}; expected one of {', '.join(FILES)}")
-    stage, name, _ = FILES[key]
-    return Path(run_dir) / stage / name
+    """Path of the well-known file ``key`` (declared by the stage that writes it; it may not exist yet)."""
+    return stage_of_file(key).path(run_dir, key)
 
 
 def require(run_dir: str | os.PathLike, key: str) -> Path:
     """Path of a file an earlier chapter must have written; a clear error names the chapter to run first."""
     path = run_file(run_dir, key)
     if not path.exists():
-        raise FileNotFoundError(missing_message(path, run_dir, FILES[key][2]))
+        raise FileNotFoundError(missing_message(path, run_dir, stage_of_file(key).label))
     return path
 
 
-def missing_message(path: str | os.PathLike, run_dir: str | os.PathLike, chapter: str) -> str:
-    """The one-line message for a file chapter ``chapter`` writes and that is not there."""
-    return f"{path} is missing: run chapter {chapter} with the same RUN_DIR first ({rebuild_command(run_dir, chapter)})"
+def missing_message(path: str | os.PathLike, run_dir: str | os.PathLike, stage: str) -> str:
+    """The one-line message for a file that the stage ``stage`` writes and that is not there."""
+    return (f"{path} is missing: run chapter {find_stage(stage).chapter} with the same RUN_DIR first "
+            f"({rebuild_command(run_dir, stage)})")
 
 
-def rebuild_command(run_dir: str | os.PathLike, chapter: str) -> str:
-    """The command that (re)runs chapter ``chapter`` of the run in ``run_dir`` (its scale and seed when known)."""
+def rebuild_command(run_dir: str | os.PathLike, stage: str) -> str:
+    """The command that (re)runs the stage ``stage`` (its label) of the run in ``run_dir`` (its scale and seed when
+    known), shell-quoted."""
     opts: list[str] = []
     try:
         summary = read_json(summary_path(run_dir))
         opts = ["--scale", str(summary["scale"]), "--seed", str(summary["seed"])]
     except (OSError, ValueError, KeyError, TypeError):  # no (readable) summary: the defaults apply
         pass
-    return shlex.join(["python", "-m", "ersam_lib", "run", "--run-dir", str(run_dir), *opts, "--only", chapter])
+    return shlex.join(["python", "-m", "ersam_lib", "run", "--run-dir", str(run_dir), *opts, "--only",
+                       find_stage(stage).chapter])
 
 
 def rebuilt_chapter(message: str) -> str | None:
@@ -143,12 +113,13 @@ def rebuilt_chapter(message: str) -> str | None:
     return min(found) if found else None
 
 
-def damaged(path: str | os.PathLike, run_dir: str | os.PathLike, chapter: str, reason: str) -> ArtifactError:
-    """The error for a run file that is damaged or stale: one line naming it, why, and the command that rebuilds it.
+def damaged(path: str | os.PathLike, run_dir: str | os.PathLike, stage: str, reason: str) -> ArtifactError:
+    """The error for a run file that is damaged or stale: one line naming it, why, and the command that rebuilds it
+    (the stage ``stage``, its label).
 
     ``reason`` may be another error's message that starts with the path; it is not repeated.
     """
-    return ArtifactError(f"{path} {reason.removeprefix(f'{path} ')}; rebuild it: {rebuild_command(run_dir, chapter)}")
+    return ArtifactError(f"{path} {reason.removeprefix(f'{path} ')}; rebuild it: {rebuild_command(run_dir, stage)}")
 
 
 def read_run_json(run_dir: str | os.PathLike, key: str) -> Any:
@@ -157,7 +128,7 @@ def read_run_json(run_dir: str | os.PathLike, key: str) -> Any:
     try:
         return read_json(path)
     except ArtifactError as e:
-        raise damaged(path, run_dir, FILES[key][2], str(e)) from None
+        raise damaged(path, run_dir, stage_of_file(key).label, str(e)) from None
 
 
 def check_run_dir(run_dir: str | os.PathLike, create: bool = True) -> Path:
@@ -238,22 +209,32 @@ def summary_problem(summary: Any) -> str | None:
     return None
 
 
-def metrics_path(run_dir: str | os.PathLike, chapter: str) -> Path:
-    return Path(run_dir) / "metrics" / f"{chapter}.json"
+def metrics_path(run_dir: str | os.PathLike, notebook: str) -> Path:
+    """``RUN_DIR/metrics/<notebook>.json``: what the chapter ``notebook`` (a stem, ``05_search``) recorded."""
+    return Path(run_dir) / "metrics" / f"{notebook}.json"
 
 
-def record_metrics(run_dir: str | os.PathLike, chapter: str, metrics: dict[str, Any]) -> None:
-    """Merge ``metrics`` into ``RUN_DIR/metrics/<chapter>.json``; the runner copies them into ``summary.json``.
+def record_metrics(run_dir: str | os.PathLike, stage: str | Stage, metrics: dict[str, Any]) -> None:
+    """Merge ``metrics`` into the record of ``stage`` (its label, or a :class:`~ersam_lib.stages.Stage` declared
+    elsewhere); the runner copies them into ``summary.json``.
 
-    ``chapter`` is the notebook's two-digit prefix (``"01"``). Values must be JSON-serialisable numbers, strings,
-    lists or dicts; tests read them back and assert on them, so record measured values, never constants. The runner
-    clears the file when the chapter starts, so it holds this execution's metrics only. It returns nothing, so a
-    chapter cell that ends with it displays no path of the build machine.
+    Every metric must be one the stage declares (:mod:`ersam_lib.stages`: its kind says how ``compare`` checks it):
+    an undeclared one, a renamed one too, is a ``ValueError`` naming it. Values must be JSON-serialisable numbers,
+    strings, lists or dicts; tests read them back and assert on them, so record measured values, never constants.
+    The runner clears the record when the chapter starts, so it holds this execution's metrics only. It returns
+    nothing, so a chapter cell that ends with it displays no path of the build machine.
     """
-    update_json(metrics_path(run_dir, chapter), lambda current: (current or {}) | metrics)
+    found = stage if isinstance(stage, Stage) else next((s for s in STAGES if s.label == stage), None)
+    if found is None:
+        raise ValueError(f"unknown stage {stage!r}; the stages are {', '.join(s.label for s in STAGES)}")
+    undeclared = found.undeclared(metrics)
+    if undeclared:
+        raise ValueError(f"stage {found.label!r} does not declare the metric(s) {', '.join(undeclared[:8])}: declare "
+                         f"them (their kind) in ersam_lib/stages.py before recording them")
+    update_json(metrics_path(run_dir, found.notebook), lambda current: (current or {}) | metrics)
 
 
-def load_metrics(run_dir: str | os.PathLike, chapter: str) -> dict[str, Any]:
-    """Metrics a chapter recorded (empty dict if it recorded none)."""
-    path = metrics_path(run_dir, chapter)
+def load_metrics(run_dir: str | os.PathLike, notebook: str) -> dict[str, Any]:
+    """Metrics the chapter ``notebook`` (a stem) recorded (empty dict if it recorded none)."""
+    path = metrics_path(run_dir, notebook)
     return read_json(path) if path.exists() else {}

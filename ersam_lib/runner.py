@@ -44,6 +44,7 @@ from .repro import MALLOC_ENV, training_env
 from .rundir import (check_run_dir, executed_path, load_metrics, log_path, metrics_path, summary_path,
                      summary_problem)
 from .scales import check_scale
+from .stages import STAGES, find_stage
 
 __all__ = [
     "ChapterResult", "chapter_parameters", "discover_notebooks", "environment_info", "execute_notebook", "kill_tree",
@@ -109,7 +110,8 @@ def discover_notebooks(notebooks_dir: str | os.PathLike = DEFAULT_NOTEBOOKS) -> 
 
 
 def select_notebooks(notebooks: list[Path], only: str | None = None, from_: str | None = None) -> list[Path]:
-    """Filter by chapter prefix: ``only="02"`` runs chapter 02 alone, ``from_="03"`` resumes at chapter 03.
+    """Filter by chapter number or stage label: ``only="2"`` or ``only="profiling"`` runs chapter 02 alone,
+    ``from_="03"`` resumes at chapter 03.
 
     ``None`` means "not given"; an empty or blank chapter is an error, not "every chapter"."""
     if only is not None and from_ is not None:
@@ -118,9 +120,14 @@ def select_notebooks(notebooks: list[Path], only: str | None = None, from_: str 
         return notebooks
     flag, key = ("--only", only) if only is not None else ("--from", from_)
     prefixes = [p.name[:2] for p in notebooks]
-    if not str(key).strip().isdigit():
-        raise ValueError(f"{flag} needs a chapter number such as {prefixes[-1]}, got {key!r}")
-    key = str(key).strip().zfill(2)
+    key = str(key).strip()
+    labelled = find_stage(key) if key and not key.isdigit() else None
+    if labelled is not None:
+        key = labelled.chapter
+    if not key.isdigit():
+        raise ValueError(f"{flag} needs a chapter number such as {prefixes[-1]} (or a stage label: "
+                         f"{', '.join(s.label for s in STAGES)}), got {key!r}")
+    key = key.zfill(2)
     if key not in prefixes:
         raise ValueError(f"{flag}: no chapter {key}; chapters are {', '.join(prefixes)}")
     if only is not None:
@@ -263,7 +270,7 @@ def execute_notebook(
     for path in (executed, log):
         path.parent.mkdir(parents=True, exist_ok=True)
         _drop_link(path)
-    metrics_path(run_dir, notebook.name[:2]).unlink(missing_ok=True)
+    metrics_path(run_dir, notebook.stem).unlink(missing_ok=True)
     started = _now()
     _record(run_dir, notebook.stem, ChapterResult("running", 0.0, _rel(executed, run_dir), _rel(log, run_dir),
                                                  started=started, runner=_runner_id()))
@@ -295,7 +302,7 @@ def execute_notebook(
         if status == "interrupted":
             error["message"] = (f"interrupted by {signal.Signals(stop[0]).name} (was running: cell "
                                 f"{error.get('cell')})")
-    metrics = load_metrics(run_dir, notebook.name[:2])
+    metrics = load_metrics(run_dir, notebook.stem)
     digest = sha256_file(executed) if status == "ok" else None
     return ChapterResult(status, round(wall, 2), _rel(executed, run_dir), _rel(log, run_dir), metrics, error, digest,
                          started)

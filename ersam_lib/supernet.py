@@ -400,12 +400,12 @@ def load_supernet(run_dir: str | os.PathLike) -> tuple[Supernet, SearchSpace, di
         net.load_state_dict(ck["model"])
         info = ck["info"]
     except ArtifactError as e:
-        raise damaged(path, run_dir, "04", str(e)) from None
+        raise damaged(path, run_dir, "supernet", str(e)) from None
     except (KeyError, TypeError, RuntimeError) as e:
-        raise damaged(path, run_dir, "04", f"cannot be loaded ({type(e).__name__}: {str(e).splitlines()[0][:200]})") \
-            from None
+        why = f"cannot be loaded ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+        raise damaged(path, run_dir, "supernet", why) from None
     data_key = info.get("provenance", {}).get("data")
     if data_key and data_key != feature_meta(run_dir).get("key"):
-        raise damaged(path, run_dir, "04", "was trained on other data than the run's features (chapter 1 was rebuilt "
-                      "since)")
+        raise damaged(path, run_dir, "supernet", "was trained on other data than the run's features (chapter 1 was "
+                      "rebuilt since)")
     return net.eval(), space, info

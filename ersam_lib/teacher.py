@@ -207,9 +207,10 @@ def load_teacher(run_dir: str | os.PathLike) -> nn.Module:
     info = teacher_info(run_dir)
     path = require(run_dir, "teacher_weights")
     if sha256_file(path) != info.get("weights_sha256"):
-        raise damaged(path, run_dir, "03", "does not match the weights_sha256 in teacher.json (damaged or replaced)")
+        raise damaged(path, run_dir, "teacher", "does not match the weights_sha256 in teacher.json (damaged or "
+                      "replaced)")
     if info.get("data_key") and info["data_key"] != feature_meta(run_dir).get("key"):
-        raise damaged(path, run_dir, "03", "was trained on other data than the run's features (chapter 1 was "
+        raise damaged(path, run_dir, "teacher", "was trained on other data than the run's features (chapter 1 was "
                       "rebuilt since)")
     if info["kind"] == "crnn":
         model: nn.Module = CRNNTeacher(info["n_features"], info["n_classes"], tuple(info["channels"]), info["hidden"])
@@ -221,9 +222,9 @@ def load_teacher(run_dir: str | os.PathLike) -> nn.Module:
     try:
         model.load_state_dict(torch_load(path))
     except ArtifactError as e:
-        raise damaged(path, run_dir, "03", str(e)) from None
+        raise damaged(path, run_dir, "teacher", str(e)) from None
     except RuntimeError as e:  # weights of another shape than teacher.json describes
-        raise damaged(path, run_dir, "03", f"does not fit teacher.json ({str(e).splitlines()[0][:200]})") from None
+        raise damaged(path, run_dir, "teacher", f"does not fit teacher.json ({str(e).splitlines()[0][:200]})") from None
     for p in model.parameters():
         p.requires_grad_(False)
     return model.eval()

@@ -29,7 +29,8 @@ def flip_exponents(path: Path, every: int = 7) -> int:
     flipped = 0
     for info in records:
         at = info.header_offset
-        start = at + 30 + int.from_bytes(data[at + 26:at + 28], "little") + int.from_bytes(data[at + 28:at + 30], "little")
+        name_len, extra_len = (int.from_bytes(data[at + k:at + k + 2], "little") for k in (26, 28))
+        start = at + 30 + name_len + extra_len  # the local header, then the record's bytes
         for byte in range(start + 3, start + info.file_size, 4 * every):  # the high byte of a little-endian float32
             data[byte] ^= 0x40
             flipped += 1

@@ -1,6 +1,6 @@
-"""The reviewer's check: a run's recorded metrics against a reference with per-metric tolerances
-(``python -m ersam_lib compare``), the reference written from a run (``--record``), and the runner printing the
-comparison at the end of a run of every chapter."""
+"""The reviewer's check: a run's recorded metrics against a reference, each checked as its stage in the registry
+declares it (``python -m ersam_lib compare``), the reference written from a run (``--record``), and the runner
+printing the comparison at the end of a run of every chapter."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 
 from ersam_lib.cli import main
-from ersam_lib.compare import compare_run, flatten, kind_of, load_reference, make_reference, record_reference
+from ersam_lib.compare import check_of, compare_run, default_reference, load_reference, make_reference, record_reference
 from ersam_lib.io import ArtifactError, atomic_write_json, read_json
 
-from .test_runner import RECORD, _write_notebook
+from ersam_lib.stages import KINDS, flatten
+
+from .test_runner import _write_notebook
 
 METRICS = {
     "01_data": {"n_train": 160, "floor_acc_test": 0.65, "floor_mae_test": 0.45, "manifest_sha256": "ab" * 20,
@@ -36,45 +38,53 @@ def _changed(metrics: dict, chapter: str, key: str, value: object) -> dict:
     return json.loads(json.dumps(metrics)) | {chapter: json.loads(json.dumps(metrics[chapter])) | {key: value}}
 
 
-@pytest.mark.parametrize(("name", "value", "kind"), [
-    ("floor_acc_test", 0.65, "accuracy"), ("query_rate.full", 1.0, "accuracy"), ("floor_mae_test", 0.45, "measure"),
-    ("n_train", 160, "count"), ("logmel_shape.0", 64, "count"), ("claim_holds.tau0.5", True, "flag"),
-    ("manifest_sha256", "ec2afe578bc03ac28189f930c05bb59efd39ed4a", "hash"), ("wall_s.full", 14.4, "machine"),
-    ("largest_subnet_train_s", 21.3, "machine"), ("baseline_energy_mj.tcresnet8", 2.3, "machine"),
-    ("torch", "2.14.1+cu130", "version"), ("threads", 2, "version"), ("class_set", "counts", "text"),
-    ("chosen.budget", "searched-1-58790d3a1fe9", "name"), ("mixtures_per_s", None, "machine"),
-    ("teacher_samples.selective-entropy-tau0.8", 11785, "measure"), ("teacher_samples.full", 29760, "count"),
-    ("teacher_gap_val", 0.125, "difference"), ("final_minus_full_acc_smallest", -0.05, "difference"),
-    ("supernet_cache_misses", 0, "cache"),  # a run resumed at chapter 5 reads its scores back
+@pytest.mark.parametrize(("chapter", "name", "value", "kind"), [
+    ("01_data", "floor_acc_test", 0.65, "accuracy"), ("04_supernet", "query_rate.full", 1.0, "accuracy"),
+    ("01_data", "floor_mae_test", 0.45, "measure"), ("01_data", "n_train", 160, "count"),
+    ("00_setup", "logmel_shape.0", 64, "count"), ("04_supernet", "claim_holds.tau0.5", True, "flag"),
+    ("01_data", "manifest_sha256", "ec2afe578bc03ac28189f930c05bb59efd39ed4a", "hash"),
+    ("04_supernet", "wall_s.full", 14.4, "machine"), ("03_teacher", "largest_subnet_train_s", 21.3, "machine"),
+    ("05_search", "baseline_energy_mj.tcresnet8", 2.3, "machine"), ("00_setup", "torch", "2.14.1+cu130", "version"),
+    ("00_setup", "threads", 2, "version"), ("01_data", "class_set", "counts", "text"),
+    ("05_search", "chosen.budget", "searched-1-58790d3a1fe9", "name"), ("01_data", "mixtures_per_s", None, "machine"),
+    ("04_supernet", "teacher_samples.selective-entropy-tau0.8", 11785, "measure"),
+    ("04_supernet", "teacher_samples.full", 29760, "count"), ("03_teacher", "teacher_gap_val", 0.125, "difference"),
+    ("04_supernet", "final_minus_full_acc_smallest", -0.05, "difference"),
+    ("05_search", "supernet_cache_misses", 0, "cache"),  # a run resumed at chapter 5 reads its scores back
+    ("02_profiling", "val_median_abs_err", 0.6, "machine"),  # chapter 2 measures the machine
+    ("06_deploy", "run.wall_s", 10.0, "machine"),  # what the runner adds to every chapter
 ])
-def test_each_metric_gets_the_kind_its_name_and_value_say(name: str, value: object, kind: str) -> None:
-    assert kind_of(name, value) == kind
+def test_each_metric_is_checked_as_its_stage_declares_it(chapter: str, name: str, value: object, kind: str) -> None:
+    check = check_of(chapter, name, value)
+    assert check["kind"] == kind and {k: v for k, v in check.items() if k != "kind"} == KINDS[kind] or \
+        (kind == "name" and check["check"] is False)
 
 
 def test_what_the_search_found_is_printed_not_checked() -> None:
     # chapter 2's latencies steer the search: which architectures it finds, and what chapter 6 deploys, may change
-    assert kind_of("baselines_dominated.tcresnet8", True, "05_search") == "outcome"
-    assert kind_of("ersam_budget_best_acc.0", 0.47, "05_search") == "outcome"
-    assert kind_of("int8_test_drop_points", -0.36, "06_deploy") == "outcome"
-    assert kind_of("meter_speed_x", 5569.4, "06_deploy") == "outcome"
-    assert kind_of("meter_speed_x", 5569.4) == "machine"
-    assert kind_of("baseline_test_acc.tcresnet8", 0.53, "05_search") == "accuracy"  # trained alone: reproducible
-    assert kind_of("int8_test_acc.countnet_crnn", 0.46, "06_deploy") == "accuracy"
-    assert kind_of("meter_program", "searched-1-381aae834e2a_int8.pte", "06_deploy") == "name"
-    assert kind_of("model_role", "most_accurate", "06_deploy") == "outcome"  # the budget's fallback on a loaded host
+    for chapter, name, value in (("05_search", "baselines_dominated.tcresnet8", True),
+                                 ("05_search", "ersam_budget_best_acc.0", 0.47),
+                                 ("06_deploy", "int8_test_drop_points", -0.36), ("06_deploy", "meter_speed_x", 5569.4),
+                                 ("06_deploy", "model_role", "most_accurate"),  # the budget's fallback on a loaded host
+                                 ("06_deploy", "meter_program", "searched-1-381aae834e2a_int8.pte")):
+        assert check_of(chapter, name, value)["check"] is False, name
+    assert check_of("05_search", "baseline_test_acc.tcresnet8", 0.53) == {"kind": "accuracy", "abs_tol": 0.03}
+    assert check_of("06_deploy", "int8_test_acc.countnet_crnn", 0.46)["kind"] == "accuracy"
+    assert check_of("06_deploy", "models.2", "tcresnet8") == {"kind": "name"}  # a name without an id: exact
 
 
-def test_a_difference_of_two_accuracies_gets_an_absolute_tolerance() -> None:
-    # the teacher's lead moved from 7.0 to 3.7 points with the synthetic corpus alone: 10 % of 0.07 means nothing
-    from ersam_lib.compare import KINDS
+def test_a_metric_no_stage_declares_has_no_check() -> None:
+    assert check_of("03_teacher", "val_median_abs_err", 0.6) is None  # chapter 2's, not chapter 3's
+    assert check_of("09_nowhere", "acc", 0.5) is None
+    assert check_of("04_supernet", "acc_largest", 0.5) is None  # declared as a dict of variants only
 
-    assert KINDS[kind_of("teacher_gap_val", 0.07, "03_teacher")] == {"abs_tol": 0.05}
 
-
-def test_chapter_2s_real_numbers_measure_the_machine() -> None:
-    assert kind_of("val_median_abs_err", 0.6, "02_profiling") == "machine"
-    assert kind_of("val_median_abs_err", 0.6, "03_teacher") == "accuracy"
-    assert kind_of("lut_entries", 179, "02_profiling") == "count"
+def test_every_metric_of_the_committed_reference_is_declared() -> None:
+    ref = load_reference(default_reference("tutorial"))
+    undeclared = [f"{c}/{m}" for c, metrics in ref["chapters"].items() for m, e in metrics.items()
+                  if check_of(c, m, e["value"]) is None]
+    assert undeclared == []
+    assert all(set(e) <= {"value", "spread"} for metrics in ref["chapters"].values() for e in metrics.values())
 
 
 def test_flatten_names_every_leaf() -> None:
@@ -86,9 +96,7 @@ def test_a_run_is_within_its_own_reference_and_out_of_it_where_a_metric_moved(tm
     ref = record_reference(run, tmp_path / "ref.json", command="python -m ersam_lib run --scale smoke ...")
     recorded = load_reference(ref)
     assert recorded["recorded"]["command"].startswith("python -m ersam_lib run") and recorded["recorded"]["machine"]
-    entry = recorded["chapters"]["01_data"]["floor_acc_test"]
-    assert entry == {"value": 0.65, "kind": "accuracy", "abs_tol": 0.03}
-    assert recorded["chapters"]["01_data"]["run.wall_s"]["check"] is False
+    assert recorded["chapters"]["01_data"]["floor_acc_test"] == {"value": 0.65}  # how it is checked: the registry's
     assert compare_run(run, ref).ok
 
     cases = [("01_data", "floor_acc_test", 0.67, True), ("01_data", "floor_acc_test", 0.69, False),
@@ -136,9 +144,9 @@ def test_the_reference_is_refused_for_another_scale_a_damaged_file_or_an_incompl
     with pytest.raises(ValueError, match="holds SCALE=tutorial"):
         compare_run(run, tmp_path / "tutorial.json")
     bad = read_json(ref)
-    bad["chapters"]["01_data"]["floor_acc_test"]["abs_tol"] = -1
+    bad["chapters"]["01_data"]["floor_acc_test"]["spread"] = {"value": 0.6, "abs_tol": -1}
     atomic_write_json(tmp_path / "bad.json", bad)
-    with pytest.raises(ArtifactError, match=r"bad\.json: 01_data/floor_acc_test has abs_tol=-1"):
+    with pytest.raises(ArtifactError, match=r"bad\.json: 01_data/floor_acc_test has a spread abs_tol=-1"):
         compare_run(run, tmp_path / "bad.json")
     with pytest.raises(ValueError, match="not 'ok'"):
         make_reference(_summary(tmp_path / "failed", METRICS, status="failed"))
@@ -163,17 +171,18 @@ def test_the_runner_prints_the_comparison_after_a_run_of_every_chapter(tmp_path:
                                                                        capsys: pytest.CaptureFixture) -> None:
     nbs = tmp_path / "nbs"
     nbs.mkdir()
-    _write_notebook(nbs / "01_first.ipynb", RECORD.format(chapter="01"))
+    _write_notebook(nbs / "01_data.ipynb", "from ersam_lib.rundir import record_metrics\n"
+                                           "record_metrics(RUN_DIR, 'data', {'K': SEED + 2})")
     run = tmp_path / "run"
     args = ["run", "--scale", "smoke", "--run-dir", str(run), "--notebooks", str(nbs)]
     assert main(args + ["--reference", str(tmp_path / "none.json")]) == 0
     assert "compare: skipped: no reference" in capsys.readouterr().err
     ref = read_json(record_reference(run, tmp_path / "ref.json"))
-    ref["chapters"]["01_first"]["seed"]["value"] = 1  # the run records seed 0
+    ref["chapters"]["01_data"]["K"]["value"] = 3  # the run records K = 2
     atomic_write_json(tmp_path / "ref.json", ref)
     assert main(args + ["--reference", str(tmp_path / "ref.json")]) == 0  # print only: the run succeeded
     captured = capsys.readouterr()
-    assert "OUT  01_first       seed" in captured.out
+    assert "OUT  01_data        K" in captured.out
     assert "WARNING: 1 metric(s) out of tolerance" in captured.err and "the run itself succeeded" in captured.err
 
 
@@ -185,7 +194,8 @@ def test_the_smoke_run_against_a_reference_recorded_from_it(smoke_run_dir: Path,
     recorded = load_reference(ref)
     chapters = read_json(smoke_run_dir / "summary.json")["chapters"]
     assert set(recorded["chapters"]) == set(chapters)
-    kinds = {e["kind"] for metrics in recorded["chapters"].values() for e in metrics.values()}
+    kinds = {check_of(c, m, e["value"])["kind"] for c, metrics in recorded["chapters"].items()
+             for m, e in metrics.items()}
     assert {"machine", "accuracy", "count"} <= kinds
     assert main(["compare", str(smoke_run_dir), "--reference", str(ref)]) == 0
     report = capsys.readouterr().out
@@ -207,9 +217,9 @@ def test_a_reference_recorded_with_spread_from_admits_an_independent_run(tmp_pat
     run = _summary(tmp_path / "run", METRICS)
     ref = load_reference(record_reference(run, tmp_path / "ref.json", spread_from=other_ref))
     acc, mae = ref["chapters"]["01_data"]["floor_acc_test"], ref["chapters"]["01_data"]["floor_mae_test"]
-    assert acc["abs_tol"] == 0.06 and acc["spread"]["value"] == 0.705 and acc["spread"]["cpu"] == "AVX2"
-    assert mae["rel_tol"] == 0.23 and mae["spread"]["value"] == 0.55  # 0.10 / 0.45 = 22.2 %, rounded up
-    assert ref["chapters"]["01_data"]["n_train"] == {"value": 160, "kind": "count"}
+    assert acc["spread"]["abs_tol"] == 0.06 and acc["spread"]["value"] == 0.705 and acc["spread"]["cpu"] == "AVX2"
+    assert mae["spread"]["rel_tol"] == 0.23 and mae["spread"]["value"] == 0.55  # 0.10 / 0.45 = 22.2 %, rounded up
+    assert ref["chapters"]["01_data"]["n_train"] == {"value": 160}
     assert "spread" not in ref["chapters"]["01_data"]["manifest_sha256"]
     assert compare_run(other, tmp_path / "ref.json").ok and compare_run(run, tmp_path / "ref.json").ok
     assert not compare_run(_summary(tmp_path / "far", _changed(METRICS, "01_data", "floor_acc_test", 0.72)),
@@ -218,9 +228,9 @@ def test_a_reference_recorded_with_spread_from_admits_an_independent_run(tmp_pat
     assert rerun["chapters"]["01_data"]["floor_acc_test"] == acc  # the same value again: its measured spread stays
     nearby = _summary(tmp_path / "next", _changed(METRICS, "01_data", "floor_acc_test", 0.66))
     moved_on = load_reference(record_reference(nearby, tmp_path / "next.json", spread_from=tmp_path / "ref.json"))
-    assert moved_on["chapters"]["01_data"]["floor_acc_test"]["abs_tol"] == 0.03  # another value: the default again
+    assert moved_on["chapters"]["01_data"]["floor_acc_test"] == {"value": 0.66}  # another value: the default again
     exact = load_reference(record_reference(run, tmp_path / "exact.json", spread_from=moved))
-    assert exact["chapters"]["01_data"]["n_train"] == {"value": 160, "kind": "count"}  # a count stays exact
+    assert exact["chapters"]["01_data"]["n_train"] == {"value": 160}  # a count stays exact
     assert not compare_run(other_ref_moved, tmp_path / "exact.json").ok
 
 
@@ -233,3 +243,21 @@ def test_the_comparison_says_when_the_reference_ran_on_another_instruction_set(t
     atomic_write_json(ref_path, ref)
     report = compare_run(run, ref_path).report()
     assert "the reference's CPU ran AVX2" in report and report.splitlines()[-1].startswith("[ersam] compare")
+
+
+def test_tolerances_come_from_the_registry_and_an_undeclared_metric_fails(tmp_path: Path) -> None:
+    """Issue 31: a tolerance written into a reference entry is not the reference's to set (only a recorded spread
+    widens one), and a run that records a metric its stage does not declare (a rename) fails the comparison."""
+    run = _summary(tmp_path / "run", METRICS)
+    ref = read_json(record_reference(run, tmp_path / "ref.json"))
+    ref["chapters"]["01_data"]["floor_acc_test"] |= {"abs_tol": 0.5, "kind": "measure"}  # ignored
+    atomic_write_json(tmp_path / "ref.json", ref)
+    moved = _summary(tmp_path / "moved", _changed(METRICS, "01_data", "floor_acc_test", 0.75))
+    assert [r.metric for r in compare_run(moved, tmp_path / "ref.json").failures] == ["floor_acc_test"]
+    renamed = {"01_data": {("floor_accuracy_test" if k == "floor_acc_test" else k): v
+                           for k, v in METRICS["01_data"].items()}}
+    result = compare_run(_summary(tmp_path / "renamed", METRICS | renamed), tmp_path / "ref.json")
+    assert {(r.metric, r.verdict) for r in result.failures} == {("floor_accuracy_test", "undeclared"),
+                                                                 ("floor_acc_test", "missing")}
+    with pytest.raises(ValueError, match="no stage declares: 01_data/floor_accuracy_test"):
+        make_reference(_summary(tmp_path / "renamed2", METRICS | renamed))

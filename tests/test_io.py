@@ -20,11 +20,15 @@ def test_atomic_write_leaves_nothing_after_a_crash(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["table.json"]
 
 
-def test_record_metrics_merges(tmp_path: Path) -> None:
-    record_metrics(tmp_path, "01", {"a": 1})
-    record_metrics(tmp_path, "01", {"b": 2.5})
-    assert load_metrics(tmp_path, "01") == {"a": 1, "b": 2.5}
-    assert load_metrics(tmp_path, "02") == {}
+def test_record_metrics_merges_and_refuses_what_the_stage_does_not_declare(tmp_path: Path) -> None:
+    record_metrics(tmp_path, "data", {"K": 3})
+    record_metrics(tmp_path, "data", {"floor_acc_test": 0.25, "splits": ["train", "val"]})
+    assert load_metrics(tmp_path, "01_data") == {"K": 3, "floor_acc_test": 0.25, "splits": ["train", "val"]}
+    assert load_metrics(tmp_path, "02_profiling") == {}
+    with pytest.raises(ValueError, match=r"stage 'data' does not declare the metric\(s\) floor_accuracy_test"):
+        record_metrics(tmp_path, "data", {"floor_accuracy_test": 0.25})  # a renamed metric, not declared
+    with pytest.raises(ValueError, match="unknown stage '01'"):
+        record_metrics(tmp_path, "01", {"K": 3})  # stages are named by their labels
 
 
 def test_layout_errors_are_clear(tmp_path: Path) -> None:
@@ -144,7 +148,8 @@ def test_weights_are_checked_against_the_digest_recorded_beside_them(tmp_path: P
     path = tmp_path / "w.pt"
     atomic_torch_save({"w": torch.arange(64, dtype=torch.float32)}, path)
     assert digest_path(path).read_text() == f"{hashlib.sha256(path.read_bytes()).hexdigest()}  w.pt\n"
-    assert subprocess.run(["sha256sum", "-c", digest_path(path).name], cwd=tmp_path, capture_output=True).returncode == 0
+    check = subprocess.run(["sha256sum", "-c", digest_path(path).name], cwd=tmp_path, capture_output=True)
+    assert check.returncode == 0
     flip_exponents(path)
     assert not torch.equal(torch.load(path, weights_only=True)["w"], torch.arange(64, dtype=torch.float32))
     with pytest.raises(ArtifactError, match=r"w\.pt does not match the SHA-256 recorded in w\.pt\.sha256"):

@@ -27,23 +27,27 @@ def _write_notebook(path: Path, body: str) -> None:
     nbformat.write(nb, path)
 
 
-RECORD = "from ersam_lib.rundir import record_metrics\nrecord_metrics(RUN_DIR, {chapter!r}, {{'scale': SCALE, 'seed': SEED}})"
+# A chapter of the tests' own, declared where it is used (a Stage need not be in the book's registry).
+STAGE = ("from ersam_lib.rundir import record_metrics\nfrom ersam_lib.stages import Stage\n"
+         "STAGE = Stage({notebook!r}[3:], {notebook!r}[:2], {notebook!r}, 'a test chapter', "
+         "metrics={{'scale': 'text', 'seed': 'count', 'malloc.*': 'version'}})\n")
+RECORD = STAGE + "record_metrics(RUN_DIR, STAGE, {{'scale': SCALE, 'seed': SEED}})"
 
 
 @pytest.fixture()
 def notebooks(tmp_path: Path) -> Path:
     folder = tmp_path / "nbs"
     folder.mkdir()
-    _write_notebook(folder / "01_first.ipynb", RECORD.format(chapter="01"))
-    _write_notebook(folder / "02_second.ipynb", RECORD.format(chapter="02") + "\nx = 1 + 1")
+    _write_notebook(folder / "01_first.ipynb", RECORD.format(notebook="01_first"))
+    _write_notebook(folder / "02_second.ipynb", RECORD.format(notebook="02_second") + "\nx = 1 + 1")
     return folder
 
 
 def test_runs_in_order_and_records_metrics(notebooks: Path, tmp_path: Path, monkeypatch) -> None:
     for name in MALLOC_ENV:  # as when the runner is started without make: it sets them for the kernels itself
         monkeypatch.delenv(name, raising=False)
-    _write_notebook(notebooks / "02_second.ipynb", "import os\nfrom ersam_lib.rundir import record_metrics\n"
-                    "record_metrics(RUN_DIR, '02', {'scale': SCALE, 'seed': SEED, "
+    _write_notebook(notebooks / "02_second.ipynb", "import os\n" + STAGE.format(notebook="02_second") +
+                    "record_metrics(RUN_DIR, STAGE, {'scale': SCALE, 'seed': SEED, "
                     f"'malloc': {{k: os.environ.get(k) for k in {sorted(MALLOC_ENV)!r}}}}})")
     run_dir = tmp_path / "run"
     summary = run_pipeline(run_dir, "smoke", 7, notebooks, timeout_s=300)
@@ -84,7 +88,7 @@ def test_selection() -> None:
 
 def test_failing_cell_is_named_and_partial_copy_kept(notebooks: Path, tmp_path: Path) -> None:
     _write_notebook(notebooks / "02_second.ipynb", "y = 2\nraise ZeroDivisionError('deliberate failure')")
-    _write_notebook(notebooks / "03_never.ipynb", RECORD.format(chapter="03"))
+    _write_notebook(notebooks / "03_never.ipynb", RECORD.format(notebook="03_never"))
     run_dir = tmp_path / "run"
     with pytest.raises(NotebookFailed) as info:
         run_pipeline(run_dir, "smoke", 0, notebooks, timeout_s=300)
@@ -174,7 +178,7 @@ def test_papermill_killed_from_outside_is_an_interruption_not_a_failure(notebook
 
 def test_two_chapters_at_once_keep_both_entries(notebooks: Path, tmp_path: Path) -> None:
     for name in ("01_first", "02_second"):
-        _write_notebook(notebooks / f"{name}.ipynb", "import time\ntime.sleep(2)\n" + RECORD.format(chapter=name[:2]))
+        _write_notebook(notebooks / f"{name}.ipynb", "import time\ntime.sleep(2)\n" + RECORD.format(notebook=name))
     run_dir = tmp_path / "run"
     procs = [subprocess.Popen(_cli("run", "--scale", "smoke", "--run-dir", str(run_dir), "--notebooks", str(notebooks),
                                    "--only", ch), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -246,7 +250,7 @@ def test_a_killed_runner_leaves_no_orphans_and_no_chapter_running_forever(notebo
     time.sleep(1.5)
     assert (run_dir / "heartbeat").read_text() == beat  # nobody writes the run folder any more
     assert read_json(run_dir / "summary.json")["chapters"]["01_first"]["status"] == "running"  # what it left
-    _write_notebook(notebooks / "02_second.ipynb", RECORD.format(chapter="02"))
+    _write_notebook(notebooks / "02_second.ipynb", RECORD.format(notebook="02_second"))
     run_pipeline(run_dir, "smoke", 0, notebooks, only="02", timeout_s=300)
     entry = read_json(run_dir / "summary.json")["chapters"]["01_first"]
     assert entry["status"] == "interrupted" and "runner died" in entry["error"]["message"]

@@ -28,10 +28,12 @@ def _write_notebook(path: Path, params: str, body: str) -> None:
 def notebooks(tmp_path: Path) -> Path:
     folder = tmp_path / "nbs"
     folder.mkdir()
-    record = "from ersam_lib.rundir import record_metrics\nrecord_metrics(RUN_DIR, {ch!r}, {{'seen': {seen}}})"
+    record = ("from ersam_lib.rundir import record_metrics\nfrom ersam_lib.stages import Stage\n"
+              "record_metrics(RUN_DIR, Stage('t', {ch!r}[:2], {ch!r}, 'a test chapter', metrics={{'seen.*': 'text'}}), "
+              "{{'seen': {seen}}})")
     _write_notebook(folder / "01_data.ipynb", 'SOURCE = "tts"\nROOT = None\nK = 3',
-                    record.format(ch="01", seen="[SOURCE, ROOT, K]"))
-    _write_notebook(folder / "02_other.ipynb", "EPOCHS = 1", record.format(ch="02", seen="[EPOCHS]"))
+                    record.format(ch="01_data", seen="[SOURCE, ROOT, K]"))
+    _write_notebook(folder / "02_other.ipynb", "EPOCHS = 1", record.format(ch="02_other", seen="[EPOCHS]"))
     return folder
 
 
@@ -75,4 +77,4 @@ def test_cli_unknown_parameter_is_one_line_before_anything_runs(notebooks, tmp_p
                          "--notebooks", str(notebooks), "--only", "02", "-p", "EPOCHS", "5"],
                         capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
-    assert read_json(run_dir / "metrics" / "02.json") == {"seen": [5]}
+    assert read_json(run_dir / "metrics" / "02_other.json") == {"seen": [5]}
