@@ -28,8 +28,8 @@ from bench_meter import default_counter, one_core, report, time_meter
 from ersam_lib.deploy import AudioCounter, export_program, measure_program, quantize_pt2e
 from ersam_lib.export import TimingConfig
 from ersam_lib.frontend import LogMelFrontEnd
-from ersam_lib.io import read_json
-from ersam_lib.meter import card_path, load_counter
+from ersam_lib.cards import ModelCard
+from ersam_lib.meter import load_counter
 
 
 def tutorial_programs(folder: Path) -> list[Path]:
@@ -39,13 +39,14 @@ def tutorial_programs(folder: Path) -> list[Path]:
     with torch.no_grad():
         calibration = fe(0.1 * torch.randn(64, 80_000))
     models = {"float": counter.model, "int8": quantize_pt2e(counter.model, calibration)}
-    card = {"name": "tutorial-largest", "architecture": desc}
+    shape = [1, counter.features.n_mels, fe.n_frames(80_000)]
+    card = ModelCard(file="tutorial-largest.pt", format="state_dict", sha256="", classes=tuple(counter.classes),
+                     input={"kind": "logmel", "shape": shape}, name="tutorial-largest", architecture={"desc": desc})
     paths = []
     for precision, model in models.items():
         module = AudioCounter(fe, model).eval()
         for suffix in (".pte", "_onnx.onnx"):
-            paths.append(export_program(module, folder / f"tutorial_{precision}{suffix}", counter.classes,
-                                        card | {"precision": precision}))
+            paths.append(export_program(module, folder / f"tutorial_{precision}{suffix}", card, precision=precision))
     print(f"model: {desc}; tutorial front end (40 mel bands x 251 frames)")
     return paths
 
@@ -70,10 +71,10 @@ def main() -> None:
     print(f"{'program':44s} {'runtime':11s} {'precision':9s} {'ms min':>7s} {'ms med':>7s} {'kB':>7s} {'peak MB':>8s}")
     latency = {}
     for path in programs:
-        card = read_json(card_path(path))
+        card = ModelCard.load(path)
         m = measure_program(path, TimingConfig.for_scale("tutorial"))
-        latency[(card["format"], card["precision"])] = m["latency_ms"]
-        print(f"{path.name:44s} {card['format']:11s} {card['precision']:9s} {m['latency_ms']:7.2f} "
+        latency[(card.format, card.precision)] = m["latency_ms"]
+        print(f"{path.name:44s} {card.format:11s} {card.precision:9s} {m['latency_ms']:7.2f} "
               f"{m['latency_median_ms']:7.2f} {m['size_kb']:7.0f} {m['peak_mb']:8.1f}")
     for fmt in ("executorch", "onnx"):
         if (fmt, "float") in latency and (fmt, "int8") in latency:

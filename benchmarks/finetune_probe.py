@@ -33,7 +33,7 @@ def main() -> None:
     run = run_search_setup(run_dir, runtime="executorch")
     chosen = read_json(run_file(run_dir, "chosen"))
     names = sorted({chosen[role] for role in ("budget", "most_accurate") if role in chosen})
-    cards = {name: load_chosen(run_dir, name)[1]["architecture"]["arch"] for name in names}
+    cards = {name: load_chosen(run_dir, name)[1].architecture["arch"] for name in names}
     rows = []
     for name, arch in cards.items():
         for recipe in recipes:

@@ -7,7 +7,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-from ersam_lib.scales import check_scale
+from ersam_lib.scales import sizes
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")  # the training distribution and the primary source's test
 REAL_SPLITS: tuple[str, ...] = ("real_val", "real_test", "real_test_other")  # real speech no training mixture uses
@@ -104,17 +104,9 @@ class DataConfig:
         as LibriCount (``LIBRICOUNT_SUBSETS``) unless ``subset_splits`` is given; a primary source that is the
         real source itself (``source="librimini"``) builds train/val/test from it alone (``real_source=None``).
         """
-        scale = check_scale(scale)
-        if scale == "smoke":
-            cfg = cls(max_count=3, per_class={"train": 40, "val": 10, "test": 10},
-                      real_per_class={"real_val": 10, "real_test": 10, "real_test_other": 5},
-                      features=FeatureConfig(n_mels=32, hop_length=640),
-                      tts=TtsConfig(n_speakers=24, utts_per_speaker=4), workers=1, shard_size=256)
-        elif scale == "tutorial":  # espeak voices and real training speakers: each alone misses the other by 20+ points
-            cfg = cls(train_sources=("tts", "librimini"))
-        else:
-            cfg = cls(source="librispeech", per_class={"train": 2000, "val": 300, "test": 520},
-                      features=FeatureConfig(n_mels=64, hop_length=160))
+        table = sizes("data", scale)
+        nested = {"features": FeatureConfig, "tts": TtsConfig}
+        cfg = cls(**{k: nested[k](**v) if k in nested else v for k, v in table.items()})
         source = overrides.get("source", cfg.source)
         if source != cfg.source and "train_sources" not in overrides:  # the default mix names the default source
             overrides["train_sources"] = None

@@ -26,7 +26,7 @@ import pandas as pd
 import soundfile as sf
 
 from ersam_lib.io import atomic_path, atomic_write_json, atomic_write_text
-from ersam_lib.scales import check_scale
+from ersam_lib.scales import sizes
 
 from .render import SAMPLE_RATE, background
 from .rttm import COLUMNS, FRAME_S, format_rttm
@@ -65,10 +65,7 @@ class PartyConfig:
     @classmethod
     def for_scale(cls, scale: str, **overrides: Any) -> PartyConfig:
         """``smoke``: one minute, up to 3 guests; ``tutorial``: five minutes, up to 5; ``paper``: ten, up to 8."""
-        sizes = {"smoke": dict(duration_s=60.0, max_present=3, scene_s=(5.0, 10.0)),
-                 "tutorial": dict(duration_s=300.0, max_present=5),
-                 "paper": dict(duration_s=600.0, max_present=8)}[check_scale(scale)]
-        return cls(**(sizes | overrides))
+        return cls(**(sizes("party", scale) | overrides))
 
 
 @dataclass

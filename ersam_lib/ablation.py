@@ -27,7 +27,7 @@ from .evaluation import eval_loader
 from .io import ArtifactError, atomic_path, atomic_write_json, sha256_file, torch_load
 from .progress import progress
 from .rundir import CHECKPOINT, damaged, run_file, variant_dir
-from .scales import check_scale
+from .scales import sizes
 from .space import SearchSpace, space_for_run
 from .supernet import Supernet, evaluate_arch, recalibrate_bn, save_supernet
 from .teacher import load_teacher, teacher_info
@@ -68,12 +68,11 @@ class AblationConfig:
         With the gate on every subnet of the sandwich, entropy τ ≤ 0.8 still sends over 30 % of the training
         samples to the teacher at tutorial scale (measured: 84 % at 0.5, 61 % at 0.7, 37 % at 0.8), hence the grid.
         """
-        check_scale(scale)
-        taus = taus or ((0.5,) if scale == "smoke" else (0.6, 0.8, 0.9))
+        table = sizes("ablation", scale)
         sel = tuple(DistillConfig(mode="selective", tau=t, kind=kind, gate_on=gate_on)  # type: ignore[arg-type]
-                    for t in taus)
+                    for t in taus or table["taus"])
         base = (DistillConfig(mode="none"), DistillConfig(mode="full"), DistillConfig(mode="offline"))
-        return cls(variants=base + sel, n_bn_batches=4 if scale == "smoke" else 16, derive_full=derive_full)
+        return cls(variants=base + sel, n_bn_batches=table["n_bn_batches"], derive_full=derive_full)
 
     def pick_final(self, df: pd.DataFrame) -> DistillConfig:
         """The variant chapter 5 gets, by the rule above, from the measured ablation table."""

@@ -33,6 +33,7 @@ from typing import Any
 
 import yaml
 
+from .cards import Chosen
 from .io import ArtifactError, read_json, sha256_file
 from .rundir import read_summary, run_file, summary_path
 from .stages import stage
@@ -324,6 +325,11 @@ def _chapter(chapters: dict[str, Any], label: str) -> dict[str, Any] | None:
     return entry if entry is not None and entry.get("status") == "ok" else None
 
 
+def _chosen(run_dir: Path) -> Chosen:
+    """Chapter 5's choice, or none when the run has no ``chosen.json``."""
+    return Chosen.load(run_dir) if run_file(run_dir, "chosen").exists() else Chosen(None, None)
+
+
 def _read_frontier(path: Path) -> Any:
     import pandas as pd  # imported here: the CLI's other commands start without pandas
 
@@ -335,13 +341,12 @@ def _read_frontier(path: Path) -> Any:
 
 def _frontier_section(run_dir: Path, figure: str | None, docs: set[str]) -> list[str]:
     table = _read_frontier(run_file(run_dir, "frontier"))
-    chosen_path = run_file(run_dir, "chosen")
-    chosen = read_json(chosen_path) if chosen_path.exists() else {}
+    chosen = _chosen(run_dir)
     roles: dict[str, str] = {}
-    for key, role in (("budget", "chosen within the default energy budget"),
-                      ("most_accurate", "most accurate searched")):
-        if chosen.get(key):
-            roles[chosen[key]] = "; ".join(filter(None, (roles.get(chosen[key]), role)))
+    for name, role in ((chosen.budget, "chosen within the default energy budget"),
+                       (chosen.most_accurate, "most accurate searched")):
+        if name:
+            roles[name] = "; ".join(filter(None, (roles.get(name), role)))
     where = "{doc}`/chapters/05_search`" if "chapters/05_search" in docs else "chapter 5"
     lines = []
     if figure:
@@ -401,10 +406,9 @@ def differences_markdown(run_dir: str | os.PathLike) -> str:
     m = {label: (_chapter(summary["chapters"], label) or {}).get("metrics", {}) for label in ("supernet", "search")}
     frontier = run_file(run_dir, "frontier")
     table = _read_frontier(frontier) if frontier.exists() else None
-    chosen_path = run_file(run_dir, "chosen")
-    chosen = read_json(chosen_path) if chosen_path.exists() else {}
+    chosen = _chosen(run_dir)
     rows = {} if table is None else {r["name"]: r for r in table.to_dict("records")}
-    pick = rows.get(chosen.get("budget")) or rows.get(chosen.get("most_accurate"))
+    pick = rows.get(chosen.budget) or rows.get(chosen.most_accurate)
     missing = "not in this run"
     cells = {
         "ersam_error": missing if pick is None else (

@@ -8,14 +8,14 @@
   float (its log of a power spectrum needs the dynamic range);
 - :func:`precision_scores`: float and int8 accuracy and MAE of the models on the run's feature splits;
 - :func:`export_program` writes a ``.pte`` (ExecuTorch, XNNPACK delegate) or ``.onnx`` program and its card
-  (:func:`ersam_lib.meter.write_card`: architecture, metrics, costs, feature config, label set, manifest hash), so
-  that ``python -m ersam_lib count AUDIO --model RUN_DIR/deploy/<name>.pte`` runs it;
+  (:class:`ersam_lib.cards.ModelCard`: the chosen model's card made the program's, with its costs), so that ``python -m ersam_lib count AUDIO --model RUN_DIR/deploy/<name>.pte`` runs it;
 - :func:`measure_program`: size, latency per 5-s window (chapter 2's protocol, one thread) and peak memory (a fresh
   process, its resident-set high-water mark above the runtime's own footprint) of a program file.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -36,10 +36,10 @@ from .export import (TimingConfig, export_executorch, export_onnx, quiet_executo
                      torch_threads)
 from .frontend import LogMelFrontEnd
 from .frontier import load_chosen
-from .io import atomic_write_bytes, read_json
-from .meter import SAMPLE_RATE, WINDOW_S, card_path, claim_card, write_card
+from .cards import ModelCard, card_path, claim, identity
+from .io import atomic_write_bytes
 from .rundir import stage_dir
-from .scales import check_scale
+from .scales import sizes
 
 __all__ = [
     "PRECISIONS", "RUNTIMES", "STEM_SUFFIX", "AudioCounter", "DeployConfig", "audio_counter", "export_program", "feature_batch",
@@ -71,9 +71,7 @@ class DeployConfig:
     def for_scale(cls, scale: str, **overrides: Any) -> DeployConfig:
         """``smoke``: every training window (160) calibrates, 16 are checked; ``tutorial``: 512 and 64; ``paper``:
         2048 and 256."""
-        sizes = {"smoke": dict(n_calibration=160, n_check=16), "tutorial": {},
-                 "paper": dict(n_calibration=2048, n_check=256)}[check_scale(scale)]
-        return cls(**(sizes | overrides))
+        return cls(**(sizes("deploy", scale) | overrides))
 
 
 class AudioCounter(nn.Module):
@@ -87,10 +85,10 @@ class AudioCounter(nn.Module):
         return self.model(self.frontend(audio))
 
 
-def audio_counter(run_dir: str | os.PathLike, name: str) -> tuple[AudioCounter, dict[str, Any]]:
+def audio_counter(run_dir: str | os.PathLike, name: str) -> tuple[AudioCounter, ModelCard]:
     """``(AudioCounter, card)`` for the model ``name`` that chapter 5 chose, with the front end its card records."""
     model, card = load_chosen(run_dir, name)
-    return AudioCounter(LogMelFrontEnd.from_card(card["input"]), model).eval(), card
+    return AudioCounter(LogMelFrontEnd.from_card(card.features), model).eval(), card
 
 
 def feature_batch(ds: Dataset, n: int, seed: int = 0) -> torch.Tensor:
@@ -148,22 +146,19 @@ def program_path(run_dir: str | os.PathLike, name: str, precision: str, runtime:
     return stage_dir(run_dir, "deploy") / f"{name}_{precision}{STEM_SUFFIX[runtime]}{RUNTIMES[runtime]}"
 
 
-def export_program(module: nn.Module, path: str | os.PathLike, classes: list[str], card: Mapping[str, Any],
-                   timing: TimingConfig | None = None, window_s: float = WINDOW_S,
-                   sample_rate: int = SAMPLE_RATE) -> Path:
-    """Export ``module`` (one ``(1, samples)`` window -> logits) to ``path`` (``.pte``: ExecuTorch with the
-    XNNPACK delegate; ``.onnx``: ONNX Runtime) and write its card beside it: ``card`` plus the input, the output,
-    whether the program normalises the level itself (an :class:`AudioCounter` with its front end's normalisation),
-    the program's SHA-256 and, when ``timing`` is given, the costs :func:`measure_program` measured (``costs``).
-    Returns the path."""
+def export_program(module: nn.Module, path: str | os.PathLike, card: ModelCard, timing: TimingConfig | None = None,
+                   **fields: Any) -> Path:
+    """Export ``module`` (one ``(1, samples)`` window -> logits) to ``path`` (``.pte``: ExecuTorch with the XNNPACK
+    delegate; ``.onnx``: ONNX Runtime) and write its card beside it: the model's ``card`` (chapter 5's: name,
+    architecture, classes, front end, manifest hash) made the program's (its file, format, digest, raw-audio input,
+    whether it normalises the level itself: an :class:`AudioCounter` with its front end's normalisation), with
+    ``fields`` (``precision``, ``runtime``, ``metrics``, ...) and, when ``timing`` is given, the costs
+    :func:`measure_program` measured. Returns the path."""
     path = Path(path)
-    x = torch.zeros(1, round(window_s * sample_rate))
-    normalizes = isinstance(module, AudioCounter) and module.frontend.normalize
-    spec = {"batch": 1, "input": {"kind": "audio", "shape": list(x.shape), "dtype": "float32"}, "output": "logits",
-            "normalizes": normalizes}
     if path.suffix not in RUNTIMES.values():
         raise ValueError(f"a deployed program is a .pte or .onnx file, got {path}")
-    claim_card(path)  # first: refuses a card of another program
+    x = torch.zeros(1, round(card.window_s * card.sample_rate))
+    claim(path)  # first: refuses a card of another file
     card_path(path).unlink(missing_ok=True)  # no card of an earlier program beside the new one
     try:
         with torch.no_grad(), quiet_executorch():
@@ -171,13 +166,16 @@ def export_program(module: nn.Module, path: str | os.PathLike, classes: list[str
                 atomic_write_bytes(path, export_executorch(module, x))
             else:
                 export_onnx(module, x, path, dynamo=True)  # the exporter that translates int8 too
-        write_card(path, classes, sample_rate, window_s, **card, **spec)  # measure_program reads its input shape
+        program = dataclasses.replace(
+            card, **identity(path), input={"kind": "audio", "shape": list(x.shape), "dtype": "float32"}, batch=1,
+            report={}, normalizes=isinstance(module, AudioCounter) and module.frontend.normalize, **fields)
+        program.save(path.parent)  # measure_program reads its input shape
     except Exception:
         card_path(path).unlink(missing_ok=True)  # no card without its program
         path.unlink(missing_ok=True)
         raise
     if timing is not None:
-        write_card(path, classes, sample_rate, window_s, **card, **spec, costs=measure_program(path, timing))
+        dataclasses.replace(program, costs=measure_program(path, timing)).save(path.parent)
     return path
 
 
@@ -198,7 +196,7 @@ def measure_program(path: str | os.PathLike, timing: TimingConfig | None = None,
 
 
 def _input_shape(path: Path) -> tuple[int, ...]:
-    return tuple(read_json(card_path(path))["input"]["shape"])
+    return tuple(ModelCard.load(path).input["shape"])
 
 
 _PEAK_SCRIPT = """

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from .io import atomic_path
-from .scales import check_scale
+from .scales import sizes
 
 __all__ = [
     "BACKENDS", "TimingConfig", "export_executorch", "export_onnx", "load_executorch", "quiet_executorch",
@@ -54,10 +54,7 @@ class TimingConfig:
 
     @classmethod
     def for_scale(cls, scale: str) -> TimingConfig:
-        return {"smoke": cls(warmup=1, repeats=5, min_repeats=3, max_seconds=0.1),
-                "tutorial": cls(warmup=5, repeats=30, min_repeats=7, max_seconds=0.6, min_seconds=0.05),
-                "paper": cls(warmup=10, repeats=100, min_repeats=20, max_seconds=5.0, min_seconds=0.2)
-                }[check_scale(scale)]
+        return cls(**sizes("timing", scale))
 
 
 @contextlib.contextmanager

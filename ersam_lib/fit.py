@@ -35,7 +35,7 @@ from .io import ArtifactError, atomic_torch_save, atomic_write_json, read_json, 
 from .progress import progress
 from .repro import pick_device
 from .rundir import run_file
-from .scales import check_scale
+from .scales import sizes
 from .space import Arch, build_model, space_for_run
 from .supernet import Supernet, recalibrate_bn
 from .teacher import (CRNNTeacher, TeacherConfig, TeacherUnavailable, build_wav2vec2, load_teacher, save_teacher,
@@ -83,10 +83,7 @@ class FitConfig:
 
     @classmethod
     def for_scale(cls, scale: str, **overrides: Any) -> FitConfig:
-        sizes = {"smoke": dict(epochs=1, finetune_epochs=1, batch_size=16, max_train_samples=64),
-                 "tutorial": {}, "paper": dict(epochs=60, finetune_epochs=10, batch_size=128, lr=2e-3,
-                                               max_train_samples=None)}[check_scale(scale)]
-        return cls(**(sizes | overrides))
+        return cls(**(sizes("fit", scale) | overrides))
 
     def finetune(self) -> FitConfig:
         """The recipe of a fine-tuning run: ``finetune_epochs`` at ``finetune_lr``."""

@@ -8,7 +8,7 @@
 - :func:`frontier_row` puts one trained model's test scores beside its predicted and measured costs, energies
   calibrated like the search's (:class:`~ersam_lib.costmodel.EnergyCalibration`);
 - :func:`save_chosen` / :func:`load_chosen` hand the chosen models to chapter 6 through ``RUN_DIR/search/models/``:
-  a state dict and a model card (architecture, metrics, costs, feature config, label set, manifest hash) each.
+  a state dict and a :class:`~ersam_lib.cards.ModelCard` each; :class:`~ersam_lib.cards.Chosen` says which.
 """
 
 from __future__ import annotations
@@ -26,24 +26,22 @@ from torch import nn
 from data_prep.build import load_dataset_info
 
 from .baselines import build_baseline
+from .cards import CardError, ModelCard, claim
 from .complexity import count_params
 from .costmodel import CostModel, EnergyCalibration
 from .countnet import INPUT_SHAPE, load_published, predict_counts
 from .data import WaveformDataset
 from .devices import HostCPU
 from .export import TimingConfig
-from .io import ArtifactError, atomic_torch_save, atomic_write_json, read_json, torch_load
-from .rundir import damaged, feature_dir, stage_dir
-from .scales import check_scale
+from .io import ArtifactError, atomic_torch_save, read_json, torch_load
+from .rundir import damaged, feature_dir, missing_message, stage_dir
+from .scales import sizes
 from .space import Arch, build_model
 
 __all__ = [
-    "CARD_KIND", "CHOICES", "FrontierConfig", "PEER_SPLITS", "frontier_row", "load_chosen", "measure_latencies",
-    "measure_latency", "peer_inputs", "peer_row", "pick_chosen", "pick_finalists", "save_chosen",
+    "FrontierConfig", "PEER_SPLITS", "frontier_row", "load_chosen", "measure_latencies", "measure_latency",
+    "peer_inputs", "peer_row", "pick_finalists", "save_chosen",
 ]
-
-CARD_KIND = "ersam-model-card"
-CARD_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -72,12 +70,7 @@ class FrontierConfig:
         """``smoke``: one seed, two finalists, one cheap baseline, measured through ExecuTorch only (every export
         costs seconds); ``tutorial``/``paper``: the above (``paper`` adds the GP-based Bayesian optimiser, minutes
         per hundred proposals on a CPU)."""
-        sizes = {"smoke": dict(n_seeds=1, n_finalists=2, baselines=("tcresnet8",), backends=("executorch",),
-                               strategies=("random", "evolution", "tpe", "nsga2"), peers=("F-CRNN",),
-                               peer_backends=("eager",)),
-                 "tutorial": {},
-                 "paper": dict(n_finalists=8, strategies=cls.strategies + ("gp",))}[check_scale(scale)]
-        return cls(**(sizes | overrides))
+        return cls(**(sizes("frontier", scale) | overrides))
 
 
 def pick_finalists(front: pd.DataFrame, k: int, x: str = "energy_mj", anchors: Sequence[float] = ()) -> pd.DataFrame:
@@ -202,62 +195,47 @@ def peer_row(run_dir: str | os.PathLike, name: str, splits: tuple[str, ...] = PE
 def save_chosen(run_dir: str | os.PathLike, name: str, model: nn.Module, row: dict[str, Any],
                 arch: Arch | None = None, baseline: str | None = None, report: dict[str, Any] | None = None,
                 attn_dim: int = 32) -> Path:
-    """Save one chosen model as ``RUN_DIR/search/models/<name>.pt`` (state dict) and ``<name>.json`` (its card):
-    architecture (a searched ``arch`` or a ``baseline`` name), metrics, costs, feature config, label set and the
-    data set's manifest hash (chapter 5 writes, chapter 6 reads with :func:`load_chosen`)."""
+    """Save one chosen model as ``RUN_DIR/search/models/<name>.pt`` (state dict) and its card ``<name>.json``
+    (:class:`~ersam_lib.cards.ModelCard`: architecture, a searched ``arch`` or a ``baseline`` name; the log-mel
+    input and the front end it was trained on; label set, manifest hash, metrics and training report); chapter 5
+    writes, chapter 6 reads with :func:`load_chosen`."""
     if (arch is None) == (baseline is None):
         raise ValueError("give either the searched arch or the baseline name of the model")
     info = load_dataset_info(run_dir)
     folder = stage_dir(run_dir, "search") / "models"
-    features = read_json(feature_dir(run_dir, "logmel") / "meta.json")
-    x_shape = features["shape"]
-    card = {"kind": CARD_KIND, "version": CARD_VERSION, "name": name,
-            "architecture": ({"arch": arch.to_dict(), "attn_dim": attn_dim} if arch is not None
-                             else {"baseline": baseline}),
-            "input": {"kind": "logmel", "n_features": int(x_shape[0]), "n_frames": int(x_shape[1]),
-                      "feature_config": features["feature_config"], "mean": features["mean"], "std": features["std"]},
-            "classes": list(info["classes"]), "class_set": info["class_set"],
-            "manifest_sha256": info["manifest_sha256"],
-            "metrics": {k: v for k, v in row.items() if isinstance(v, (int, float, str, type(None)))},
-            "report": {k: v for k, v in (report or {}).items() if k != "history"}}
-    atomic_torch_save(model.state_dict(), folder / f"{name}.pt")
-    atomic_write_json(folder / f"{name}.json", card)
-    return folder / f"{name}.json"
+    meta = read_json(feature_dir(run_dir, "logmel") / "meta.json")
+    n_features, n_frames = (int(n) for n in meta["shape"])
+    features = {"kind": "logmel", "feature_config": meta["feature_config"], "mean": meta["mean"], "std": meta["std"],
+                "n_features": n_features, "n_frames": n_frames}
+    architecture = {"arch": arch.to_dict(), "attn_dim": attn_dim} if arch is not None else {"baseline": baseline}
+    weights = folder / f"{name}.pt"
+    claim(weights)
+    atomic_torch_save(model.state_dict(), weights)
+    card = ModelCard.describe(
+        weights, name=name, architecture=architecture, classes=tuple(info["classes"]), class_set=info["class_set"],
+        manifest_sha256=info["manifest_sha256"], features=features,
+        input={"kind": "logmel", "shape": [1, n_features, n_frames], "dtype": "float32"},
+        metrics={k: v for k, v in row.items() if isinstance(v, (int, float, str, type(None)))},
+        report={k: v for k, v in (report or {}).items() if k != "history"})
+    return card.save(folder)
 
 
-CHOICES = ("budget", "most_accurate")
-
-
-def pick_chosen(chosen: dict[str, Any], role: str) -> tuple[str, str]:
-    """``(name, role)`` of the model chapter 6 deploys from chapter 5's ``chosen.json``.
-
-    ``budget`` is absent when no finalist's *measured* energy fits the default budget (the search holds the budget on
-    the cost model's prediction; a loaded host can measure more): chapter 6 then deploys ``most_accurate`` and the
-    returned role says so."""
-    if role not in CHOICES:
-        raise ValueError(f"MODEL must be one of {CHOICES}, got {role!r}")
-    for candidate in (role, *CHOICES):
-        if candidate in chosen:
-            return chosen[candidate], candidate
-    raise ValueError("chapter 5 chose no searched model (chosen.json has neither 'budget' nor 'most_accurate')")
-
-
-def load_chosen(run_dir: str | os.PathLike, name: str) -> tuple[nn.Module, dict[str, Any]]:
-    """``(model, card)`` of a model chapter 5 chose, in eval mode (chapter 6)."""
-    folder = stage_dir(run_dir, "search", create=False) / "models"
-    card_path = folder / f"{name}.json"
-    if not card_path.exists():
-        raise FileNotFoundError(f"{card_path} is missing: run chapter 05 with the same RUN_DIR first")
-    card = read_json(card_path)
-    if card.get("kind") != CARD_KIND:
-        raise ValueError(f"{card_path} is not a model card of this book (kind {card.get('kind')!r})")
-    n_features, n_classes = card["input"]["n_features"], len(card["classes"])
-    arch = card["architecture"]
+def load_chosen(run_dir: str | os.PathLike, name: str) -> tuple[nn.Module, ModelCard]:
+    """``(model, card)`` of a model chapter 5 chose, in eval mode (chapter 6); a missing, damaged or replaced file is
+    one line naming it and chapter 5's command."""
+    weights = stage_dir(run_dir, "search", create=False) / "models" / f"{name}.pt"
+    if not weights.exists():
+        raise FileNotFoundError(missing_message(weights, run_dir, "search"))
+    try:
+        card = ModelCard.load(weights)
+    except CardError as e:
+        raise damaged(weights, run_dir, "search", str(e)) from None
+    arch = card.architecture
+    n_features, n_classes = card.features["n_features"], len(card.classes)
     if "arch" in arch:
         model = build_model(Arch.from_dict(arch["arch"]), n_features, n_classes, int(arch["attn_dim"]))
     else:
         model = build_baseline(arch["baseline"], n_features, n_classes)
-    weights = folder / f"{name}.pt"
     try:
         model.load_state_dict(torch_load(weights))
     except (ArtifactError, FileNotFoundError) as e:

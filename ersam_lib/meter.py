@@ -18,11 +18,10 @@ column is empty.
 
 Models: anything that follows the small :class:`WindowCounter` protocol; :class:`TorchWindowCounter` wraps a torch
 module that maps ``(B, samples)`` waveforms to logits. :func:`save_counter` / :func:`load_counter` store such a
-module as a ``torch.export`` program (``.pt2``) with a JSON card beside it that marks it as an ERSAM counter;
+module as a ``torch.export`` program (``.pt2``) with its model card beside it (:class:`ersam_lib.cards.ModelCard`);
 :func:`load_counter` also runs the programs chapter 6 deploys (:mod:`ersam_lib.deploy`): an ExecuTorch ``.pte``
-(:class:`ExecuTorchWindowCounter`) or an ONNX file (:class:`OnnxWindowCounter`), each with its card
-(:func:`write_card`). A card names its program and records its SHA-256 (:func:`read_card` checks both before any
-runtime reads the file), and a ``.pt2`` is read only when none of its pickles holds more than tensors (a model file
+(:class:`ExecuTorchWindowCounter`) or an ONNX file (:class:`OnnxWindowCounter`), each with its card. A card names
+its file and records its SHA-256 (:func:`read_card` checks both before any runtime reads the file), and a ``.pt2`` is read only when none of its pickles holds more than tensors (a model file
 never runs code). Chapter 6's programs bring each window to the training level themselves (``normalizes`` in the
 card); the meter then refuses ``normalize=False`` rather than pretend to honour it.
 Bad input raises :class:`MeterError` with a one-line message that names the file.
@@ -53,24 +52,23 @@ from scipy.signal import resample_poly
 from data_prep.labels import DEFAULT_THRESHOLDS, LEVELS, level_of
 from data_prep.normalize import peak_normalize
 
-from .io import atomic_path, atomic_write_json, sha256_file
+from .cards import FORMATS, CardError, ModelCard, card_path, claim
+from .io import atomic_path, atomic_write_json
 
 __all__ = [
-    "AudioInfo", "BUNDLE_KIND", "DEFAULT_THRESHOLDS", "ExecuTorchWindowCounter", "LEVEL_NAMES", "MeterConfig",
-    "MeterError", "OnnxWindowCounter", "PROGRAM_FORMATS", "TorchWindowCounter", "WindowCounter", "audio_blocks",
-    "card_path", "check_thresholds", "claim_card", "class_kind", "count", "format_windows", "iter_windows",
-    "level_index", "levels_of", "load_counter", "output_format", "plot_format", "plot_timeline", "read_card",
-    "save_counter", "summary_line", "to_json", "write_card", "write_windows",
+    "AudioInfo", "DEFAULT_THRESHOLDS", "ExecuTorchWindowCounter", "LEVEL_NAMES", "MeterConfig", "MeterError",
+    "OnnxWindowCounter", "PROGRAM_FORMATS", "TorchWindowCounter", "WindowCounter", "audio_blocks", "check_thresholds",
+    "class_kind", "count", "format_windows", "iter_windows", "level_index", "levels_of", "load_counter",
+    "output_format", "plot_format", "plot_timeline", "read_card", "save_counter", "summary_line", "to_json",
+    "write_windows",
 ]
 
 SAMPLE_RATE = 16_000
 WINDOW_S = 5.0
 TAILS: tuple[str, ...] = ("align", "drop")
 LEVEL_NAMES: tuple[str, ...] = tuple(name for name, _, _ in LEVELS)
-BUNDLE_KIND = "ersam-window-counter"
-BUNDLE_VERSION = 1
-# Program file suffix -> the card's "format" (what load_counter runs it with).
-PROGRAM_FORMATS: dict[str, str] = {".pt2": "torch.export", ".pte": "executorch", ".onnx": "onnx"}
+# The model files the meter runs: programs that take raw audio (a state dict needs its architecture and front end).
+PROGRAM_FORMATS: dict[str, str] = {k: v for k, v in FORMATS.items() if v != "state_dict"}
 
 
 class MeterError(ValueError):
@@ -221,15 +219,11 @@ def class_kind(classes: Sequence[str]) -> str:
     raise MeterError(f"model classes must be '0'..'K' or {list(LEVEL_NAMES)}, got {classes}")
 
 
-def card_path(path: str | os.PathLike) -> Path:
-    """The JSON card beside a model bundle: ``model.pt2`` -> ``model.json``."""
-    return Path(path).with_suffix(".json")
-
-
 def save_counter(model: Any, classes: Sequence[str], path: str | os.PathLike, sample_rate: int = SAMPLE_RATE,
                  window_s: float = WINDOW_S, **card: Any) -> Path:
     """Export ``model`` (``(B, samples)`` -> logits) with ``torch.export`` to ``path`` (``.pt2``, dynamic batch)
-    and write its card; :func:`load_counter` reads both back. Extra ``card`` entries are stored as given."""
+    and write its :class:`~ersam_lib.cards.ModelCard`; :func:`load_counter` reads both back. ``card``: further
+    fields of the card (``name``, ``architecture``, ``metrics``, ...)."""
     import torch
 
     path = Path(path)
@@ -237,47 +231,16 @@ def save_counter(model: Any, classes: Sequence[str], path: str | os.PathLike, sa
         raise MeterError(f"a counter bundle is a .pt2 file, got {path}")
     class_kind(classes)
     model.eval()
-    example = torch.zeros(2, int(round(window_s * sample_rate)))
+    n_samples = int(round(window_s * sample_rate))
     batch = torch.export.Dim("batch", min=1, max=4096)
-    program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
-    claim_card(path)
+    program = torch.export.export(model, (torch.zeros(2, n_samples),), dynamic_shapes=({0: batch},))
+    claim(path)
     with atomic_path(path) as tmp:
         torch.export.save(program, tmp)
-    write_card(path, classes, sample_rate, window_s, **card)
+    audio = {"kind": "audio", "shape": [None, n_samples], "dtype": "float32"}  # any batch
+    ModelCard.describe(path, classes=tuple(classes), input=audio, sample_rate=sample_rate, window_s=window_s,
+                       **card).save(path.parent)
     return path
-
-
-def claim_card(path: str | os.PathLike) -> Path:
-    """The card path of the program ``path``, after checking that the card there (if any) is not another program's
-    (two programs must not share one card); call it before writing the program."""
-    path = Path(path)
-    other = None
-    with contextlib.suppress(OSError, ValueError, AttributeError):  # no card yet, or not one of ours: overwrite
-        other = json.loads(card_path(path).read_text(encoding="utf-8")).get("program")
-    if other not in (None, path.name):
-        raise MeterError(f"{card_path(path)} is the card of {other}: give {path.name} a name of its own")
-    return card_path(path)
-
-
-def write_card(path: str | os.PathLike, classes: Sequence[str], sample_rate: int = SAMPLE_RATE,
-               window_s: float = WINDOW_S, **card: Any) -> Path:
-    """Write the JSON card of the counter program at ``path`` (``.pt2``, ``.pte`` or ``.onnx``, written already)
-    atomically: what marks it as ours, its format, classes, rate and window, the program's SHA-256 (what
-    :func:`load_counter` checks), then the extra ``card`` entries (chapter 6 adds the architecture, metrics, costs,
-    feature config and manifest hash). ``normalizes``: whether the program brings each window to the training
-    level itself (chapter 6's programs do; then the meter leaves that to it)."""
-    import torch
-
-    path = Path(path)
-    if path.suffix not in PROGRAM_FORMATS:
-        raise MeterError(f"a counter program is a {'/'.join(PROGRAM_FORMATS)} file, got {path}")
-    if not path.is_file():
-        raise MeterError(f"write the program {path} before its card")
-    class_kind(classes)
-    return atomic_write_json(claim_card(path), card | {
-        "kind": BUNDLE_KIND, "version": BUNDLE_VERSION, "format": PROGRAM_FORMATS[path.suffix],
-        "program": path.name, "sha256": sha256_file(path), "classes": [str(c) for c in classes],
-        "sample_rate": int(sample_rate), "window_s": float(window_s), "torch": torch.__version__})
 
 
 def load_counter(path: str | os.PathLike, threads: int = 1) -> WindowCounter:
@@ -293,61 +256,44 @@ def load_counter(path: str | os.PathLike, threads: int = 1) -> WindowCounter:
     if not path.is_file():
         raise MeterError(f"model path {path} is not a file")
     if path.suffix not in PROGRAM_FORMATS:
-        raise MeterError(f"{path} is not an ERSAM counter program: expected a {'/'.join(PROGRAM_FORMATS)} file "
-                         f"with its .json card beside it (ersam_lib.meter.save_counter, ersam_lib.deploy)")
+        raise MeterError(f"{path} is not a counter program of this book: expected a {'/'.join(PROGRAM_FORMATS)} "
+                         f"file with its .json card beside it (ersam_lib.meter.save_counter, ersam_lib.deploy)")
     card = read_card(path)
-    fmt = card["format"]
-    args = (card["classes"], card["sample_rate"], card["window_s"])
-    if fmt == "torch.export":  # runs in this process's torch (its thread count is the caller's to set)
-        return TorchWindowCounter(_load_program(path), *args, normalizes=card["normalizes"])
-    if fmt == "executorch" and path.read_bytes()[4:6] != b"ET":  # the flatbuffer identifier of every .pte
+    args = (card.classes, card.sample_rate, card.window_s)
+    if card.format == "torch.export":  # runs in this process's torch (its thread count is the caller's to set)
+        return TorchWindowCounter(_load_program(path), *args, normalizes=card.normalizes)
+    if card.format == "executorch" and path.read_bytes()[4:6] != b"ET":  # the flatbuffer identifier of every .pte
         raise MeterError(f"model file {path} is not an ExecuTorch program (no 'ET' identifier in its header)")
-    kind = ExecuTorchWindowCounter if fmt == "executorch" else OnnxWindowCounter
+    kind = ExecuTorchWindowCounter if card.format == "executorch" else OnnxWindowCounter
     try:
-        return kind(path, *args, batch_size=card["batch"], threads=threads, normalizes=card["normalizes"])
+        return kind(path, *args, batch_size=card.batch, threads=threads, normalizes=card.normalizes)
     except MeterError:
         raise
     except Exception as e:  # noqa: BLE001 - any failure here means the file is not a usable program
-        raise MeterError(f"cannot load model file {path} as {fmt}: {_first_line(e)}") from e
+        raise MeterError(f"cannot load model file {path} as {card.format}: {_first_line(e)}") from e
 
 
-def read_card(path: str | os.PathLike) -> dict[str, Any]:
-    """The card of the counter program ``path``, checked: ours, of this program (name, format, SHA-256), with
-    usable classes, rate, window and batch; ``normalizes`` and ``batch`` filled in. :class:`MeterError` names the
-    file (and, for a program of a run, the command that rebuilds it)."""
+def read_card(path: str | os.PathLike) -> ModelCard:
+    """The card of the counter program ``path`` (:meth:`ModelCard.load`: of this very file), with a rate, window,
+    batch and classes the meter can use. :class:`MeterError` names the file (and, for a program of a run whose
+    bytes changed, the command that rebuilds it)."""
     path = Path(path)
-    card_file = card_path(path)
-    if not card_file.is_file():
-        raise MeterError(f"{path} has no card {card_file.name} beside it: not an ERSAM counter bundle")
     try:
-        card = json.loads(card_file.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise MeterError(f"model card {card_file} is not valid JSON: {_first_line(e)}") from None
-    if not isinstance(card, dict) or card.get("kind") != BUNDLE_KIND:
-        raise MeterError(f"model card {card_file} does not describe an ERSAM counter (kind != {BUNDLE_KIND!r})")
-    missing = {"classes", "sample_rate", "window_s", "program", "sha256"} - set(card)
-    if missing:
-        raise MeterError(f"model card {card_file} lacks {sorted(missing)}")
-    if card["program"] != path.name:
-        raise MeterError(f"model card {card_file} is the card of {card['program']!r}, not of {path.name}")
-    fmt = card.get("format", "torch.export")
-    if fmt != PROGRAM_FORMATS[path.suffix]:
-        raise MeterError(f"model card {card_file} describes a {fmt!r} program, but {path.name} is not one")
-    if sha256_file(path) != card["sha256"]:
-        raise MeterError(f"model file {path} does not match the SHA-256 in its card {card_file.name} (damaged or "
-                         f"replaced since it was written){_rebuild_hint(path)}")
-    rate, window, batch = card["sample_rate"], card["window_s"], card.get("batch", 1)
+        card = ModelCard.load(path)
+    except CardError as e:
+        hint = _rebuild_hint(path) if "does not match the SHA-256" in str(e) else ""
+        raise MeterError(f"{e}{hint}") from None
+    where = f"model card {card_path(path)}"
+    rate, window, batch = card.sample_rate, card.window_s, card.batch
     if not (isinstance(rate, int) and not isinstance(rate, bool) and rate > 0):
-        raise MeterError(f"model card {card_file}: sample_rate must be a whole number of Hz > 0, got {rate!r}")
+        raise MeterError(f"{where}: sample_rate must be a whole number of Hz > 0, got {rate!r}")
     if not (isinstance(window, (int, float)) and not isinstance(window, bool) and math.isfinite(window)
             and window * rate >= 1):
-        raise MeterError(f"model card {card_file}: window_s must be a positive number of seconds, got {window!r}")
+        raise MeterError(f"{where}: window_s must be a positive number of seconds, got {window!r}")
     if not (isinstance(batch, int) and not isinstance(batch, bool) and batch >= 1):
-        raise MeterError(f"model card {card_file}: batch must be a whole number >= 1, got {batch!r}")
-    if not isinstance(card["classes"], list):
-        raise MeterError(f"model card {card_file}: classes must be a list, got {card['classes']!r}")
-    class_kind(card["classes"])
-    return card | {"format": fmt, "batch": batch, "normalizes": bool(card.get("normalizes", False))}
+        raise MeterError(f"{where}: batch must be a whole number >= 1, got {batch!r}")
+    class_kind(card.classes)
+    return card
 
 
 def _rebuild_hint(path: Path) -> str:

@@ -34,7 +34,7 @@ from .devices import Device, HostCPU, LatencyStats
 from .export import TimingConfig, time_calls, torch_threads
 from .io import atomic_path, atomic_write_json
 from .progress import progress
-from .scales import check_scale
+from .scales import sizes
 from .space import build_model
 
 __all__ = ["OperatorGrid", "ProfilingConfig", "operator_cases", "profile_operators", "random_conv_net",
@@ -57,13 +57,7 @@ class OperatorGrid:
 
     @classmethod
     def for_scale(cls, scale: str) -> OperatorGrid:
-        if check_scale(scale) == "smoke":
-            return cls(channels=(16, 64), kernels=(3, 9), seq_lens=(62, 250), strides=(1,), rnn_hidden=(32,),
-                       attn_dims=(32,), linear_dims=(64,))
-        if scale == "paper":
-            return cls(channels=(16, 32, 48, 64, 96, 128, 192, 256, 384, 512), kernels=(1, 3, 5, 7, 9, 15, 25, 31),
-                       seq_lens=(31, 62, 125, 250, 500, 1000, 2000), strides=(1, 2, 4))
-        return cls()
+        return cls(**sizes("operator_grid", scale))
 
 
 @dataclass
@@ -91,13 +85,10 @@ class ProfilingConfig:
     @classmethod
     def for_scale(cls, scale: str, **overrides: Any) -> ProfilingConfig:
         """Sizes per scale; the input shape and class count follow chapter 1's features at that scale."""
-        data = DataConfig.for_scale(check_scale(scale))
+        data = DataConfig.for_scale(scale)
         shape = dict(n_features=data.features.n_mels, n_classes=data.max_count + 1,
                      n_frames=int(data.duration_s * data.sample_rate) // data.features.hop_length + 1)
-        sizes = {"smoke": dict(n_train_archs=6, n_heldout_archs=4, rounds=1, n_runtime_train=4, n_runtime_heldout=3),
-                 "tutorial": {}, "paper": dict(n_train_archs=200, n_heldout_archs=200, n_runtime_train=100,
-                                               n_runtime_heldout=100)}[scale]
-        return cls(grid=OperatorGrid.for_scale(scale), **(shape | sizes | overrides))
+        return cls(grid=OperatorGrid.for_scale(scale), **(shape | sizes("profiling", scale) | overrides))
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

@@ -59,7 +59,7 @@ from .io import atomic_path, atomic_write_json, read_json
 from .pareto import hypervolume_curve, pareto_mask
 from .progress import progress
 from .rundir import require, run_file
-from .scales import check_scale
+from .scales import sizes
 from .space import Arch, SearchSpace, StageArch, StageSpace, build_model
 from .supernet import evaluate_arch, load_supernet
 
@@ -251,10 +251,7 @@ class SearchBudget:
         """``smoke``: 6 evaluations per run; ``tutorial``: 30 per run (chapter 5 runs each strategy for three seeds,
         so about 400 supernet scores in all, minutes on a CPU); ``paper``: 1000 with Once-for-All's and Real et
         al.'s population sizes."""
-        base = {"smoke": dict(n_evals=6, population=4, parents=2, tournament=2, n_startup=3),
-                "tutorial": dict(n_evals=30, population=10, parents=4, tournament=4, n_startup=8),
-                "paper": dict(n_evals=1000, population=100, parents=25, tournament=25, n_startup=50)}
-        return cls(**(base[check_scale(scale)] | overrides))
+        return cls(**(sizes("search", scale) | overrides))
 
     def allows(self, costs: Mapping[str, float]) -> bool:
         """True when ``costs`` satisfy the hard budget."""

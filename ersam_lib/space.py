@@ -54,7 +54,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .costrule import load_rule
-from .scales import check_scale
+from .scales import sizes
 
 __all__ = [
     "Arch", "attention", "attention_macs", "AttentionBlock", "build_model", "check_input", "EncoderBlock",
@@ -324,9 +324,10 @@ class SearchSpace:
 
         ``tutorial`` keeps the largest subnet near 0.2 M parameters so that chapter 4 trains it on 2 CPU cores.
         """
-        presets = {"smoke": _smoke_stages, "tutorial": _tutorial_stages, "paper": _paper_stages}
-        enc, ctx, attn_dim, stem = presets[check_scale(scale)]()
-        return cls(enc, ctx, n_features, n_classes, n_frames, ("none", "attn"), attn_dim, stem, rule)
+        table = sizes("space", scale)
+        enc, ctx = (tuple(StageSpace(*s) for s in table[k]) for k in ("encoder", "context"))
+        return cls(enc, ctx, n_features, n_classes, n_frames, ("none", "attn"), table["attn_dim"],
+                   StageSpace(*table["stem"]), rule)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable description (the rule is not stored: pass it again to :meth:`from_dict`)."""
@@ -500,34 +501,6 @@ def _mutate_stage(s: StageArch, sp: StageSpace, rng: random.Random, prob: float)
     r = lambda cur, choices: rng.choice(choices) if rng.random() < prob else cur  # noqa: E731
     return StageArch(r(s.width, sp.widths), r(s.kernel, sp.kernels), r(s.stride, sp.strides),
                      r(s.depth, sp.depths), r(s.expand, sp.expands))
-
-
-_Preset = tuple[tuple[StageSpace, ...], tuple[StageSpace, ...], int, StageSpace]
-
-
-def _smoke_stages() -> _Preset:
-    enc = (StageSpace((8, 12), (3, 5), (1, 2), (1,)), StageSpace((12, 16), (3, 5), (2,), (1, 2)))
-    ctx = (StageSpace((16, 24), (3, 5), (1,), (1, 2), (1, 2)), StageSpace((16, 24), (3, 5), (1, 2), (1, 2), (1, 2)))
-    return enc, ctx, 8, StageSpace((2, 4), (3,), (1, 2), (1, 2))
-
-
-def _tutorial_stages() -> _Preset:
-    # sized so that the largest subnet (~0.25 M params, ~25 MMACs at T=250) trains on 2 CPU cores in chapter 4;
-    # a 3x3 stem up to 16 channels x 10 bins = 160 encoder inputs (benchmarks/stem_probe.py)
-    enc = (StageSpace((24, 32, 48), (3, 5, 7), (2, 4), (1,)),
-           StageSpace((32, 48, 64), (3, 5, 7), (2,), (1, 2)))
-    ctx = (StageSpace((48, 64), (3, 5, 9), (1,), (1, 2), (1, 2, 3)),
-           StageSpace((48, 64, 80), (3, 5, 9), (1, 2), (1, 2), (1, 2, 3)))
-    return enc, ctx, 32, StageSpace((4, 8, 16), (3,), (1, 2), (1,))
-
-
-def _paper_stages() -> _Preset:
-    enc = (StageSpace((32, 64, 96, 128), (3, 5, 7, 9), (1, 2, 4), (1, 2)),
-           StageSpace((64, 96, 128, 192), (3, 5, 7), (1, 2), (1, 2, 3)))
-    ctx = (StageSpace((96, 128, 192), (3, 5, 9, 15), (1,), (2, 3, 4), (2, 3, 4)),
-           StageSpace((128, 192, 256), (3, 5, 9, 15), (1, 2), (2, 3, 4), (2, 3, 4)),
-           StageSpace((192, 256, 320), (3, 5, 9), (1, 2), (1, 2, 3), (2, 3, 4)))
-    return enc, ctx, 64, StageSpace((8, 16, 24), (3, 5), (1, 2), (1, 2))
 
 
 # --------------------------------------------------------------------------------------------- static networks

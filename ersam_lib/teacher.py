@@ -27,7 +27,7 @@ from data_prep.features import feature_meta
 
 from .io import ArtifactError, atomic_torch_save, atomic_write_json, sha256_file, torch_load
 from .rundir import damaged, read_run_json, require, run_file, stage_dir
-from .scales import check_scale
+from .scales import sizes
 
 __all__ = [
     "CRNNTeacher", "TeacherConfig", "TeacherUnavailable", "Wav2Vec2Counter", "build_teacher", "build_wav2vec2",
@@ -79,14 +79,9 @@ class TeacherConfig:
     @classmethod
     def for_scale(cls, scale: str, **overrides: Any) -> TeacherConfig:
         """``smoke``: seconds; ``tutorial``: 10 to 13 minutes on 2 cores, 8 epochs over 8 distinct training sets
-        (dynamic mixing, R = 7: 2.4 points of validation accuracy more than R = 0, ``benchmarks/RESULTS.md``);
+        (dynamic mixing, R = 7: 2.4 points of validation accuracy more than R = 0, ``benchmarks/archive/``);
         ``paper``: pretrained wav2vec2 on a GPU."""
-        sizes = {
-            "smoke": dict(epochs=2, batch_size=16, channels=(8, 16, 16), hidden=16, mix_rounds=1),
-            "tutorial": dict(epochs=8, batch_size=64, channels=(24, 48, 96), hidden=96, mix_rounds=7),
-            "paper": dict(kind="wav2vec2", epochs=20, batch_size=32, lr=5e-5),
-        }[check_scale(scale)]
-        return cls(**(sizes | overrides))
+        return cls(**(sizes("teacher", scale) | overrides))
 
 
 # --------------------------------------------------------------------------------------------- the CRNN teacher

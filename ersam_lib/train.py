@@ -45,7 +45,7 @@ from .io import ArtifactError, atomic_torch_save, atomic_write_json, torch_load
 from .progress import progress
 from .repro import pick_device
 from .rundir import CHECKPOINT, HISTORY
-from .scales import check_scale
+from .scales import sizes
 
 __all__ = [
     "TrainConfig", "TrainResult", "dist_info", "init_distributed", "sandwich_archs", "sandwich_step",
@@ -77,12 +77,7 @@ class TrainConfig:
     @classmethod
     def for_scale(cls, scale: str, **overrides: Any) -> TrainConfig:
         """Sizes per scale; ``tutorial`` fits the chapter 4 ablation (5 trainings) in about half an hour on 2 cores."""
-        sizes = {
-            "smoke": dict(epochs=2, batch_size=16, n_random=1, max_train_samples=64),
-            "tutorial": dict(epochs=5, batch_size=64, n_random=1, max_train_samples=6000),
-            "paper": dict(epochs=120, batch_size=256, n_random=2, lr=2e-3),
-        }[check_scale(scale)]
-        return cls(**(sizes | overrides))
+        return cls(**(sizes("train", scale) | overrides))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

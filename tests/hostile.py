@@ -16,7 +16,7 @@ def forge_card(program: Path, card: dict[str, Any] | str, **changes: Any) -> Pat
     base = json.loads(card) if isinstance(card, str) else dict(card)
     digest = hashlib.sha256(program.read_bytes()).hexdigest()
     path = program.with_suffix(".json")
-    path.write_text(json.dumps(base | {"program": program.name, "sha256": digest} | changes))
+    path.write_text(json.dumps(base | {"file": program.name, "sha256": digest} | changes))
     return path
 
 

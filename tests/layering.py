@@ -16,7 +16,7 @@ LAYER_NAMES = ("core", "data, evaluation and measurement", "models", "training",
 LAYERS: dict[str, int] = {
     # 0 core
     "ersam_lib": 0, "ersam_lib.io": 0, "ersam_lib.rundir": 0, "ersam_lib.scales": 0, "ersam_lib.progress": 0,
-    "ersam_lib.repro": 0, "ersam_lib.records": 0, "ersam_lib.stages": 0,
+    "ersam_lib.repro": 0, "ersam_lib.records": 0, "ersam_lib.stages": 0, "ersam_lib.cards": 0,
     # 1 data access, evaluation, measurement (data_prep: see layer_of)
     "ersam_lib.data": 1, "ersam_lib.evaluation": 1, "ersam_lib.complexity": 1, "ersam_lib.export": 1,
     "ersam_lib.devices": 1, "ersam_lib.costmodel": 1, "ersam_lib.costrule": 1, "ersam_lib.pareto": 1,

@@ -47,9 +47,10 @@ def test_ch05_hands_chosen_models_to_chapter_6(smoke_run, smoke_run_dir):
     info = read_json(smoke_run_dir / "data" / "dataset.json")
     for name in names:
         model, card = load_chosen(smoke_run_dir, name)
-        assert card["manifest_sha256"] == info["manifest_sha256"] and card["classes"] == info["classes"]
-        x = torch.zeros(2, card["input"]["n_features"], card["input"]["n_frames"])
+        assert card.manifest_sha256 == info["manifest_sha256"] and list(card.classes) == info["classes"]
+        assert card.file == f"{name}.pt" and card.format == "state_dict" and card.input["kind"] == "logmel"
+        x = torch.zeros(2, *card.input["shape"][1:])
         with torch.no_grad():
-            assert model(x).shape == (2, len(card["classes"]))
+            assert model(x).shape == (2, len(card.classes))
     with pytest.raises(FileNotFoundError, match="run chapter 05"):
         load_chosen(smoke_run_dir, "no-such-model")

@@ -31,7 +31,8 @@ def test_ch06_accuracy_and_costs_follow_from_saved_files(smoke_run, smoke_run_di
     for (runtime, precision_), row in programs.iterrows():
         path = deploy / row["program"]
         card = json.loads(path.with_suffix(".json").read_text())
-        assert card["kind"] == "ersam-window-counter" and card["precision"] == precision_
+        assert card["kind"] == "ersam-model-card" and card["precision"] == precision_ and card["file"] == path.name
+        assert card["input"]["kind"] == "audio" and card["features"]["kind"] == "logmel" and card["normalizes"]
         assert card["costs"]["size_kb"] == pytest.approx(path.stat().st_size / 1000) == row["size_kb"]
         assert card["costs"]["latency_ms"] == pytest.approx(m["latency_ms"][f"{runtime}_{precision_}"])
         assert card["manifest_sha256"] == json.loads((smoke_run_dir / "data" / "dataset.json").read_text())[

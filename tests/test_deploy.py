@@ -20,6 +20,7 @@ from ersam_lib.deploy import (
     precision_scores,
     quantize_pt2e,
 )
+from ersam_lib.cards import CardError, ModelCard
 from ersam_lib.export import TimingConfig, export_onnx, runner_for
 from ersam_lib.frontend import LogMelFrontEnd
 from ersam_lib.io import sha256_file
@@ -30,7 +31,9 @@ from .tones import DURATION_S, FREQS, SEGMENTS, SR, tone_recording
 
 CFG = FeatureConfig(n_mels=32, hop_length=640)  # the smoke scale's front end: small and quick to lower
 CLASSES = [str(k) for k in range(4)]
-CARD = {"name": "tiny", "architecture": {"test": "conv-pool-linear"}, "manifest_sha256": "0" * 64}
+CARD = ModelCard(file="tiny.pt", format="state_dict", sha256="0" * 64, classes=tuple(CLASSES),
+                 input={"kind": "logmel", "shape": [1, CFG.n_mels, 126]}, name="tiny",
+                 architecture={"test": "conv-pool-linear"}, manifest_sha256="0" * 64)
 INT8_LOGIT_TOL = (0.02, 0.1)  # mean and largest |int8 - float| logit, as a share of the float logits' range
 INT8_ARGMAX_AGREE = 0.99
 
@@ -73,10 +76,10 @@ def deployed(tmp_path_factory) -> dict:
     model = _tiny_model(calibration, torch.from_numpy(labels))
     quantized = quantize_pt2e(model, calibration, batch_size=64)
     programs = {"float": AudioCounter(fe, model).eval(), "int8": AudioCounter(fe, quantized).eval()}
-    paths = {p: export_program(m, folder / f"tiny_{p}.pte", CLASSES, CARD | {"precision": p})
+    paths = {p: export_program(m, folder / f"tiny_{p}.pte", CARD, precision=p)
              for p, m in programs.items()}
-    paths["onnx"] = export_program(programs["float"], folder / "tiny_float_onnx.onnx", CLASSES, CARD)
-    paths["onnx_int8"] = export_program(programs["int8"], folder / "tiny_int8_onnx.onnx", CLASSES, CARD)
+    paths["onnx"] = export_program(programs["float"], folder / "tiny_float_onnx.onnx", CARD)
+    paths["onnx_int8"] = export_program(programs["int8"], folder / "tiny_int8_onnx.onnx", CARD)
     return {"folder": folder, "programs": programs, "paths": paths, "model": model, "quantized": quantized}
 
 
@@ -123,22 +126,22 @@ def test_a_failed_export_leaves_neither_program_nor_card(tmp_path):
             return torch.tensor([float(x.sum().item() > 0)])[None]  # data-dependent Python control flow
 
     with pytest.raises(Exception):  # noqa: B017 - whichever error the exporter raises
-        export_program(Unexportable(), tmp_path / "bad.pte", CLASSES, CARD)
+        export_program(Unexportable(), tmp_path / "bad.pte", CARD)
     assert not list(tmp_path.iterdir())
 
 
 def test_cards_describe_the_programs(deployed, tmp_path):
     for key, path in deployed["paths"].items():
         card = json.loads(path.with_suffix(".json").read_text())
-        assert card["kind"] == "ersam-window-counter" and card["program"] == path.name
+        assert card["kind"] == "ersam-model-card" and card["file"] == path.name
         assert card["format"] == ("onnx" if key.startswith("onnx") else "executorch")
         assert card["classes"] == CLASSES and card["sample_rate"] == SR and card["window_s"] == 5.0
         assert card["input"] == {"kind": "audio", "shape": [1, 5 * SR], "dtype": "float32"}
         assert card["normalizes"] is True and card["sha256"] == sha256_file(path)  # issue 30
-        assert card["architecture"] == CARD["architecture"] and card["manifest_sha256"] == CARD["manifest_sha256"]
+        assert card["architecture"] == CARD.architecture and card["manifest_sha256"] == CARD.manifest_sha256
     clash = deployed["paths"]["float"].with_suffix(".onnx")  # would share tiny_float.json with the .pte
-    with pytest.raises(MeterError, match="is the card of tiny_float.pte"):
-        export_program(deployed["programs"]["float"], clash, CLASSES, CARD)
+    with pytest.raises(CardError, match="is the card of tiny_float.pte"):
+        export_program(deployed["programs"]["float"], clash, CARD)
 
 
 def test_measure_program_reports_size_latency_memory(deployed):
@@ -186,7 +189,7 @@ def test_model_files_that_are_not_ours_get_one_line(deployed, tmp_path, capsys):
     forge_card(tmp_path / "liar.pte", card, format="onnx")
     sf.write(tmp_path / "ok.wav", np.zeros(6 * SR, np.float32), SR)
     cases = {"lonely.pte": "no card", "garbage.pte": "not an ExecuTorch program", "noisy.onnx": "cannot load",
-             "liar.pte": "describes a 'onnx' program", "ok.wav": "not an ERSAM counter program"}
+             "liar.pte": "describes a 'onnx' file", "ok.wav": "not a counter program of this book"}
     for name, message in cases.items():
         with pytest.raises(MeterError, match=message) as err:
             load_counter(tmp_path / name)
@@ -239,8 +242,9 @@ def test_a_foreign_onnx_program_with_a_forged_card_is_one_line(tmp_path, capsys)
     with the input it takes, instead of a traceback from the runtime on the first window."""
     path = tmp_path / "foreign.onnx"
     export_onnx(nn.Linear(10, len(CLASSES)).eval(), torch.zeros(1, 10), path)
-    forge_card(path, {"kind": "ersam-window-counter", "version": 1, "format": "onnx", "classes": CLASSES,
-                      "sample_rate": SR, "window_s": 5.0, "batch": 1})
+    forge_card(path, {"kind": "ersam-model-card", "version": 2, "format": "onnx", "classes": CLASSES,
+                      "input": {"kind": "audio", "shape": [1, 5 * SR]}, "sample_rate": SR, "window_s": 5.0,
+                      "batch": 1})
     with pytest.raises(MeterError, match="not the one") as err:
         load_counter(path)
     assert "\n" not in str(err.value) and "foreign.onnx" in str(err.value)

@@ -183,7 +183,8 @@ def test_writers_and_plot(tmp_path, tones, oracle):
 # --------------------------------------------------------------------------------------------- bundles
 def test_bundle_round_trip(bundle, wav2vec2, tones):
     card = json.loads(bundle.with_suffix(".json").read_text())
-    assert card["kind"] == "ersam-window-counter" and card["classes"] == CLASSES and card["sample_rate"] == SR
+    assert card["kind"] == "ersam-model-card" and card["classes"] == CLASSES and card["sample_rate"] == SR
+    assert card["file"] == bundle.name and card["format"] == "torch.export" and card["input"]["kind"] == "audio"
     counter = load_counter(bundle)
     windows = peak_normalize(np.stack([tones[0][i * SR:(i + 5) * SR] for i in (0, 5, 20)]))
     want = TorchWindowCounter(wav2vec2, CLASSES).predict_proba(windows)
@@ -200,8 +201,8 @@ def test_load_counter_refuses_files_that_are_not_ours(tmp_path, bundle, wav2vec2
     (tmp_path / "foreign.json").write_text(json.dumps({"kind": "something else"}))
     (tmp_path / "broken.pt2").write_bytes(bundle.read_bytes())
     (tmp_path / "broken.json").write_text("{not json")
-    cases = {"missing.pt2": "does not exist", "weights.pt": "not an ERSAM counter program", "lonely.pt2": "no card",
-             "garbage.pt2": "not a torch.export program", "foreign.pt2": "does not describe an ERSAM counter",
+    cases = {"missing.pt2": "does not exist", "weights.pt": "not a counter program of this book", "lonely.pt2": "no card",
+             "garbage.pt2": "not a torch.export program", "foreign.pt2": "does not describe a model of this book",
              "broken.pt2": "not valid JSON"}
     for name, message in cases.items():
         with pytest.raises(MeterError, match=message) as err:
@@ -232,7 +233,7 @@ def test_cli_count_bad_input_gives_one_line_and_exit_2(tmp_path, tones, bundle, 
     sf.write(tmp_path / "ok.wav", tones[0][:SR * 6], SR)
     ok = str(tmp_path / "ok.wav")
     for args, message in (
-            (["--model", str(tmp_path / "empty.wav")], "not an ERSAM counter program"),
+            (["--model", str(tmp_path / "empty.wav")], "not a counter program of this book"),
             (["--model", str(tmp_path / "nowhere.pt2")], "does not exist"),
             ([], "no model given"),
             (["--model", str(bundle), "--hop", "0"], "hop must be a positive"),
@@ -354,7 +355,7 @@ def test_a_program_that_is_not_the_one_its_card_describes_is_refused(tmp_path, b
     damaged = bytearray(bundle.read_bytes())
     damaged[len(damaged) // 2] ^= 0xFF  # one flipped byte in the middle of the weights
     (tmp_path / "damaged.pt2").write_bytes(bytes(damaged))
-    (tmp_path / "damaged.json").write_text(json.dumps(card | {"program": "damaged.pt2"}))
+    (tmp_path / "damaged.json").write_text(json.dumps(card | {"file": "damaged.pt2"}))
     (tmp_path / "other.pt2").write_bytes(bundle.read_bytes())
     (tmp_path / "other.json").write_text(json.dumps(card))  # still names counter.pt2
     cases = {"damaged.pt2": "does not match the SHA-256", "other.pt2": "is the card of 'counter.pt2'"}

@@ -306,15 +306,19 @@ def test_measure_finalists_puts_measured_next_to_predicted(runs) -> None:
     assert table["energy_mj"].iloc[0] == h.front()["energy_mj"].min()  # the cheapest front point is included
 
 
-def test_chapter_6_deploys_the_most_accurate_model_when_none_fit_the_budget() -> None:
-    from ersam_lib.frontier import pick_chosen
+def test_chapter_6_deploys_the_most_accurate_model_when_none_fit_the_budget(tmp_path) -> None:
+    from ersam_lib.cards import Chosen
 
-    both = {"budget": "searched-1", "most_accurate": "searched-3", "baselines": ["tcresnet8"]}
-    assert pick_chosen(both, "budget") == ("searched-1", "budget")
-    assert pick_chosen(both, "most_accurate") == ("searched-3", "most_accurate")
+    both = Chosen("searched-1", "searched-3", ["tcresnet8"])
+    assert both.pick("budget") == ("searched-1", "budget")
+    assert both.pick("most_accurate") == ("searched-3", "most_accurate")
+    assert both.names() == ["searched-1", "searched-3", "tcresnet8"]
     # a loaded host measured every finalist over the default budget: chapter 5 wrote no "budget" choice
-    assert pick_chosen({"most_accurate": "searched-3", "baselines": []}, "budget") == ("searched-3", "most_accurate")
+    assert Chosen(None, "searched-3").pick("budget") == ("searched-3", "most_accurate")
     with pytest.raises(ValueError, match="MODEL must be one of"):
-        pick_chosen(both, "cheapest")
+        both.pick("cheapest")
     with pytest.raises(ValueError, match="chose no searched model"):
-        pick_chosen({"baselines": ["tcresnet8"]}, "budget")
+        Chosen(None, None, ["tcresnet8"]).pick("budget")
+    both.save(tmp_path)  # the hand-off round trip, as chapter 5 writes it and chapter 6 reads it
+    assert Chosen.load(tmp_path) == both
+    assert (tmp_path / "search" / "chosen.json").read_text().count("searched") == 2
