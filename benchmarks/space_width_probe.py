@@ -8,7 +8,7 @@ For each, this prints the largest architecture's MACs, parameters, predicted ene
 ExecuTorch cost model, the chapter's ``energy_mj``; for the baseline, chapter 5's measured figure), validation and
 test accuracy and training time, beside the baseline as chapter 5 trained it in the same folder. The run's chapter 2 rule filters every space. (Chapter 5's
 finalists start from the supernet's weights and are fine-tuned, so they can beat these stand-alone figures.)
-Its recorded figures (RESULTS.md, run M) predate the 2-D stem; the space now has one, and every variant keeps it:
+Its recorded figures (benchmarks/archive/, run M) predate the 2-D stem; the space now has one, and every variant keeps it:
 ``benchmarks/stem_probe.py`` measures what the stem adds.
 """
 

@@ -8,7 +8,7 @@ teacher reads round ``e mod (rounds + 1)`` (round 0 is the training split itself
 times the students' mixtures for the same number of training steps. The students (chapter 4) and the largest subnet
 trained alone (chapter 3's yardstick) keep the training split. ``mix_sources`` (for example ``("librimini",)``)
 draws the extra rounds from some of the training sources only, each then filling an equal share of every class;
-such rounds live in their own folder, ``pool/<sources>/`` (chapter 3's exercise 5, ``benchmarks/RESULTS.md``).
+such rounds live in their own folder, ``pool/<sources>/`` (chapter 3's exercise 5, ``benchmarks/archive/``).
 
 Layout under ``RUN_DIR/teacher/pool/``: ``round_<r>.npy`` float16 (N, F, T), ``round_<r>_y.npy`` int64 labels,
 ``round_<r>.parquet`` the recipes (render any of them with :func:`data_prep.render.render_mixture`), and

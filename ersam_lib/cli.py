@@ -99,13 +99,16 @@ def build_parser() -> argparse.ArgumentParser:
     book.add_argument("--run-dir", required=True)
     book.add_argument("--out", default=None, help="folder for _build/html (default: book/, the reader's copy)")
     compare = sub.add_parser("compare", help="a run's recorded metrics against reference metrics")
-    compare.add_argument("run_dir", help="RUN_DIR of the run (its summary.json)")
+    compare.add_argument("run_dir", nargs="?", help="RUN_DIR of the run (its summary.json)")
     compare.add_argument("--reference", default=None,
                          help="reference file (default: ersam_lib/recorded/reference_<scale>.json)")
     compare.add_argument("--record", action="store_true",
                          help="write the reference from this run instead (default tolerance per kind of metric)")
     compare.add_argument("--command", dest="record_command", default=None,
                          help="with --record: the command that made the run, as recorded")
+    compare.add_argument("--times", action="store_true",
+                         help="print the chapters' wall times of the reference's run as the README quotes them "
+                              "(default reference: the tutorial scale's)")
     compare.add_argument("--spread-from", default=None,
                          help="with --record: an independent run's reference file; tolerances are widened to "
                               "admit its values where they lie outside the defaults (the entry says so)")
@@ -347,7 +350,13 @@ def _compare_after_run(run_dir: str, reference: str | None) -> None:
 
 def _compare(args: argparse.Namespace) -> int:
     """``ersam compare``: 0 when every checked metric is within tolerance, 1 when not, 2 on bad input."""
-    from .compare import compare_run, record_reference
+    from .compare import compare_run, default_reference, load_reference, record_reference, time_table
+
+    if args.times:
+        print(time_table(load_reference(args.reference or default_reference("tutorial"))))
+        return 0
+    if args.run_dir is None:
+        raise ValueError("compare needs the RUN_DIR of a run (or --times)")
 
     if not summary_path(args.run_dir).exists():
         raise FileNotFoundError(f"{summary_path(args.run_dir)} does not exist: not a run folder")

@@ -46,7 +46,7 @@ from .rundir import read_summary, summary_path
 from .stages import KINDS, STAGES, Stage, find_stage, flatten
 
 __all__ = ["Comparison", "REFERENCE_DIR", "Row", "check_of", "compare_run", "default_reference", "load_reference",
-           "make_reference", "record_reference", "widen_to"]
+           "make_reference", "record_reference", "time_table", "widen_to"]
 
 FORMAT = "ersam-reference/2"
 REFERENCE_DIR = Path(__file__).resolve().parent / "recorded"
@@ -291,6 +291,24 @@ def _within(value: Any, ref: Any, check: dict[str, Any]) -> bool:
         return value == ref or (isinstance(value, float) and isinstance(ref, float) and math.isnan(value)
                                 and math.isnan(ref))
     return abs(value - ref) <= max(check.get("abs_tol", 0.0), check.get("rel_tol", 0.0) * abs(ref))
+
+
+def time_table(ref: dict[str, Any], stages: Iterable[Stage] = STAGES) -> str:
+    """The chapters' wall times of a reference's run as a Markdown table, with the run's date, machine and command:
+    the one time table the README quotes (a test keeps the two equal; ``compare --times`` prints it)."""
+    stages = {s.notebook: s for s in stages}
+    rows, total = [], 0.0
+    for chapter, metrics in ref["chapters"].items():
+        wall = float(metrics["run.wall_s"]["value"])
+        total += wall
+        title = stages[chapter].title if chapter in stages else chapter
+        rows.append(f"| {chapter[:2]} | {title} | {wall / 60:.1f} min |")
+    rec, machine = ref.get("recorded", {}), ref.get("recorded", {}).get("machine", {})
+    return "\n".join([
+        "| chapter | what it does | wall time |", "|---|---|---:|", *rows, f"| | all chapters | {total / 60:.1f} min |",
+        "", f"Recorded {str(rec.get('date', '?'))[:10]} from the run of the committed `reference_{ref['scale']}.json` "
+            f"(`{rec.get('command', '?')}`) on a {machine.get('cpus', '?')}-core {machine.get('cpu', '?')} "
+            f"({machine.get('cpu_capability', '?')} kernels), torch {machine.get('torch', '?')}."])
 
 
 def _show(value: Any) -> str:

@@ -2,7 +2,7 @@
 
 A chapter that shows a run it cannot repeat within its time budget (chapter 4's ablation at a larger budget on a
 GPU) reads the recorded tables from here, so that the page renders the same from a checkout or an installed wheel.
-Each table says where and how it was made in ``recorded/README.md`` and in ``benchmarks/RESULTS.md``.
+Each table says where and how it was made in ``recorded/README.md`` and in ``benchmarks/archive/``.
 """
 
 from __future__ import annotations

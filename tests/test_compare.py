@@ -261,3 +261,13 @@ def test_tolerances_come_from_the_registry_and_an_undeclared_metric_fails(tmp_pa
                                                                  ("floor_acc_test", "missing")}
     with pytest.raises(ValueError, match="no stage declares: 01_data/floor_accuracy_test"):
         make_reference(_summary(tmp_path / "renamed2", METRICS | renamed))
+
+
+def test_the_readme_quotes_the_reference_runs_time_table() -> None:
+    """Issue 31: one time table in the README, generated from the committed reference (``compare --times``)."""
+    from ersam_lib.compare import time_table
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    quoted = readme.split("<!-- time-table:begin -->\n", 1)[1].split("\n<!-- time-table:end -->", 1)[0]
+    assert quoted == time_table(load_reference(default_reference("tutorial")))
+    assert "| | all chapters |" in quoted and quoted.count("\n| 0") == 7
