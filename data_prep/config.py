@@ -46,6 +46,10 @@ class FeatureConfig:
     stft_n_fft: int = 400
     stft_hop: int = 160
 
+    def n_frames(self, n_samples: int) -> int:
+        """Log-mel frames of ``n_samples`` of audio: a centred STFT has one frame per hop, plus one."""
+        return 1 + int(n_samples) // self.hop_length
+
 
 @dataclass
 class DataConfig:

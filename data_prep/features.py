@@ -40,6 +40,7 @@ from .sources.base import SpeechSource
 
 KINDS: tuple[str, ...] = ("logmel", "stft")
 SAMPLE_RATE = 16_000
+LOG_EPS = 1e-6  # log(mel power + LOG_EPS): silence's floor in the log domain, in both front ends
 FORMAT = 2  # the layout of meta.json; caches of another format are rebuilt
 
 
@@ -50,12 +51,18 @@ def feature_key(manifest_sha: str, source: dict[str, Any], cfg: FeatureConfig, k
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def hann(win_length: int) -> np.ndarray:
+    """The periodic Hann window of ``win_length`` samples (``torch.stft``'s convention), float64: the window of both
+    front ends (this module's and :class:`ersam_lib.frontend.LogMelFrontEnd`)."""
+    return 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(win_length) / win_length)
+
+
 @functools.lru_cache(maxsize=8)
 def _window(win_length: int, n_fft: int) -> np.ndarray:
-    # torch.stft's convention: periodic Hann of win_length, zero-padded to n_fft in the centre.
+    # torch.stft's convention: the Hann window of win_length, zero-padded to n_fft in the centre.
     w = np.zeros(n_fft, np.float32)
     left = (n_fft - win_length) // 2
-    w[left:left + win_length] = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(win_length) / win_length)
+    w[left:left + win_length] = hann(win_length)
     return w
 
 
@@ -77,9 +84,9 @@ def stft_magnitude(audio: np.ndarray, n_fft: int, hop: int, win_length: int | No
 
 
 def logmel(audio: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
-    """log(mel power + 1e-6), shape (n_mels, frames): torchaudio's ``MelSpectrogram`` then a log."""
+    """log(mel power + LOG_EPS), shape (n_mels, frames): torchaudio's ``MelSpectrogram`` then a log."""
     power = stft_magnitude(audio, cfg.n_fft, cfg.hop_length, cfg.win_length) ** 2
-    return np.log(mel_filterbank(cfg.n_fft, cfg.n_mels).T @ power + 1e-6)
+    return np.log(mel_filterbank(cfg.n_fft, cfg.n_mels).T @ power + LOG_EPS)
 
 
 def compute_features(audio: np.ndarray, kind: str, cfg: FeatureConfig) -> np.ndarray:

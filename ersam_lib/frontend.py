@@ -8,7 +8,7 @@ that the models of chapters 2-5 were trained on, in operators every runtime of :
 2. the STFT of :func:`data_prep.features.stft_magnitude` with fixed weights: centred reflect padding, then the
    frames times the Hann-windowed cosines and sines of the DFT, written as a sum of matrix products over blocks of
    ``hop_length`` samples (frame t spans blocks t, t + 1, ...), which every runtime runs as fully-connected layers;
-3. the power, the mel matrix of :func:`data_prep.features.mel_filterbank`, ``log(. + 1e-6)``;
+3. the power, the mel matrix of :func:`data_prep.features.mel_filterbank`, ``log(. + LOG_EPS)``;
 4. the train split's per-band standardisation (``mean``, ``std`` of ``RUN_DIR/data/features/logmel/meta.json``).
 
 The window is zero outside its ``win_length`` central samples, so the products span only those (exact, and 22 %
@@ -27,12 +27,10 @@ import torch
 from torch import nn
 
 from data_prep.config import FeatureConfig
-from data_prep.features import feature_meta, mel_filterbank
+from data_prep.features import LOG_EPS, feature_meta, hann, mel_filterbank
 from data_prep.normalize import SILENCE_FLOOR_DBFS, TARGET_PEAK_DBFS
 
-__all__ = ["LOG_EPS", "LogMelFrontEnd"]
-
-LOG_EPS = 1e-6  # data_prep.features.logmel's epsilon
+__all__ = ["LogMelFrontEnd"]
 
 
 class LogMelFrontEnd(nn.Module):
@@ -54,10 +52,10 @@ class LogMelFrontEnd(nn.Module):
         self.left = (self.n_fft - win) // 2  # the window's non-zero part inside each n_fft frame
         self.win = win
         n = np.arange(self.left, self.left + win)
-        hann = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(win) / win)
+        window = hann(win)
         k = np.arange(self.n_fft // 2 + 1)
         phase = 2 * np.pi * np.outer(n, k) / self.n_fft
-        dft = np.concatenate([hann[:, None] * np.cos(phase), -hann[:, None] * np.sin(phase)], axis=1)
+        dft = np.concatenate([window[:, None] * np.cos(phase), -window[:, None] * np.sin(phase)], axis=1)
         # The DFT as ceil(win / hop) slices of one (win, 2 * bins) matrix: frame t = hop-blocks t, t+1, ... of the
         # padded signal, so the STFT is a sum of matrix products with fixed weights (XNNPACK's fully-connected op).
         self.n_parts = -(-win // self.hop)
@@ -75,8 +73,8 @@ class LogMelFrontEnd(nn.Module):
         self.register_buffer("inv_std", (1.0 / s)[:, None])
 
     def n_frames(self, n_samples: int) -> int:
-        """Frames of a window of ``n_samples`` (centred STFT: ``1 + n_samples // hop``)."""
-        return 1 + int(n_samples) // self.hop
+        """Frames of a window of ``n_samples`` (:meth:`data_prep.config.FeatureConfig.n_frames`)."""
+        return self.cfg.n_frames(n_samples)
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         x = audio.float()

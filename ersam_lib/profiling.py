@@ -26,7 +26,9 @@ import pandas as pd
 import torch
 from torch import nn
 
+from data_prep.build import load_dataset_info
 from data_prep.config import DataConfig
+from data_prep.features import feature_meta
 
 from .baselines import BASELINES, build_baseline
 from .costmodel import CostModel, LatencyLUT, isolate, trace_layers
@@ -87,8 +89,17 @@ class ProfilingConfig:
         """Sizes per scale; the input shape and class count follow chapter 1's features at that scale."""
         data = DataConfig.for_scale(scale)
         shape = dict(n_features=data.features.n_mels, n_classes=data.max_count + 1,
-                     n_frames=int(data.duration_s * data.sample_rate) // data.features.hop_length + 1)
+                     n_frames=data.features.n_frames(int(data.duration_s * data.sample_rate)))
         return cls(grid=OperatorGrid.for_scale(scale), **(shape | sizes("profiling", scale) | overrides))
+
+    @classmethod
+    def for_run(cls, run_dir: str | os.PathLike, scale: str, **overrides: Any) -> ProfilingConfig:
+        """:meth:`for_scale` with the input shape and class count of the run's own features (chapter 1 may have built
+        other ones than the scale's defaults, ``-p`` parameters): what chapter 2 profiles."""
+        n_features, n_frames = feature_meta(run_dir, "logmel")["shape"]
+        shape = dict(n_features=int(n_features), n_frames=int(n_frames),
+                     n_classes=len(load_dataset_info(run_dir)["classes"]))
+        return cls.for_scale(scale, **(shape | overrides))
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

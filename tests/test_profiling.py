@@ -192,3 +192,14 @@ def test_phone_like_device_power_comes_from_measured_energy():
     grid = profile_operators(Phone(), OperatorGrid(channels=(4,), kernels=(3,), seq_lens=(10,), strides=(1,),
                                                    rnn_hidden=(4,), attn_dims=(32,), linear_dims=(4,)))
     assert (grid["energy_mj"] == grid["median"] * 0.5).all()
+
+
+def test_chapter_2_profiles_the_input_of_the_runs_own_features(tmp_path):
+    """Issue 31: the input shape and class count come from the run's features, not from the scale's defaults (a
+    run built with another front end or K is profiled at its own shape)."""
+    from data_prep import DataConfig, FeatureConfig, build
+
+    build(DataConfig.tiny(features=FeatureConfig(n_mels=24, hop_length=800)), tmp_path)
+    cfg = ProfilingConfig.for_run(tmp_path, "smoke")
+    assert cfg.input_shape == (1, 24, 1 + 80_000 // 800) and cfg.n_classes == 3  # the tiny set: K = 2
+    assert cfg.n_train_archs == ProfilingConfig.for_scale("smoke").n_train_archs  # the scale's sizes stay
