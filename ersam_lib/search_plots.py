@@ -65,7 +65,8 @@ def _curve_plot(summary: pd.DataFrame, stem: str, ylabel: str, spread: str, ax: 
 
 def plot_hypervolume(summary: pd.DataFrame, spread: str = "minmax", ax: plt.Axes | None = None) -> plt.Figure:
     """Hypervolume of the (error, energy) front against evaluations: mean over seeds, band = min..max (or
-    ``spread="std"``: mean +- one standard deviation). ``summary``: :func:`ersam_lib.search.compare_strategies`."""
+    ``spread="std"``: mean +- one standard deviation). ``summary``: :func:`ersam_lib.search.summarize_curves` of
+    :func:`ersam_lib.search.curves`."""
     return _curve_plot(summary, "hv", "hypervolume of the (error, energy) front", spread, ax)
 
 

@@ -42,9 +42,11 @@ def module_name(root: Path, path: Path) -> str:
 
 
 def layer_of(module: str) -> int | None:
-    """The layer of a module; ``data_prep`` (chapter 1's data building) is data access, layer 1, except its CLI."""
-    if module in LAYERS:
-        return LAYERS[module]
+    """The layer of a module (a package's modules share the package's); ``data_prep`` (chapter 1's data building)
+    is data access, layer 1, except its CLI."""
+    for name in (module, *(module.rsplit(".", n)[0] for n in range(1, module.count(".")))):
+        if name in LAYERS:
+            return LAYERS[name]
     if module in ("data_prep.cli", "data_prep.__main__"):
         return 5
     if module == "data_prep" or module.startswith("data_prep."):

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from ersam_lib.search import (
-    STRATEGIES, History, Objectives, Reward, SearchBudget, compare_strategies, curves,
-    measure_finalists, predicted_costs, reference_point, search, synthetic_objectives,
+    STRATEGIES, History, Objectives, Reward, SearchBudget, curves, fitness_of, predicted_costs, reference_point,
+    search, summarize_curves, synthetic_objectives,
 )
 from ersam_lib.space import Arch, SearchSpace
 
@@ -176,7 +176,8 @@ def test_evolution_maximises_accuracy_and_the_others_the_reward(space: SearchSpa
     assert runs("evolution").meta["fitness"] == "acc"
     assert runs("regularized_evolution").meta["fitness"] == "reward"
     assert runs("random").meta["fitness"] is None
-    assert SearchBudget(fitness="acc").fitness_of("tpe") == "acc"
+    assert fitness_of(SearchBudget(fitness="acc"), "tpe") == "acc"
+    assert fitness_of(SearchBudget(fitness="acc"), "nsga2") is None  # a front has no single fitness
 
 
 def test_a_run_that_cannot_find_new_architectures_stops_and_says_so(space: SearchSpace) -> None:
@@ -240,10 +241,12 @@ def test_history_save_load_round_trip(runs, tmp_path, suffix: str) -> None:
         h.save(tmp_path / "history.txt")
 
 
-def test_compare_strategies_summarises_seeds(space: SearchSpace) -> None:
+def test_curves_summarise_strategies_over_seeds(space: SearchSpace) -> None:
     obj = synthetic_objectives(space)
     budget = SearchBudget.for_scale("smoke", n_evals=12, max_energy_mj=MAX_ENERGY)
-    table = compare_strategies(space, obj, budget, ["random", "regularized_evolution", "nsga2"], seeds=(0, 1, 2))
+    histories = [search(space, obj, budget, s, seed) for s in ("random", "regularized_evolution", "nsga2")
+                 for seed in (0, 1, 2)]
+    table = summarize_curves(curves(histories, reference_point(space, obj, budget)))
     assert set(table["strategy"]) == {"random", "regularized_evolution", "nsga2"}
     assert (table["n_seeds"] == 3).all() and len(table) == 3 * 12
     assert (table["hv_min"] <= table["hv_mean"] + 1e-12).all() and (table["hv_mean"] <= table["hv_max"] + 1e-12).all()
@@ -256,7 +259,6 @@ def test_compare_strategies_summarises_seeds(space: SearchSpace) -> None:
 
 
 def test_plots_draw(runs) -> None:
-    from ersam_lib.search import summarize_curves
     from ersam_lib.search_plots import plot_best_reward, plot_frontier, plot_hypervolume
 
     hs = [runs("random"), runs("random", 1), runs("nsga2")]
@@ -289,21 +291,6 @@ def test_predicted_costs_use_chapter_2s_cost_model(space: SearchSpace) -> None:
     assert large["memory_kb_float"] == pytest.approx(4 * large["memory_kb"])
     assert large["energy_mj"] == pytest.approx(large["latency_ms"] * 4.0)  # ms x 4000 mW = uJ -> mJ
     assert large["peak_act_kb_int8"] == pytest.approx(large["peak_act_kb_float"] / 4)
-
-
-def test_measure_finalists_puts_measured_next_to_predicted(runs) -> None:
-    h = runs("nsga2")
-    seen: list = []
-
-    def fake_measure(arch: Arch) -> dict:
-        seen.append(arch)
-        return {"latency_ms": 1.0, "energy_mj": 2.0}
-
-    table = measure_finalists(h, fake_measure, k=3)
-    assert len(table) == min(3, len(h.front())) == len(seen)
-    assert {"energy_mj", "measured_energy_mj", "measured_latency_ms"} <= set(table.columns)
-    assert set(table["arch_id"]) <= set(h.front()["arch_id"])
-    assert table["energy_mj"].iloc[0] == h.front()["energy_mj"].min()  # the cheapest front point is included
 
 
 def test_chapter_6_deploys_the_most_accurate_model_when_none_fit_the_budget(tmp_path) -> None:
