@@ -8,9 +8,9 @@ Meant for a GPU machine (training goes to the GPU when there is one); runs on th
 Builds chapter 1's tutorial data (tts source) in RUN_DIR and trains chapter 3's teacher there when they are
 missing (``--teacher-from`` copies a trained ``teacher/`` folder instead), takes chapter 2's cost rule from
 ``--rule`` (the search space depends on it), then trains and scores the variants one at a time with
-:func:`ersam_lib.ablation.train_variant`. After each variant it prints the table so far and appends the row to
-``--csv`` (atomically); variants already in that CSV are skipped, so a run split over several sessions adds up.
-At the end it prints :func:`ersam_lib.ablation.claim_check` for the selective variants.
+:func:`ersam_lib.experiments.ablation.train_variant`. After each variant it prints the table so far and appends the row
+to ``--csv`` (atomically); variants already in that CSV are skipped, so a run split over several sessions adds up.
+At the end it prints :func:`ersam_lib.experiments.ablation.claim_check` for the selective variants.
 """
 
 from __future__ import annotations
@@ -25,15 +25,15 @@ import pandas as pd
 import torch
 
 from data_prep import DataConfig, build
-from ersam_lib.ablation import claim_check, train_variant, variant_name
-from ersam_lib.distill import DistillConfig
-from ersam_lib.data import load_feature_data
-from ersam_lib.io import atomic_path
-from ersam_lib.fit import fit_teacher
-from ersam_lib.repro import pick_device, seed_everything
-from ersam_lib.rundir import run_file
-from ersam_lib.teacher import TeacherConfig
-from ersam_lib.train import TrainConfig
+from ersam_lib.experiments.ablation import claim_check, train_variant, variant_name
+from ersam_lib.training.distill import DistillConfig
+from ersam_lib.measure.data import load_feature_data
+from ersam_lib.core.io import atomic_path
+from ersam_lib.training.fit import fit_teacher
+from ersam_lib.core.repro import pick_device, seed_everything
+from ersam_lib.core.rundir import run_file
+from ersam_lib.models.teacher import TeacherConfig
+from ersam_lib.training.train import TrainConfig
 
 COLS = ["variant", "epochs", "acc_smallest", "acc_middle", "acc_largest", "query_rate", "wall_s"]
 

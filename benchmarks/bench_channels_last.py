@@ -1,12 +1,12 @@
 """Training step time of chapter 3's teacher and chapter 5's 2-D baselines in the default (NCHW) and channels-last
-(NHWC) memory layouts, on this host's CPU: why :func:`ersam_lib.fit.train_classifier` trains the MobileNetV2-style
-baseline channels-last (``MobileNetV2Audio.train_channels_last``) and nothing else.
+(NHWC) memory layouts, on this host's CPU: why :func:`ersam_lib.training.fit.train_classifier` trains the
+MobileNetV2-style baseline channels-last (``MobileNetV2Audio.train_channels_last``) and nothing else.
 
     python benchmarks/bench_channels_last.py [--threads 2] [--steps 4] [--rounds 6]
 
 One AdamW step of the tutorial's teacher and baselines on a batch of 64 tutorial log-mels (40 x 251, random values:
-the time does not depend on them), after 2 warm-up steps; the layouts alternate ``--rounds`` times so that a host's drift hits both, and the
-medians are compared (this host's speed drifts by tens of per cent within minutes).
+the time does not depend on them), after 2 warm-up steps; the layouts alternate ``--rounds`` times so that a host's
+drift hits both, and the medians are compared (this host's speed drifts by tens of per cent within minutes).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ersam_lib.baselines import build_baseline
-from ersam_lib.teacher import CRNNTeacher, TeacherConfig
+from ersam_lib.models.baselines import build_baseline
+from ersam_lib.models.teacher import CRNNTeacher, TeacherConfig
 
 N_FEATURES, N_FRAMES, N_CLASSES, BATCH = 40, 251, 11, 64
 

@@ -40,11 +40,11 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=None, help="measurement passes (default: the scale's)")
     args = p.parse_args()
 
-    from ersam_lib import profiling as prof
-    from ersam_lib.costmodel import CostModel
-    from ersam_lib.devices import get_device
-    from ersam_lib.export import TimingConfig
-    from ersam_lib.space import SearchSpace
+    from ersam_lib.experiments import profiling as prof
+    from ersam_lib.measure.costmodel import CostModel
+    from ersam_lib.measure.devices import get_device
+    from ersam_lib.measure.export import TimingConfig
+    from ersam_lib.models.space import SearchSpace
 
     torch.set_num_threads(1)
     cfg = prof.ProfilingConfig.for_scale(args.scale)

@@ -6,10 +6,10 @@ meter's real-time factor on one core with the deployed ExecuTorch program (decod
 RUN_DIR must hold chapter 6's programs (``RUN_DIR/deploy/*.pte``, ``*_onnx.onnx`` with their cards, written by
 ``notebooks/06_deploy.ipynb``). Without it, the tutorial scale's shapes are deployed into a temporary folder: the
 tutorial front end (40 mel bands, hop 20 ms) and the tutorial space's largest architecture (random weights, int8
-calibrated on noise: only the costs mean anything), float and int8, ExecuTorch and ONNX. Every program is re-measured here with chapter 2's protocol at the tutorial scale's
-repeats (:func:`ersam_lib.deploy.measure_program`: one thread, warm-up, minimum and median; peak memory in a fresh
-process), then the meter streams a synthetic recording through each ExecuTorch program
-(:func:`bench_meter.time_meter`, pinned to one core).
+calibrated on noise: only the costs mean anything), float and int8, ExecuTorch and ONNX. Every program is re-measured
+here with chapter 2's protocol at the tutorial scale's repeats (:func:`ersam_lib.experiments.deploy.measure_program`:
+one thread, warm-up, minimum and median; peak memory in a fresh process), then the meter streams a synthetic recording
+through each ExecuTorch program (:func:`bench_meter.time_meter`, pinned to one core).
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_meter import default_counter, one_core, report, time_meter
 
-from ersam_lib.deploy import AudioCounter, export_program, measure_program, quantize_pt2e
-from ersam_lib.export import TimingConfig
-from ersam_lib.frontend import LogMelFrontEnd
-from ersam_lib.cards import ModelCard
-from ersam_lib.meter import load_counter
+from ersam_lib.experiments.deploy import AudioCounter, export_program, measure_program, quantize_pt2e
+from ersam_lib.measure.export import TimingConfig
+from ersam_lib.measure.frontend import LogMelFrontEnd
+from ersam_lib.core.cards import ModelCard
+from ersam_lib.experiments.meter import load_counter
 
 
 def tutorial_programs(folder: Path) -> list[Path]:

@@ -16,15 +16,15 @@ import os
 import subprocess
 import sys
 
-from ersam_lib.repro import MALLOC_ENV, training_env
+from ersam_lib.core.repro import MALLOC_ENV, training_env
 
 CHILD = r"""
 import json, resource, sys, time
 import torch
 import torch.nn.functional as F
 from data_prep.config import DataConfig
-from ersam_lib.space import SearchSpace, build_model
-from ersam_lib.teacher import CRNNTeacher, TeacherConfig
+from ersam_lib.models.space import SearchSpace, build_model
+from ersam_lib.models.teacher import CRNNTeacher, TeacherConfig
 
 threads, repeats = int(sys.argv[1]), int(sys.argv[2])
 torch.manual_seed(0)

@@ -3,9 +3,9 @@
     flock /tmp/ersam-heavy.lock .venv/bin/python benchmarks/bench_meter.py [--model counter.pt2] [--seconds 600]
 
 Writes a synthetic recording (``--rate``/``--channels``, 16-bit WAV; the content does not change the cost), then
-times :func:`ersam_lib.meter.count` on it: reading, resampling and channel averaging, per-window normalisation,
-features and model, all on one thread pinned to one core. Without ``--model`` the model is the tutorial space's
-largest architecture (random weights: only the cost matters here) after numpy log-mel features
+times :func:`ersam_lib.experiments.meter.count` on it: reading, resampling and channel averaging, per-window
+normalisation, features and model, all on one thread pinned to one core. Without ``--model`` the model is the tutorial
+space's largest architecture (random weights: only the cost matters here) after numpy log-mel features
 (:func:`data_prep.features.logmel`, the chapter-1 front end). Prints the real-time factor of the best of
 ``--repeats`` runs and its parts, and the CPU time (a fairer figure on a shared machine).
 """
@@ -27,9 +27,9 @@ from threadpoolctl import threadpool_limits
 
 from data_prep.config import FeatureConfig
 from data_prep.features import logmel
-from ersam_lib.meter import SAMPLE_RATE, WINDOW_S, count, load_counter
-from ersam_lib.complexity import count_params
-from ersam_lib.space import SearchSpace, build_model
+from ersam_lib.experiments.meter import SAMPLE_RATE, WINDOW_S, count, load_counter
+from ersam_lib.measure.complexity import count_params
+from ersam_lib.models.space import SearchSpace, build_model
 
 
 class LogmelCounter:
@@ -61,7 +61,7 @@ def default_counter() -> tuple[LogmelCounter, str]:
 
 class TorchLogmelNet(torch.nn.Module):
     """Waveforms ``(B, samples)`` -> logits: torchaudio log-mel (the chapter-1 settings) then the network; the
-    shape of program the deployment chapter exports (its real front end is ``ersam_lib.frontend``)."""
+    shape of program the deployment chapter exports (its real front end is ``ersam_lib.measure.frontend``)."""
 
     def __init__(self, net: torch.nn.Module, features: FeatureConfig) -> None:
         super().__init__()
@@ -78,7 +78,7 @@ class TorchLogmelNet(torch.nn.Module):
 
 def exported_counter(folder: Path) -> tuple[object, str]:
     """The default model with a torch log-mel front end, exported with save_counter and loaded back."""
-    from ersam_lib.meter import save_counter
+    from ersam_lib.experiments.meter import save_counter
 
     counter, desc = default_counter()
     path = save_counter(TorchLogmelNet(counter.model, counter.features), counter.classes, folder / "bench.pt2")
@@ -151,7 +151,7 @@ def main() -> None:
           f"{windows} windows")
     print(report(runs, windows, args.seconds))
     if args.out:
-        from ersam_lib.io import atomic_write_json
+        from ersam_lib.core.io import atomic_write_json
 
         atomic_write_json(args.out, {"model": desc, "seconds": args.seconds, "rate": args.rate,
                                      "channels": args.channels, "hop_s": args.hop, "windows": windows,

@@ -1,9 +1,9 @@
 """The search's own cost (chapter 5): evaluations per second of each strategy with a near-free objective.
 
-Runs every strategy of :mod:`ersam_lib.search` on the tutorial space with :func:`synthetic_objectives` (accuracy
-and costs from the MAC count: microseconds), timing the objective calls separately, so the printed ``overhead``
-is what the strategy itself spends per evaluation (sampling, mutation, Optuna's model, the bookkeeping). Compare
-it with one supernet evaluation (BN recalibration + a validation pass) to see which one dominates a search::
+Runs every strategy of :mod:`ersam_lib.experiments.search` on the tutorial space with :func:`synthetic_objectives`
+(accuracy and costs from the MAC count: microseconds), timing the objective calls separately, so the printed
+``overhead`` is what the strategy itself spends per evaluation (sampling, mutation, Optuna's model, the bookkeeping).
+Compare it with one supernet evaluation (BN recalibration + a validation pass) to see which one dominates a search::
 
     flock /tmp/ersam-heavy.lock .venv/bin/python benchmarks/bench_search.py --n-evals 150 --gp-evals 60
 
@@ -21,10 +21,10 @@ import time
 
 import pandas as pd
 
-from ersam_lib.search import (
+from ersam_lib.experiments.search import (
     STRATEGIES, Objectives, SearchBudget, reference_point, search, synthetic_objectives,
 )
-from ersam_lib.space import SearchSpace
+from ersam_lib.models.space import SearchSpace
 
 
 def timed_objectives(space: SearchSpace) -> tuple[Objectives, dict[str, float]]:

@@ -5,8 +5,8 @@ Run under the heavy-job lock so timings are honest:
     flock /tmp/ersam-heavy.lock .venv/bin/python benchmarks/bench_train.py --scale tutorial --threads 2
 
 On random log-mel batches of the scale's shape, prints: the teacher's parameters, MMACs, training and inference
-milliseconds per sample; one sandwich step per sample for each distillation mode (none, full, selective at τ = 0.9) with the
-share of samples it sent to the teacher (an untrained net is uncertain everywhere); and the projected wall time
+milliseconds per sample; one sandwich step per sample for each distillation mode (none, full, selective at τ = 0.9) with
+the share of samples it sent to the teacher (an untrained net is uncertain everywhere); and the projected wall time
 of chapters 3 and 4 at that scale from :class:`TeacherConfig`/:class:`TrainConfig`/:class:`AblationConfig`.
 """
 
@@ -19,13 +19,13 @@ import time
 import torch
 import torch.nn.functional as F
 
-from ersam_lib.ablation import AblationConfig
-from ersam_lib.complexity import macs_per_sample
-from ersam_lib.distill import DistillConfig, SelectiveTeacher
-from ersam_lib.space import SearchSpace
-from ersam_lib.supernet import Supernet
-from ersam_lib.teacher import CRNNTeacher, TeacherConfig
-from ersam_lib.train import TrainConfig, sandwich_archs, sandwich_step
+from ersam_lib.experiments.ablation import AblationConfig
+from ersam_lib.measure.complexity import macs_per_sample
+from ersam_lib.training.distill import DistillConfig, SelectiveTeacher
+from ersam_lib.models.space import SearchSpace
+from ersam_lib.models.supernet import Supernet
+from ersam_lib.models.teacher import CRNNTeacher, TeacherConfig
+from ersam_lib.training.train import TrainConfig, sandwich_archs, sandwich_step
 
 SHAPES = {"smoke": (32, 126, 4), "tutorial": (40, 250, 11), "paper": (64, 501, 11)}  # (F, T, classes)
 

@@ -6,7 +6,7 @@ Prints, per published model: trainable parameters, the median (and p10/p90) wall
 one 5-s segment (``INPUT_SHAPE``, ``time.perf_counter``, after warm-up, ``torch.set_num_threads(threads)``), and with
 ``--export`` the time ``torch.export`` and the ExecuTorch/XNNPACK lowering take (and the .pte's latency under
 chapter 2's protocol), or the error that stops them.
-The figures are for the machine it runs on; chapter 2's protocol (``ersam_lib.devices``) is the book's reference.
+The figures are for the machine it runs on; chapter 2's protocol (``ersam_lib.measure.devices``) is the book's reference.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import time
 import numpy as np
 import torch
 
-from ersam_lib.countnet import INPUT_SHAPE, PUBLISHED, load_published
-from ersam_lib.devices import get_device
-from ersam_lib.export import export_executorch
+from ersam_lib.models.countnet import INPUT_SHAPE, PUBLISHED, load_published
+from ersam_lib.measure.devices import get_device
+from ersam_lib.measure.export import export_executorch
 
 
 def eager_latency_ms(model: torch.nn.Module, x: torch.Tensor, repeats: int, warmup: int = 3) -> list[float]:

@@ -1,6 +1,8 @@
 """How far apart do full and no distillation land, run to run, at tutorial scale? (issue 14)
 
-Run:  .venv/bin/python benchmarks/distill_runs.py SOURCE... --csv ersam_lib/recorded/distill_runs_tutorial.csv [--space 1-D]
+Run:  .venv/bin/python benchmarks/distill_runs.py SOURCE... --csv ersam_lib/recorded/distill_runs_tutorial.csv \
+          [--space 1-D]
+
 Each SOURCE is a complete run folder (its ``metrics/03.json``, ``metrics/04.json`` and ``summary.json``) or a
 reference file recorded from one (``python -m ersam_lib compare --record``; older ones from git history:
 ``git show <commit>:ersam_lib/recorded/reference_tutorial.json > ref.json``), optionally prefixed ``NAME=``. One
@@ -19,8 +21,8 @@ from typing import Any
 
 import pandas as pd
 
-from ersam_lib.compare import load_reference, make_reference
-from ersam_lib.io import atomic_path
+from ersam_lib.app.compare import load_reference, make_reference
+from ersam_lib.core.io import atomic_path
 
 SIZES = ("smallest", "middle", "largest")
 

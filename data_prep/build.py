@@ -19,8 +19,8 @@ from typing import Any
 
 import pandas as pd
 
-from ersam_lib.io import atomic_path, atomic_write_json, atomic_write_text, file_lock, read_json, to_plain
-from ersam_lib.rundir import damaged, read_run_json, require, run_file, stage_dir
+from ersam_lib.core.io import atomic_path, atomic_write_json, atomic_write_text, file_lock, read_json, to_plain
+from ersam_lib.core.rundir import damaged, read_run_json, require, run_file, stage_dir
 
 from .config import DataConfig
 from .features import build_features

@@ -6,8 +6,8 @@ import argparse
 import dataclasses
 import sys
 
-from ersam_lib.cli import non_negative_int, positive_int
-from ersam_lib.rundir import check_run_dir
+from ersam_lib.core.arguments import non_negative_int, positive_int
+from ersam_lib.core.rundir import check_run_dir
 
 from .config import SOURCES, DataConfig
 

@@ -7,7 +7,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-from ersam_lib.scales import sizes
+from ersam_lib.core.scales import sizes
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")  # the training distribution and the primary source's test
 REAL_SPLITS: tuple[str, ...] = ("real_val", "real_test", "real_test_other")  # real speech no training mixture uses
@@ -66,9 +66,9 @@ class DataConfig:
     ``real_val`` and ``real_test`` (train-clean-100 speakers cut by ``real_fractions``, of which only the first two
     parts may ever train) and ``real_test_other`` (its test-other speakers), sized by ``real_per_class``.
     ``train_sources`` says which sources the training distribution (``train`` and ``val``) draws from: synthetic
-    only (``None``: ``(source,)``), real only, or both (the tutorial scale's default), each source then filling an equal share of every class
-    (the training set keeps its size). Each row records its source; ids are namespaced ``<source>:<id>``. The
-    real splits do not depend on ``train_sources``: the three choices are scored on the same real mixtures.
+    only (``None``: ``(source,)``), real only, or both (the tutorial scale's default), each source then filling an equal
+    share of every class (the training set keeps its size). Each row records its source; ids are namespaced
+    ``<source>:<id>``. The real splits do not depend on ``train_sources``: the three choices are scored on the same real mixtures.
     """
 
     source: str = "tts"

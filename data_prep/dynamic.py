@@ -31,10 +31,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ersam_lib.io import atomic_path, atomic_write_json, load_array, read_json, sha256_file
-from ersam_lib.progress import progress
-from ersam_lib.repro import derived_seed
-from ersam_lib.rundir import damaged, stage_dir
+from ersam_lib.core.io import atomic_path, atomic_write_json, load_array, read_json, sha256_file
+from ersam_lib.core.progress import progress
+from ersam_lib.core.repro import derived_seed
+from ersam_lib.core.rundir import damaged, stage_dir
 
 from .build import load_dataset_info, open_run_source
 from .config import DataConfig, FeatureConfig
@@ -165,7 +165,7 @@ try:
         """The teacher's training set under dynamic mixing: epoch ``e`` reads round ``e mod (rounds + 1)``.
 
         Round 0 is chapter 1's training split; :meth:`set_epoch` (called by
-        :func:`ersam_lib.fit.train_classifier` before each epoch) switches rounds. Every round has the training
+        :func:`ersam_lib.training.fit.train_classifier` before each epoch) switches rounds. Every round has the training
         split's size and class balance, so an epoch costs the same whatever round it reads.
         """
 

@@ -29,10 +29,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ersam_lib.io import (ArtifactError, allocate, atomic_path, atomic_write_json, atomic_write_text, load_array,
+from ersam_lib.core.io import (ArtifactError, allocate, atomic_path, atomic_write_json, atomic_write_text, load_array,
                           read_json, sha256_file, to_plain)
-from ersam_lib.progress import progress
-from ersam_lib.rundir import damaged, feature_dir, read_run_json, run_file
+from ersam_lib.core.progress import progress
+from ersam_lib.core.rundir import damaged, feature_dir, read_run_json, run_file
 
 from .config import ALL_SPLITS, FeatureConfig
 from .render import render_mixture
@@ -53,7 +53,7 @@ def feature_key(manifest_sha: str, source: dict[str, Any], cfg: FeatureConfig, k
 
 def hann(win_length: int) -> np.ndarray:
     """The periodic Hann window of ``win_length`` samples (``torch.stft``'s convention), float64: the window of both
-    front ends (this module's and :class:`ersam_lib.frontend.LogMelFrontEnd`)."""
+    front ends (this module's and :class:`ersam_lib.measure.frontend.LogMelFrontEnd`)."""
     return 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(win_length) / win_length)
 
 

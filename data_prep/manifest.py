@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ersam_lib.progress import progress
-from ersam_lib.repro import derived_seed
+from ersam_lib.core.progress import progress
+from ersam_lib.core.repro import derived_seed
 
 from .config import ALL_SPLITS, SOURCES, SPLITS, DataConfig
 from .labels import class_names, class_of, counts_of_class, max_concurrent, overlap_fraction

@@ -2,8 +2,8 @@
 
 Training mixtures are peak-normalised when rendered (:func:`data_prep.render.render_mixture`, a peak drawn from
 ``DataConfig.peak_dbfs``, -6 to -1 dBFS), so a model never sees how loud a room was. Real recordings arrive at any
-level; the streaming meter (:mod:`ersam_lib.meter`) and the exported program bring each window to the middle of the
-training range before the model sees it, which makes the counts independent of the input gain.
+level; the streaming meter (:mod:`ersam_lib.experiments.meter`) and the exported program bring each window to the middle
+of the training range before the model sees it, which makes the counts independent of the input gain.
 
 A window whose peak lies below the *silence floor* is digital silence or dither: it is scaled by the gain a
 floor-level window would get, never more, so quantisation noise is not blown up to full scale.

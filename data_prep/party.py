@@ -25,8 +25,8 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
-from ersam_lib.io import atomic_path, atomic_write_json, atomic_write_text
-from ersam_lib.scales import sizes
+from ersam_lib.core.io import atomic_path, atomic_write_json, atomic_write_text
+from ersam_lib.core.scales import sizes
 
 from .render import SAMPLE_RATE, background
 from .rttm import COLUMNS, FRAME_S, format_rttm
@@ -191,7 +191,7 @@ def party_from_run(run_dir: str | os.PathLike, cfg: PartyConfig | None = None, s
 
 def save_party(party: Party, folder: str | os.PathLike) -> tuple[Path, Path]:
     """Write ``<name>.wav`` (16-bit), ``<name>.rttm`` and ``<name>.json`` (guest list, config) atomically into
-    ``folder``; returns the wav and RTTM paths (what :func:`ersam_lib.rttm_eval.evaluate_rttm` reads)."""
+    ``folder``; returns the wav and RTTM paths (what :func:`ersam_lib.experiments.rttm_eval.evaluate_rttm` reads)."""
     folder = Path(folder)
     wav, rttm = folder / f"{party.name}.wav", folder / f"{party.name}.rttm"
     with atomic_path(wav) as tmp:

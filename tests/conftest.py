@@ -20,7 +20,7 @@ def smoke_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     ``ERSAM_SMOKE_RUN_DIR=FOLDER`` reuses a finished smoke run instead (to iterate on the tests that only read it;
     CI never sets it)."""
-    from ersam_lib.runner import run_pipeline
+    from ersam_lib.app.runner import run_pipeline
 
     if os.environ.get("ERSAM_SMOKE_RUN_DIR"):
         return Path(os.environ["ERSAM_SMOKE_RUN_DIR"])
@@ -33,7 +33,7 @@ def smoke_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def smoke_run(smoke_run_dir: Path) -> dict:
     """The parsed ``summary.json`` of the smoke run."""
-    from ersam_lib.io import read_json
+    from ersam_lib.core.io import read_json
 
     return read_json(smoke_run_dir / "summary.json")
 
@@ -42,7 +42,7 @@ def smoke_run(smoke_run_dir: Path) -> dict:
 def smoke_book(smoke_run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The html folder of the book rendered from the smoke run into a temporary folder; the checkout's book/ is
     left exactly as it was."""
-    from ersam_lib.book import BOOK_DIR, build_book
+    from ersam_lib.app.book import BOOK_DIR, build_book
 
     checkout = {p: p.stat().st_mtime_ns for p in BOOK_DIR.rglob("*")}
     html = build_book(smoke_run_dir, out_dir=tmp_path_factory.mktemp("smoke_book")).parent

@@ -11,29 +11,14 @@ import ast
 import json
 from pathlib import Path
 
+from ersam_lib.app.architecture import LAYER_PACKAGES
+
 PACKAGES = ("ersam_lib", "data_prep")
 LAYER_NAMES = ("core", "data, evaluation and measurement", "models", "training", "experiments", "runner and CLI")
-LAYERS: dict[str, int] = {
-    # 0 core
-    "ersam_lib": 0, "ersam_lib.io": 0, "ersam_lib.rundir": 0, "ersam_lib.scales": 0, "ersam_lib.progress": 0,
-    "ersam_lib.repro": 0, "ersam_lib.records": 0, "ersam_lib.stages": 0, "ersam_lib.cards": 0,
-    # 1 data access, evaluation, measurement (data_prep: see layer_of)
-    "ersam_lib.data": 1, "ersam_lib.evaluation": 1, "ersam_lib.complexity": 1, "ersam_lib.export": 1,
-    "ersam_lib.devices": 1, "ersam_lib.costmodel": 1, "ersam_lib.costrule": 1, "ersam_lib.pareto": 1,
-    "ersam_lib.frontend": 1,
-    # 2 models
-    "ersam_lib.space": 2, "ersam_lib.supernet": 2, "ersam_lib.baselines": 2, "ersam_lib.teacher": 2,
-    "ersam_lib.countnet": 2,
-    # 3 training
-    "ersam_lib.distill": 3, "ersam_lib.train": 3, "ersam_lib.fit": 3,
-    # 4 experiments
-    "ersam_lib.ablation": 4, "ersam_lib.profiling": 4, "ersam_lib.profiling_plots": 4, "ersam_lib.search": 4,
-    "ersam_lib.search_plots": 4, "ersam_lib.frontier": 4, "ersam_lib.deploy": 4, "ersam_lib.meter": 4,
-    "ersam_lib.rttm_eval": 4,
-    # 5 runner and CLI
-    "ersam_lib.runner": 5, "ersam_lib.book": 5, "ersam_lib.cli": 5, "ersam_lib.__main__": 5, "ersam_lib.compare": 5,
-    "ersam_lib.students": 5,
-}
+# The tree shows the layers: each sub-package of ersam_lib is one layer (ersam_lib.app.architecture lists them in
+# order), and every module in it belongs to it.
+LAYERS: dict[str, int] = {"ersam_lib": 0, "ersam_lib.__main__": 5} | {
+    f"ersam_lib.{pkg}": i for i, (pkg, _) in enumerate(LAYER_PACKAGES)}
 
 
 def module_name(root: Path, path: Path) -> str:
@@ -44,7 +29,7 @@ def module_name(root: Path, path: Path) -> str:
 def layer_of(module: str) -> int | None:
     """The layer of a module (a package's modules share the package's); ``data_prep`` (chapter 1's data building)
     is data access, layer 1, except its CLI."""
-    for name in (module, *(module.rsplit(".", n)[0] for n in range(1, module.count(".")))):
+    for name in (module, *(module.rsplit(".", n)[0] for n in range(1, module.count(".")))):  # not "ersam_lib"
         if name in LAYERS:
             return LAYERS[name]
     if module in ("data_prep.cli", "data_prep.__main__"):

@@ -9,15 +9,15 @@ import pandas as pd
 import pytest
 import torch
 
-from ersam_lib.ablation import (
+from ersam_lib.experiments.ablation import (
     AblationConfig, claim_check, gate_curve, middle_arch, run_ablation, uncertainty_profile, variant_name,
 )
-from ersam_lib.distill import DistillConfig
-from ersam_lib.space import SearchSpace
-from ersam_lib.fit import fit_teacher
-from ersam_lib.supernet import load_supernet
-from ersam_lib.teacher import TeacherConfig, teacher_info
-from ersam_lib.train import TrainConfig
+from ersam_lib.training.distill import DistillConfig
+from ersam_lib.models.space import SearchSpace
+from ersam_lib.training.fit import fit_teacher
+from ersam_lib.models.supernet import load_supernet
+from ersam_lib.models.teacher import TeacherConfig, teacher_info
+from ersam_lib.training.train import TrainConfig
 
 torch.set_num_threads(1)
 
@@ -120,12 +120,12 @@ def test_final_variant_is_the_closest_to_full_within_the_query_budget():
 def test_offline_distillation_runs_the_teacher_once_per_sample_and_gives_full_distillations_targets(tiny_run, tmp_path):
     import shutil
 
-    from ersam_lib.ablation import full_from_offline, train_variant
-    from ersam_lib.data import load_feature_data, subset
-    from ersam_lib.distill import cache_teacher_logits
-    from ersam_lib.io import torch_load
-    from ersam_lib.rundir import CHECKPOINT, variant_dir
-    from ersam_lib.teacher import load_teacher
+    from ersam_lib.experiments.ablation import full_from_offline, train_variant
+    from ersam_lib.measure.data import load_feature_data, subset
+    from ersam_lib.training.distill import cache_teacher_logits
+    from ersam_lib.core.io import torch_load
+    from ersam_lib.core.rundir import CHECKPOINT, variant_dir
+    from ersam_lib.models.teacher import load_teacher
 
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run, run_dir)
@@ -196,9 +196,9 @@ def replace_distill(cfg: TrainConfig, mode: str) -> TrainConfig:
 def test_a_waveform_teacher_distils_into_the_supernet_end_to_end(tiny_run, tmp_path):
     import shutil
 
-    from ersam_lib.ablation import train_variant
-    from ersam_lib.data import PairedDataset, load_feature_data, paired_with_waveforms
-    from ersam_lib.teacher import save_teacher, tiny_wav2vec2
+    from ersam_lib.experiments.ablation import train_variant
+    from ersam_lib.measure.data import PairedDataset, load_feature_data, paired_with_waveforms
+    from ersam_lib.models.teacher import save_teacher, tiny_wav2vec2
 
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run, run_dir)
@@ -226,7 +226,7 @@ def test_a_damaged_variant_checkpoint_is_trained_again_not_resumed(tiny_run, tmp
     train the variant again (the same result as the first time) instead of resuming from it."""
     import shutil
 
-    from ersam_lib.ablation import train_variant
+    from ersam_lib.experiments.ablation import train_variant
 
     from .hostile import flip_exponents
 

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from ersam_lib.baselines import BASELINES, build_baseline
-from ersam_lib.complexity import count_params
+from ersam_lib.models.baselines import BASELINES, build_baseline
+from ersam_lib.measure.complexity import count_params
 
 torch.set_num_threads(1)
 
@@ -40,7 +40,7 @@ def test_unknown_baseline_and_bad_sizes_raise():
 def test_a_channels_last_model_trains_in_nhwc_and_comes_back_in_the_default_layout():
     from torch.utils.data import TensorDataset
 
-    from ersam_lib.fit import FitConfig, train_classifier
+    from ersam_lib.training.fit import FitConfig, train_classifier
 
     torch.manual_seed(0)
     x = torch.randn(48, 40, 64)

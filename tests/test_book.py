@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from ersam_lib.book import BOOK_DIR, build_book, stage_executed
-from ersam_lib.io import ArtifactError, atomic_write_json, read_json
-from ersam_lib.runner import run_pipeline
+from ersam_lib.app.book import BOOK_DIR, build_book, stage_executed
+from ersam_lib.core.io import ArtifactError, atomic_write_json, read_json
+from ersam_lib.app.runner import run_pipeline
 
 from .test_runner import _write_notebook
 
@@ -80,7 +80,7 @@ def test_the_book_refuses_a_chapter_that_is_not_a_complete_ok_execution(tmp_path
 
 
 # --------------------------------------------------------------------------------------------- issue 30
-_RENDER = "import sys\nfrom pathlib import Path\nfrom ersam_lib.book import build_book\n" \
+_RENDER = "import sys\nfrom pathlib import Path\nfrom ersam_lib.app.book import build_book\n" \
           "build_book(sys.argv[1], Path(sys.argv[2]), sys.argv[3])"
 
 
@@ -94,7 +94,7 @@ def test_ctrl_c_during_a_render_leaves_the_previous_book_and_nothing_half_built(
     import sys
     import time
 
-    from ersam_lib import book, cli
+    from ersam_lib.app import book, cli
 
     run = _run(tmp_path, "run", 0)
     out = tmp_path / "out"
@@ -126,7 +126,7 @@ def test_a_summary_of_the_wrong_structure_is_one_line_for_book_and_compare(tmp_p
     status): one line naming it, exit 2, from book, compare and run."""
     import json
 
-    from ersam_lib import cli
+    from ersam_lib.app import cli
 
     run = tmp_path / "run"
     run.mkdir()

@@ -11,10 +11,10 @@ import nbformat
 import pandas as pd
 import pytest
 
-from ersam_lib.book import (BOOK_DIR, build_book, check_offline, differences_markdown, find_leaks, headline_markdown,
-                            prepare_for_readers, write_headline)
-from ersam_lib.io import ArtifactError, atomic_write_json, read_json
-from ersam_lib.runner import run_pipeline
+from ersam_lib.app.book import (BOOK_DIR, build_book, check_offline, differences_markdown, find_leaks,
+                                headline_markdown, prepare_for_readers, write_headline)
+from ersam_lib.core.io import ArtifactError, atomic_write_json, read_json
+from ersam_lib.app.runner import run_pipeline
 
 from .test_runner import _write_notebook
 

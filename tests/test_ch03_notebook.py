@@ -30,7 +30,7 @@ def test_ch03_records_a_trained_teacher(smoke_run, smoke_run_dir):
 def test_ch03_teacher_loads_for_chapter_4(smoke_run_dir):
     import torch
 
-    from ersam_lib.teacher import load_teacher, teacher_info
+    from ersam_lib.models.teacher import load_teacher, teacher_info
 
     info = teacher_info(smoke_run_dir)
     teacher = load_teacher(smoke_run_dir)

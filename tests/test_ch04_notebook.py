@@ -41,7 +41,7 @@ def test_ch04_ablation_is_consistent(smoke_run, smoke_run_dir):
 def test_ch04_leaves_a_supernet_for_chapter_5(smoke_run_dir):
     import pandas as pd
 
-    from ersam_lib.supernet import load_supernet
+    from ersam_lib.models.supernet import load_supernet
 
     net, space, info = load_supernet(smoke_run_dir)
     assert space.contains(space.largest()) and info["variant"].startswith("selective")

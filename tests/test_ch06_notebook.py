@@ -45,7 +45,7 @@ def test_ch06_accuracy_and_costs_follow_from_saved_files(smoke_run, smoke_run_di
 
 
 def test_ch06_party_evaluation_and_meter(smoke_run, smoke_run_dir):
-    from ersam_lib.meter import count, load_counter
+    from ersam_lib.experiments.meter import count, load_counter
 
     m = chapter_metrics(smoke_run, "06")
     deploy = smoke_run_dir / "deploy"

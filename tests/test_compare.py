@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from ersam_lib.cli import main
-from ersam_lib.compare import check_of, compare_run, default_reference, load_reference, make_reference, record_reference
-from ersam_lib.io import ArtifactError, atomic_write_json, read_json
+from ersam_lib.app.cli import main
+from ersam_lib.app.compare import (check_of, compare_run, default_reference, load_reference, make_reference,
+                                   record_reference)
+from ersam_lib.core.io import ArtifactError, atomic_write_json, read_json
 
-from ersam_lib.stages import KINDS, flatten
+from ersam_lib.core.stages import KINDS, flatten
 
 from .test_runner import _write_notebook
 
@@ -171,7 +172,7 @@ def test_the_runner_prints_the_comparison_after_a_run_of_every_chapter(tmp_path:
                                                                        capsys: pytest.CaptureFixture) -> None:
     nbs = tmp_path / "nbs"
     nbs.mkdir()
-    _write_notebook(nbs / "01_data.ipynb", "from ersam_lib.rundir import record_metrics\n"
+    _write_notebook(nbs / "01_data.ipynb", "from ersam_lib.core.rundir import record_metrics\n"
                                            "record_metrics(RUN_DIR, 'data', {'K': SEED + 2})")
     run = tmp_path / "run"
     args = ["run", "--scale", "smoke", "--run-dir", str(run), "--notebooks", str(nbs)]
@@ -265,7 +266,7 @@ def test_tolerances_come_from_the_registry_and_an_undeclared_metric_fails(tmp_pa
 
 def test_the_readme_quotes_the_reference_runs_time_table() -> None:
     """Issue 31: one time table in the README, generated from the committed reference (``compare --times``)."""
-    from ersam_lib.compare import time_table
+    from ersam_lib.app.compare import time_table
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     quoted = readme.split("<!-- time-table:begin -->\n", 1)[1].split("\n<!-- time-table:end -->", 1)[0]

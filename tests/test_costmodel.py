@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from ersam_lib.costmodel import (CostModel, LatencyLUT, layer_key, layer_key_of, model_size_bytes, trace_layers)
-from ersam_lib.devices import LatencyStats
+from ersam_lib.measure.costmodel import (CostModel, LatencyLUT, layer_key, layer_key_of, model_size_bytes, trace_layers)
+from ersam_lib.measure.devices import LatencyStats
 
 torch.set_num_threads(1)
 
@@ -55,7 +55,7 @@ def test_the_space_attention_block_is_traced_as_one_operator_and_every_weight_is
     """The block's forward uses its layers' weights functionally: without ``cost_family`` the trace missed it."""
     import random
 
-    from ersam_lib.space import SearchSpace, build_model
+    from ersam_lib.models.space import SearchSpace, build_model
 
     space = SearchSpace.for_scale("tutorial", n_features=40, n_classes=5, n_frames=251)
     arch = dataclasses.replace(space.sample(random.Random(0)), mixer="attn")
@@ -201,7 +201,7 @@ def test_a_pickle_or_malformed_correction_is_refused_without_running_it(tmp_path
     import json
     import pickle
 
-    from ersam_lib.io import ArtifactError
+    from ersam_lib.core.io import ArtifactError
 
     cm, _, _ = _corrected_model()
     folder = tmp_path / "measured_elsewhere" / "profiling"
@@ -259,7 +259,7 @@ def test_ridge_correction_recovers_a_runtime_linear_in_macs_and_layers_and_survi
     with pytest.raises(ValueError, match="unknown correction"):
         cm.fit_correction(feats, truth, kind="svm")
     (tmp_path / "profiling" / "correction_executorch.json").write_text(json.dumps(doc | {"params": {"alphas": []}}))
-    from ersam_lib.io import ArtifactError
+    from ersam_lib.core.io import ArtifactError
 
     with pytest.raises(ArtifactError):
         CostModel.load(tmp_path, runtime="executorch")

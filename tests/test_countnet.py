@@ -16,7 +16,7 @@ import scipy.signal
 import soundfile as sf
 import torch
 
-from ersam_lib.countnet import (INPUT_SHAPE, N_CLASSES, PUBLISHED, WEIGHTS_DIR, load_keras_h5, load_published,
+from ersam_lib.models.countnet import (INPUT_SHAPE, N_CLASSES, PUBLISHED, WEIGHTS_DIR, load_keras_h5, load_published,
                                 load_scaler, predict_counts, preprocess, preprocess_batch)
 
 DATA = Path(__file__).resolve().parent / "data" / "countnet"

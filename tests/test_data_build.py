@@ -277,7 +277,7 @@ def test_changing_the_front_end_rebuilds_the_features(cache, tmp_path):
 def test_damaged_arrays_are_named_and_a_rebuild_repairs_them(tiny_run, tmp_path):
     import shutil
 
-    from ersam_lib.io import ArtifactError
+    from ersam_lib.core.io import ArtifactError
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run[0], run)
@@ -299,7 +299,7 @@ def test_damaged_arrays_are_named_and_a_rebuild_repairs_them(tiny_run, tmp_path)
 def test_damaged_records_are_named_and_a_rebuild_repairs_them(tiny_run, tmp_path):
     import shutil
 
-    from ersam_lib.io import ArtifactError
+    from ersam_lib.core.io import ArtifactError
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run[0], run)
@@ -318,7 +318,7 @@ def test_damaged_records_are_named_and_a_rebuild_repairs_them(tiny_run, tmp_path
 def test_a_stale_record_is_refused(tiny_run, tmp_path):
     import shutil
 
-    from ersam_lib.io import ArtifactError, atomic_write_json
+    from ersam_lib.core.io import ArtifactError, atomic_write_json
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run[0], run)
@@ -378,7 +378,7 @@ def test_two_builds_into_one_folder_take_turns(cache, tmp_path):
     import sys
     import time
 
-    from ersam_lib.io import file_lock, read_json
+    from ersam_lib.core.io import file_lock, read_json
 
     env = {**os.environ, "ERSAM_PROGRESS": "0"}
     run = tmp_path / "run"

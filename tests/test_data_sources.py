@@ -261,7 +261,7 @@ def test_two_synthesisers_of_one_corpus_synthesise_it_once(tmp_path, monkeypatch
 
 
 def test_a_damaged_corpus_is_named_then_synthesised_again(tmp_path):
-    from ersam_lib.io import ArtifactError
+    from ersam_lib.core.io import ArtifactError
 
     cfg = TtsConfig(n_speakers=3, utts_per_speaker=1, min_words=3, max_words=4)
     folder = synthesize_corpus(cfg, tmp_path, workers=1)

@@ -24,7 +24,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
         sys.path.insert(0, os.path.dirname(__file__))  # spawned children do not inherit pytest's rootdir path
         from test_train import MeanTeacher, make_data, make_supernet, small_cfg
 
-        from ersam_lib.train import train_supernet
+        from ersam_lib.training.train import train_supernet
 
         net, space = make_supernet(seed=0)
         before = {k: v.clone() for k, v in net.state_dict().items()}

@@ -12,19 +12,19 @@ import torch
 from torch import nn
 
 from data_prep.config import FeatureConfig
-from ersam_lib import cli
-from ersam_lib.deploy import (
+from ersam_lib.app import cli
+from ersam_lib.experiments.deploy import (
     AudioCounter,
     export_program,
     measure_program,
     precision_scores,
     quantize_pt2e,
 )
-from ersam_lib.cards import CardError, ModelCard
-from ersam_lib.export import TimingConfig, export_onnx, runner_for
-from ersam_lib.frontend import LogMelFrontEnd
-from ersam_lib.io import sha256_file
-from ersam_lib.meter import MeterError, TorchWindowCounter, count, load_counter
+from ersam_lib.core.cards import CardError, ModelCard
+from ersam_lib.measure.export import TimingConfig, export_onnx, runner_for
+from ersam_lib.measure.frontend import LogMelFrontEnd
+from ersam_lib.core.io import sha256_file
+from ersam_lib.experiments.meter import MeterError, TorchWindowCounter, count, load_counter
 
 from .hostile import forge_card
 from .tones import DURATION_S, FREQS, SEGMENTS, SR, tone_recording

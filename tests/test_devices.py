@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from ersam_lib.devices import (HostCPU, ImportedProfile, LatencyStats, PowerModel, get_device,
+from ersam_lib.measure.devices import (HostCPU, ImportedProfile, LatencyStats, PowerModel, get_device,
                                module_key)
-from ersam_lib.export import TimingConfig
+from ersam_lib.measure.export import TimingConfig
 
 torch.set_num_threads(1)
 FAST = TimingConfig(warmup=1, repeats=5, min_repeats=3, max_seconds=0.05)
@@ -28,7 +28,7 @@ def test_latency_stats_from_samples():
 def test_time_calls_runs_fast_calls_for_min_seconds_and_cuts_slow_ones_at_max_seconds():
     import time
 
-    from ersam_lib.export import time_calls
+    from ersam_lib.measure.export import time_calls
 
     calls = []
     fast = time_calls(lambda: calls.append(1), TimingConfig(warmup=2, repeats=5, min_repeats=3, min_seconds=0.02))
@@ -60,8 +60,8 @@ def test_host_backends_measure_and_record_metadata(backend):
 
 
 def test_prepare_exports_executorch_programs_in_parallel_and_measure_uses_them(monkeypatch):
-    from ersam_lib import devices
-    from ersam_lib.export import export_executorch, runner_for
+    from ersam_lib.measure import devices
+    from ersam_lib.measure.export import export_executorch, runner_for
 
     torch.manual_seed(0)
     models = [(nn.Sequential(nn.Conv1d(8, c, 3, padding=1), nn.ReLU(), nn.Conv1d(c, 4, 1)), (1, 8, 50))
@@ -121,7 +121,7 @@ def test_imported_profile_roundtrip_csv_and_json(tmp_path):
 def test_imported_profile_refuses_impossible_values(tmp_path, bad, what):
     import pandas as pd
 
-    from ersam_lib.io import ArtifactError
+    from ersam_lib.core.io import ArtifactError
 
     good = {"key": "k0", "count": 10, "mean": 1.5, "var": 0.01, "median": 1.4, "p90": 1.7, "energy_mj": 3.0}
     pd.DataFrame([good, good | {"key": "k1"} | bad]).to_csv(tmp_path / "p.csv", index=False)
@@ -132,7 +132,7 @@ def test_imported_profile_refuses_impossible_values(tmp_path, bad, what):
 def test_imported_profile_refuses_ambiguous_keys_and_damaged_files(tmp_path):
     import pandas as pd
 
-    from ersam_lib.io import ArtifactError
+    from ersam_lib.core.io import ArtifactError
 
     row = {"key": "k0", "count": 10, "mean": 1.5, "var": 0.01, "median": 1.4, "p90": 1.7}
     pd.DataFrame([row, row]).to_csv(tmp_path / "same.csv", index=False)  # one layer under two op labels
@@ -150,8 +150,8 @@ def test_imported_profile_refuses_ambiguous_keys_and_damaged_files(tmp_path):
 
 
 def test_measure_latencies_times_each_job_on_its_backends_in_order():
-    from ersam_lib.export import TimingConfig
-    from ersam_lib.frontier import measure_latencies, measure_latency
+    from ersam_lib.measure.export import TimingConfig
+    from ersam_lib.experiments.frontier import measure_latencies, measure_latency
 
     timing = TimingConfig.for_scale("smoke")
     small, large = torch.nn.Conv1d(4, 4, 3), torch.nn.Conv1d(4, 64, 9)

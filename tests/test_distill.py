@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from ersam_lib.distill import (
+from ersam_lib.training.distill import (
     DistillConfig, SelectiveTeacher, kd_loss, select_uncertain, teacher_flops_per_sample, uncertainty,
 )
 

@@ -9,7 +9,7 @@ import torch
 from data_prep.config import FeatureConfig
 from data_prep.features import logmel
 from data_prep.normalize import peak_normalize
-from ersam_lib.frontend import LogMelFrontEnd
+from ersam_lib.measure.frontend import LogMelFrontEnd
 
 from .tones import DURATION_S, SEGMENTS, SR, tone_recording
 

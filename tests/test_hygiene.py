@@ -10,8 +10,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from ersam_lib.book import BOOK_DIR, toc_chapters, toc_files
-from ersam_lib.runner import discover_notebooks
+from ersam_lib.app.book import BOOK_DIR, toc_chapters, toc_files
+from ersam_lib.app.runner import discover_notebooks
 
 from .conftest import NOTEBOOKS
 

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from ersam_lib.io import atomic_path, atomic_write_json, read_json
-from ersam_lib.rundir import load_metrics, record_metrics, require, stage_dir
-from ersam_lib.scales import check_scale
+from ersam_lib.core.io import atomic_path, atomic_write_json, read_json
+from ersam_lib.core.rundir import load_metrics, record_metrics, require, stage_dir
+from ersam_lib.core.scales import check_scale
 
 
 def test_atomic_write_leaves_nothing_after_a_crash(tmp_path: Path) -> None:
@@ -43,8 +43,8 @@ def test_layout_errors_are_clear(tmp_path: Path) -> None:
 def test_damaged_files_raise_one_line_naming_the_file(tmp_path: Path) -> None:
     import numpy as np
 
-    from ersam_lib.io import ArtifactError, load_array
-    from ersam_lib.rundir import read_run_json
+    from ersam_lib.core.io import ArtifactError, load_array
+    from ersam_lib.core.rundir import read_run_json
 
     bad = tmp_path / "data" / "dataset.json"
     bad.parent.mkdir()
@@ -67,7 +67,7 @@ def test_damaged_files_raise_one_line_naming_the_file(tmp_path: Path) -> None:
 def test_torch_load_refuses_a_pickle_payload_without_running_it(tmp_path: Path) -> None:
     import torch
 
-    from ersam_lib.io import ArtifactError, atomic_torch_save, torch_load
+    from ersam_lib.core.io import ArtifactError, atomic_torch_save, torch_load
 
     marker = tmp_path / "payload-ran"
     atomic_torch_save({"model": _Payload(marker)}, tmp_path / "checkpoint.pt")
@@ -92,7 +92,7 @@ class _Payload:
 
 _WRITER = """
 import sys
-from ersam_lib.io import update_json
+from ersam_lib.core.io import update_json
 for i in range(40):
     update_json(sys.argv[1], lambda d: (d or {}) | {f"{sys.argv[2]}-{i}": i})
 """
@@ -113,7 +113,7 @@ def test_update_json_keeps_every_update_of_two_processes(tmp_path: Path) -> None
 def test_check_run_dir_refuses_a_file_or_an_unwritable_folder(tmp_path: Path) -> None:
     import os
 
-    from ersam_lib.rundir import check_run_dir
+    from ersam_lib.core.rundir import check_run_dir
 
     (tmp_path / "afile").write_text("x")
     with pytest.raises(NotADirectoryError, match="is a file"):
@@ -141,7 +141,7 @@ def test_weights_are_checked_against_the_digest_recorded_beside_them(tmp_path: P
 
     import torch
 
-    from ersam_lib.io import ArtifactError, atomic_torch_save, digest_path, torch_load
+    from ersam_lib.core.io import ArtifactError, atomic_torch_save, digest_path, torch_load
 
     from .hostile import flip_exponents
 

@@ -20,28 +20,29 @@ def _copy(tmp_path: Path) -> Path:
 
 def test_an_upward_import_is_named_with_file_and_line(tmp_path):
     root = _copy(tmp_path)
-    path = root / "ersam_lib" / "evaluation.py"
-    path.write_text(path.read_text() + "\n\ndef late():\n    from .ablation import run_ablation\n")
+    path = root / "ersam_lib" / "measure" / "evaluation.py"
+    path.write_text(path.read_text() + "\n\ndef late():\n    from ..experiments.ablation import run_ablation\n")
     problems = check(root)
     n = len(path.read_text().splitlines())
-    assert problems == [f"ersam_lib/evaluation.py:{n}: upward import: ersam_lib.evaluation (data, evaluation and "
-                        f"measurement) imports ersam_lib.ablation (experiments)"]
+    assert problems == [f"ersam_lib/measure/evaluation.py:{n}: upward import: ersam_lib.measure.evaluation (data, "
+                        f"evaluation and measurement) imports ersam_lib.experiments.ablation (experiments)"]
 
 
 def test_a_private_import_is_named_in_modules_and_notebooks(tmp_path):
     import json
 
     root = _copy(tmp_path)
-    path = root / "ersam_lib" / "ablation.py"
-    path.write_text(path.read_text() + "\nfrom .train import _unwrap\n")
+    path = root / "ersam_lib" / "experiments" / "ablation.py"
+    path.write_text(path.read_text() + "\nfrom ..training.train import _unwrap\n")
     nb_path = root / "notebooks" / "04_supernet.ipynb"
     nb = json.loads(nb_path.read_text())
-    nb["cells"].append({"cell_type": "code", "metadata": {}, "source": "from ersam_lib.costmodel import _macs\n",
-                        "outputs": [], "execution_count": None, "id": "x"})
+    source = "from ersam_lib.measure.costmodel import _macs\n"
+    nb["cells"].append({"cell_type": "code", "metadata": {}, "source": source, "outputs": [], "execution_count": None,
+                        "id": "x"})
     nb_path.write_text(json.dumps(nb))
     problems = check(root)
-    assert any(p.startswith("ersam_lib/ablation.py:") and "private import: ersam_lib.ablation takes _unwrap" in p
-               for p in problems), problems
+    assert any(p.startswith("ersam_lib/experiments/ablation.py:")
+               and "private import: ersam_lib.experiments.ablation takes _unwrap" in p for p in problems), problems
     assert any(p.startswith("notebooks/04_supernet.ipynb: code cell") and "_macs" in p for p in problems), problems
     assert len(problems) == 2
 
@@ -58,7 +59,7 @@ def test_every_module_lists_its_public_names():
     import ast
 
     missing = []
-    for path in sorted((ROOT / "ersam_lib").glob("*.py")):
+    for path in sorted((ROOT / "ersam_lib").rglob("*.py")):
         if path.name in ("__init__.py", "__main__.py"):
             continue
         tree = ast.parse(path.read_text(encoding="utf-8"))
@@ -67,7 +68,19 @@ def test_every_module_lists_its_public_names():
         defined = [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))
                    and not n.name.startswith("_")]
         if listed is None:
-            missing.append(f"{path.name}: no __all__")
+            missing.append(f"{path.relative_to(ROOT)}: no __all__")
         else:
-            missing += [f"{path.name}: {name} not in __all__" for name in defined if name not in listed]
+            missing += [f"{path.relative_to(ROOT)}: {name} not in __all__" for name in defined if name not in listed]
     assert missing == []
+
+
+def test_the_readme_draws_the_architecture_of_the_code():
+    """Issue 31: the README's architecture section is the generated one (stages from the registry, layers from the
+    tree), so that it cannot go stale."""
+    from ersam_lib.app.architecture import architecture_markdown
+
+    readme = (ROOT / "README.md").read_text()
+    drawn = readme.split("<!-- architecture:begin -->\n", 1)[1].split("\n<!-- architecture:end -->", 1)[0]
+    assert drawn == architecture_markdown(ROOT)
+    for pkg in ("core", "measure", "models", "training", "experiments", "app"):
+        assert f"`ersam_lib/{pkg}/`" in drawn

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ersam_lib.runner import discover_notebooks
+from ersam_lib.app.runner import discover_notebooks
 
 from .conftest import NOTEBOOKS
 

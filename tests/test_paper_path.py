@@ -14,7 +14,7 @@ import pytest
 
 import data_prep as dp
 from data_prep.sources import LibriSpeechSource, SourceError, open_source
-from ersam_lib.io import read_json
+from ersam_lib.core.io import read_json
 
 from .test_data_sources import speech, write_librispeech  # noqa: F401 - speech is a fixture
 

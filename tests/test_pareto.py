@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ersam_lib.pareto import (
+from ersam_lib.measure.pareto import (
     dominates, hypervolume_2d, hypervolume_curve, non_dominated_sort, pareto_front, pareto_mask,
 )
 
@@ -82,7 +82,7 @@ def test_hypervolume_curve_is_monotone_and_matches_prefix_hypervolumes() -> None
 def test_pick_finalists_spreads_along_the_front_and_meets_each_anchor() -> None:
     import pandas as pd
 
-    from ersam_lib.frontier import pick_finalists
+    from ersam_lib.experiments.frontier import pick_finalists
 
     front = pd.DataFrame({"energy_mj": [5.0, 1.0, 2.0, 3.0, 4.0, 8.0], "acc": [0.55, 0.40, 0.45, 0.50, 0.52, 0.56]})
     spread = pick_finalists(front, 3)

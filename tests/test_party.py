@@ -15,10 +15,10 @@ from data_prep.labels import max_concurrent
 from data_prep.party import PartyConfig, make_party, save_party
 from data_prep.rttm import format_rttm, read_rttm, window_counts
 from data_prep.sources import FolderSource, SourceError
-from ersam_lib import cli
-from ersam_lib.meter import MeterError, TorchWindowCounter, save_counter
-from ersam_lib.rttm_eval import confusion, evaluate_rttm, score
-from ersam_lib.teacher import tiny_wav2vec2
+from ersam_lib.app import cli
+from ersam_lib.experiments.meter import MeterError, TorchWindowCounter, save_counter
+from ersam_lib.experiments.rttm_eval import confusion, evaluate_rttm, score
+from ersam_lib.models.teacher import tiny_wav2vec2
 
 from .tones import COUNTS, DURATION_S, SEGMENTS, SR, ToneCounter, tone_recording, write_tone_speakers
 
@@ -230,7 +230,7 @@ def test_rttm_of_another_recording_and_turns_past_a_year_are_one_line_errors(tmp
 
 def test_evaluate_rttm_output_names_are_checked_before_the_work(tmp_path, capsys, monkeypatch):
     """Item 12: --out writes JSON and --windows-out CSV; another suffix is refused before anything is evaluated."""
-    import ersam_lib.rttm_eval as rttm_eval
+    import ersam_lib.experiments.rttm_eval as rttm_eval
 
     folder = _annotated_folder(tmp_path / "data")
     model = save_counter(ToneCounter(5), CLASSES, tmp_path / "tones.pt2")

@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from ersam_lib.costmodel import trace_layers
-from ersam_lib.costrule import CostRule
-from ersam_lib.devices import Device, LatencyStats, PowerModel
-from ersam_lib.export import TimingConfig
-from ersam_lib.profiling import (OperatorGrid, ProfilingConfig, build_cost_model, call_trace,
+from ersam_lib.measure.costmodel import trace_layers
+from ersam_lib.measure.costrule import CostRule
+from ersam_lib.measure.devices import Device, LatencyStats, PowerModel
+from ersam_lib.measure.export import TimingConfig
+from ersam_lib.experiments.profiling import (OperatorGrid, ProfilingConfig, build_cost_model, call_trace,
                                  operator_cases, profile_operators, random_conv_net, summarize_validation, validate)
 
 torch.set_num_threads(1)
@@ -112,7 +112,7 @@ def test_build_and_validate_recover_the_fake_truth():
 
 
 def test_fit_and_validation_measured_in_one_session_cancel_host_drift():
-    from ersam_lib.profiling import build_and_validate, measure_models
+    from ersam_lib.experiments.profiling import build_and_validate, measure_models
 
     class Drifting(FakeDevice):
         slow = False  # a host 20 % slower in a later measuring session (another tenant, a warmer CPU)
@@ -147,7 +147,7 @@ def test_call_trace_times_each_call():
 
 
 def test_measure_models_pools_rounds():
-    from ersam_lib.profiling import measure_models
+    from ersam_lib.experiments.profiling import measure_models
 
     class Drifting(FakeDevice):
         calls = 0
@@ -164,8 +164,8 @@ def test_measure_models_pools_rounds():
 
 
 def test_space_models_are_distinct_and_disjoint():
-    from ersam_lib.profiling import sample_space_models
-    from ersam_lib.space import SearchSpace
+    from ersam_lib.experiments.profiling import sample_space_models
+    from ersam_lib.models.space import SearchSpace
 
     space = SearchSpace.for_scale("smoke", n_features=16, n_classes=3, n_frames=50)
     rng = random.Random(0)

@@ -144,7 +144,7 @@ def built(cache, tmp_path_factory):
 
 def test_features_cover_every_split_standardised_with_train_statistics(built):
     from data_prep.features import feature_splits, load_features
-    from ersam_lib.data import load_feature_data
+    from ersam_lib.measure.data import load_feature_data
 
     assert feature_splits(built) == list(ALL_SPLITS)
     info = dp.load_dataset_info(built)
@@ -162,7 +162,7 @@ def test_features_cover_every_split_standardised_with_train_statistics(built):
 
 
 def test_real_rows_render_from_the_reopened_run_source(built):
-    from ersam_lib.data import WaveformDataset
+    from ersam_lib.measure.data import WaveformDataset
 
     ds = WaveformDataset(built, "real_test_other")
     wave, label = ds[len(ds) - 1]

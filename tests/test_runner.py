@@ -12,9 +12,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from ersam_lib.io import read_json
-from ersam_lib.repro import MALLOC_ENV, training_env
-from ersam_lib.runner import NotebookFailed, run_pipeline, select_notebooks
+from ersam_lib.core.io import read_json
+from ersam_lib.core.repro import MALLOC_ENV, training_env
+from ersam_lib.app.runner import NotebookFailed, run_pipeline, select_notebooks
 
 
 def _write_notebook(path: Path, body: str) -> None:
@@ -28,7 +28,7 @@ def _write_notebook(path: Path, body: str) -> None:
 
 
 # A chapter of the tests' own, declared where it is used (a Stage need not be in the book's registry).
-STAGE = ("from ersam_lib.rundir import record_metrics\nfrom ersam_lib.stages import Stage\n"
+STAGE = ("from ersam_lib.core.rundir import record_metrics\nfrom ersam_lib.core.stages import Stage\n"
          "STAGE = Stage({notebook!r}[3:], {notebook!r}[:2], {notebook!r}, 'a test chapter', "
          "metrics={{'scale': 'text', 'seed': 'count', 'malloc.*': 'version'}})\n")
 RECORD = STAGE + "record_metrics(RUN_DIR, STAGE, {{'scale': SCALE, 'seed': SEED}})"
@@ -300,7 +300,7 @@ def test_a_full_disk_during_a_chapter_is_recorded_with_a_resume_line(notebooks: 
     the error, and the command line prints the file and the resume line instead of leaving it 'running'."""
     import errno
 
-    from ersam_lib import cli, runner
+    from ersam_lib.app import cli, runner
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, f"no space left on the device writing {tmp_path / 'run' / 'logs' / 'x.log'}")

@@ -10,8 +10,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from ersam_lib.io import read_json
-from ersam_lib.runner import chapter_parameters, parse_parameter, run_pipeline
+from ersam_lib.core.io import read_json
+from ersam_lib.app.runner import chapter_parameters, parse_parameter, run_pipeline
 
 
 def _write_notebook(path: Path, params: str, body: str) -> None:
@@ -28,7 +28,7 @@ def _write_notebook(path: Path, params: str, body: str) -> None:
 def notebooks(tmp_path: Path) -> Path:
     folder = tmp_path / "nbs"
     folder.mkdir()
-    record = ("from ersam_lib.rundir import record_metrics\nfrom ersam_lib.stages import Stage\n"
+    record = ("from ersam_lib.core.rundir import record_metrics\nfrom ersam_lib.core.stages import Stage\n"
               "record_metrics(RUN_DIR, Stage('t', {ch!r}[:2], {ch!r}, 'a test chapter', metrics={{'seen.*': 'text'}}), "
               "{{'seen': {seen}}})")
     _write_notebook(folder / "01_data.ipynb", 'SOURCE = "tts"\nROOT = None\nK = 3',

@@ -1,4 +1,4 @@
-"""What a scale means, in one table (ersam_lib.scales.SIZES): every stage's config is one lookup into it."""
+"""What a scale means, in one table (ersam_lib.core.scales.SIZES): every stage's config is one lookup into it."""
 
 from __future__ import annotations
 
@@ -6,16 +6,16 @@ import pytest
 
 from data_prep.config import DataConfig
 from data_prep.party import PartyConfig
-from ersam_lib.deploy import DeployConfig
-from ersam_lib.export import TimingConfig
-from ersam_lib.fit import FitConfig
-from ersam_lib.frontier import FrontierConfig
-from ersam_lib.profiling import OperatorGrid, ProfilingConfig
-from ersam_lib.scales import SCALES, SIZES, sizes
-from ersam_lib.search import SearchBudget
-from ersam_lib.space import SearchSpace
-from ersam_lib.teacher import TeacherConfig
-from ersam_lib.train import TrainConfig
+from ersam_lib.experiments.deploy import DeployConfig
+from ersam_lib.measure.export import TimingConfig
+from ersam_lib.training.fit import FitConfig
+from ersam_lib.experiments.frontier import FrontierConfig
+from ersam_lib.experiments.profiling import OperatorGrid, ProfilingConfig
+from ersam_lib.core.scales import SCALES, SIZES, sizes
+from ersam_lib.experiments.search import SearchBudget
+from ersam_lib.models.space import SearchSpace
+from ersam_lib.models.teacher import TeacherConfig
+from ersam_lib.training.train import TrainConfig
 
 CONFIGS = {"party": PartyConfig, "operator_grid": OperatorGrid, "profiling": ProfilingConfig, "timing": TimingConfig,
            "teacher": TeacherConfig, "train": TrainConfig, "search": SearchBudget, "frontier": FrontierConfig,

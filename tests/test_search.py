@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ersam_lib.search import (
+from ersam_lib.experiments.search import (
     STRATEGIES, History, Objectives, Reward, SearchBudget, curves, fitness_of, predicted_costs, reference_point,
     search, summarize_curves, synthetic_objectives,
 )
-from ersam_lib.space import Arch, SearchSpace
+from ersam_lib.models.space import Arch, SearchSpace
 
 matplotlib.use("Agg")
 
@@ -259,7 +259,7 @@ def test_curves_summarise_strategies_over_seeds(space: SearchSpace) -> None:
 
 
 def test_plots_draw(runs) -> None:
-    from ersam_lib.search_plots import plot_best_reward, plot_frontier, plot_hypervolume
+    from ersam_lib.experiments.search_plots import plot_best_reward, plot_frontier, plot_hypervolume
 
     hs = [runs("random"), runs("random", 1), runs("nsga2")]
     baselines = pd.DataFrame({"name": ["TC-ResNet8"], "energy_mj": [0.5], "error": [0.4]})
@@ -275,7 +275,7 @@ def test_plots_draw(runs) -> None:
 def test_predicted_costs_use_chapter_2s_cost_model(space: SearchSpace) -> None:
     import torch
 
-    from ersam_lib.costmodel import CostModel, LatencyLUT
+    from ersam_lib.measure.costmodel import CostModel, LatencyLUT
 
     lut = LatencyLUT(metadata={"device": "test"})
     for i, (fam, macs, ms) in enumerate([("conv1d", 1e4, 0.01), ("conv1d", 1e6, 0.5), ("linear", 1e3, 0.002),
@@ -294,7 +294,7 @@ def test_predicted_costs_use_chapter_2s_cost_model(space: SearchSpace) -> None:
 
 
 def test_chapter_6_deploys_the_most_accurate_model_when_none_fit_the_budget(tmp_path) -> None:
-    from ersam_lib.cards import Chosen
+    from ersam_lib.core.cards import Chosen
 
     both = Chosen("searched-1", "searched-3", ["tcresnet8"])
     assert both.pick("budget") == ("searched-1", "budget")

@@ -10,8 +10,8 @@ import random
 import pytest
 import torch
 
-from ersam_lib.complexity import count_params, macs_per_sample
-from ersam_lib.space import Arch, SearchSpace, StageArch, StageSpace, build_model, stem_freq_bins
+from ersam_lib.measure.complexity import count_params, macs_per_sample
+from ersam_lib.models.space import Arch, SearchSpace, StageArch, StageSpace, build_model, stem_freq_bins
 
 torch.set_num_threads(1)
 

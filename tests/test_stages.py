@@ -13,10 +13,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from ersam_lib.compare import compare_run, record_reference
-from ersam_lib.io import atomic_write_json, read_json
-from ersam_lib.runner import discover_notebooks
-from ersam_lib.stages import STAGES, KINDS
+from ersam_lib.app.compare import compare_run, record_reference
+from ersam_lib.core.io import atomic_write_json, read_json
+from ersam_lib.app.runner import discover_notebooks
+from ersam_lib.core.stages import STAGES, KINDS
 
 from .conftest import NOTEBOOKS, ROOT
 from .test_runner import _write_notebook
@@ -56,7 +56,7 @@ def test_no_library_module_names_a_chapter_outside_the_registry() -> None:
     chapters = {s.chapter for s in STAGES} | {s.notebook for s in STAGES}
     found = [f"{p.relative_to(ROOT)}:{line}: {value!r}" for p in LIBRARY if p.name != "stages.py"
              for line, value in _string_constants(p) if value in chapters]
-    assert found == [], "name the stage by its label (ersam_lib.stages), not by its chapter number"
+    assert found == [], "name the stage by its label (ersam_lib.core.stages), not by its chapter number"
 
 
 def test_adding_a_chapter_is_one_notebook_and_one_stage(tmp_path: Path) -> None:
@@ -68,7 +68,7 @@ def test_adding_a_chapter_is_one_notebook_and_one_stage(tmp_path: Path) -> None:
     nbs = tmp_path / "nbs"
     nbs.mkdir()
     _write_notebook(nbs / "07_demo.ipynb", (
-        "from ersam_lib.rundir import record_metrics\nfrom demo_stage import DEMO\n"
+        "from ersam_lib.core.rundir import record_metrics\nfrom demo_stage import DEMO\n"
         "path = DEMO.path(RUN_DIR, 'demo_table')\npath.parent.mkdir(parents=True, exist_ok=True)\n"
         "path.write_text('a,b\\n1,2\\n')\n"
         "record_metrics(RUN_DIR, DEMO, {'rows': 1, 'mean_acc': 0.5, 'demo_s': 0.1})\n"

@@ -11,9 +11,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from ersam_lib.cli import main
-from ersam_lib.runner import discover_notebooks
-from ersam_lib.students import STUDENT_DIR, out_of_sync, remove_solutions, write_student_copies
+from ersam_lib.app.cli import main
+from ersam_lib.app.runner import discover_notebooks
+from ersam_lib.app.students import STUDENT_DIR, out_of_sync, remove_solutions, write_student_copies
 
 from .conftest import NOTEBOOKS
 

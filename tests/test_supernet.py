@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from ersam_lib.complexity import count_params
-from ersam_lib.space import Arch, SearchSpace, StageArch, build_model, stem_freq_bins
-from ersam_lib.supernet import DynamicBatchNorm1d, ElasticConv1d, Supernet, recalibrate_bn
+from ersam_lib.measure.complexity import count_params
+from ersam_lib.models.space import Arch, SearchSpace, StageArch, build_model, stem_freq_bins
+from ersam_lib.models.supernet import DynamicBatchNorm1d, ElasticConv1d, Supernet, recalibrate_bn
 
 torch.set_num_threads(1)
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from ersam_lib.fit import train_classifier
-from ersam_lib.teacher import (
+from ersam_lib.training.fit import train_classifier
+from ersam_lib.models.teacher import (
     CRNNTeacher, TeacherConfig, TeacherUnavailable, Wav2Vec2Counter, build_teacher, build_wav2vec2, load_teacher,
     save_teacher, teacher_info, tiny_wav2vec2,
 )
@@ -106,7 +106,7 @@ def test_crnn_learns_and_round_trips_through_run_dir(tmp_path):
 def test_load_teacher_refuses_changed_weights_and_other_data(tmp_path):
     import json
 
-    from ersam_lib.io import ArtifactError, atomic_torch_save
+    from ersam_lib.core.io import ArtifactError, atomic_torch_save
 
     meta = tmp_path / "data" / "features" / "logmel" / "meta.json"
     meta.parent.mkdir(parents=True)
@@ -121,5 +121,5 @@ def test_load_teacher_refuses_changed_weights_and_other_data(tmp_path):
         load_teacher(tmp_path)
     save_teacher(tmp_path, m, info)
     meta.write_text(json.dumps({"format": 2, "key": "B"}))  # chapter 1 rebuilt the data since
-    with pytest.raises(ArtifactError, match="trained on other data"):
+    with pytest.raises(ArtifactError, match="made from other data than the run.s features .chapter 01 was rebuilt since"):
         load_teacher(tmp_path)

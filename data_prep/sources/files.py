@@ -24,8 +24,8 @@ import pandas as pd
 import soundfile as sf
 from scipy.signal import resample_poly
 
-from ersam_lib.io import sha256_file
-from ersam_lib.progress import progress
+from ersam_lib.core.io import sha256_file
+from ersam_lib.core.progress import progress
 
 from .base import SourceError, SpeechSource
 

@@ -32,9 +32,9 @@ import numpy as np
 import pandas as pd
 from scipy.signal import resample_poly
 
-from ersam_lib.io import ArtifactError, atomic_path, atomic_write_json, file_lock, load_array, read_json
-from ersam_lib.progress import progress
-from ersam_lib.repro import derived_seed
+from ersam_lib.core.io import ArtifactError, atomic_path, atomic_write_json, file_lock, load_array, read_json
+from ersam_lib.core.progress import progress
+from ersam_lib.core.repro import derived_seed
 
 from ..config import TtsConfig
 from ..espeak import Espeak

@@ -1,0 +1,4 @@
+"""Layer 5, running and rendering the book: ``runner`` (papermill, the run summary), ``cli`` (``python -m ersam_lib`` /
+``ersam``), ``book`` (Jupyter Book), ``compare`` (a run against the reference), ``students`` (the student copies).
+
+A module here imports only from this layer and the ones below it (``tests/layering.py``)."""
