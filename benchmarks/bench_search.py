@@ -21,9 +21,8 @@ import time
 
 import pandas as pd
 
-from ersam_lib.experiments.search import (
-    STRATEGIES, Objectives, SearchBudget, reference_point, search, synthetic_objectives,
-)
+from ersam_lib.experiments.search import (STRATEGIES, Objectives, SearchBudget, reference_point, search,
+                                          synthetic_objectives)
 from ersam_lib.models.space import SearchSpace
 
 

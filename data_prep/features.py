@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from ersam_lib.core.io import (ArtifactError, allocate, atomic_path, atomic_write_json, atomic_write_text, load_array,
-                          read_json, sha256_file, to_plain)
+                               read_json, sha256_file, to_plain)
 from ersam_lib.core.progress import progress
 from ersam_lib.core.rundir import damaged, feature_dir, read_run_json, run_file
 

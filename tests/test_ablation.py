@@ -9,9 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from ersam_lib.experiments.ablation import (
-    AblationConfig, claim_check, gate_curve, middle_arch, run_ablation, uncertainty_profile, variant_name,
-)
+from ersam_lib.experiments.ablation import (AblationConfig, claim_check, gate_curve, middle_arch, run_ablation,
+                                            uncertainty_profile, variant_name)
 from ersam_lib.training.distill import DistillConfig
 from ersam_lib.models.space import SearchSpace
 from ersam_lib.training.fit import fit_teacher

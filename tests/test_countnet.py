@@ -17,7 +17,7 @@ import soundfile as sf
 import torch
 
 from ersam_lib.models.countnet import (INPUT_SHAPE, N_CLASSES, PUBLISHED, WEIGHTS_DIR, load_keras_h5, load_published,
-                                load_scaler, predict_counts, preprocess, preprocess_batch)
+                                       load_scaler, predict_counts, preprocess, preprocess_batch)
 
 DATA = Path(__file__).resolve().parent / "data" / "countnet"
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,12 +14,12 @@ from torch import nn
 from data_prep.config import FeatureConfig
 from ersam_lib.app import cli
 from ersam_lib.experiments.deploy import (
-    AudioCounter,
-    export_program,
-    measure_program,
-    precision_scores,
-    quantize_pt2e,
-)
+                                          AudioCounter,
+                                          export_program,
+                                          measure_program,
+                                          precision_scores,
+                                          quantize_pt2e,
+                                          )
 from ersam_lib.core.cards import CardError, ModelCard
 from ersam_lib.measure.export import TimingConfig, export_onnx, runner_for
 from ersam_lib.measure.frontend import LogMelFrontEnd

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from ersam_lib.measure.devices import (HostCPU, ImportedProfile, LatencyStats, PowerModel, get_device,
-                               module_key)
+                                       module_key)
 from ersam_lib.measure.export import TimingConfig
 
 torch.set_num_threads(1)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from ersam_lib.measure.devices import (AdbPhone, battery_energy_mj, parse_battery_samples, parse_dumpsys_battery,
-                               parse_runner_output)
+                                       parse_runner_output)
 
 DATA = Path(__file__).parent / "data" / "adb"
 

@@ -6,9 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from ersam_lib.training.distill import (
-    DistillConfig, SelectiveTeacher, kd_loss, select_uncertain, teacher_flops_per_sample, uncertainty,
-)
+from ersam_lib.training.distill import (DistillConfig, SelectiveTeacher, kd_loss, select_uncertain,
+                                        teacher_flops_per_sample, uncertainty)
 
 torch.set_num_threads(1)
 

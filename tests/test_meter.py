@@ -20,7 +20,7 @@ from data_prep.normalize import TARGET_PEAK_DBFS, peak_normalize
 from data_prep.rttm import window_counts
 from ersam_lib.app import cli
 from ersam_lib.experiments.meter import (MeterConfig, MeterError, TorchWindowCounter, audio_blocks, count, iter_windows,
-                             levels_of, load_counter, plot_timeline, save_counter, write_windows)
+                                         levels_of, load_counter, plot_timeline, save_counter, write_windows)
 from ersam_lib.models.teacher import tiny_wav2vec2
 
 from .hostile import forge_card

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ersam_lib.measure.pareto import (
-    dominates, hypervolume_2d, hypervolume_curve, non_dominated_sort, pareto_front, pareto_mask,
-)
+from ersam_lib.measure.pareto import (dominates, hypervolume_2d, hypervolume_curve, non_dominated_sort, pareto_front,
+                                      pareto_mask)
 
 # (error, energy): A, B, C on the front; D dominated by B; E dominated by D and B; F duplicates B; G ties C on x
 PTS = np.array([[0.1, 5.0],   # A

@@ -10,10 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ersam_lib.experiments.search import (
-    STRATEGIES, History, Objectives, Reward, SearchBudget, curves, fitness_of, predicted_costs, reference_point,
-    search, summarize_curves, synthetic_objectives,
-)
+from ersam_lib.experiments.search import (STRATEGIES, History, Objectives, Reward, SearchBudget, curves, fitness_of,
+                                          predicted_costs, reference_point, search, summarize_curves,
+                                          synthetic_objectives)
 from ersam_lib.models.space import Arch, SearchSpace
 
 matplotlib.use("Agg")

@@ -7,10 +7,8 @@ import torch
 from torch.utils.data import TensorDataset
 
 from ersam_lib.training.fit import train_classifier
-from ersam_lib.models.teacher import (
-    CRNNTeacher, TeacherConfig, TeacherUnavailable, Wav2Vec2Counter, build_teacher, build_wav2vec2, load_teacher,
-    save_teacher, teacher_info, tiny_wav2vec2,
-)
+from ersam_lib.models.teacher import (CRNNTeacher, TeacherConfig, TeacherUnavailable, Wav2Vec2Counter, build_teacher,
+                                      build_wav2vec2, load_teacher, save_teacher, teacher_info, tiny_wav2vec2)
 
 torch.set_num_threads(1)
 
@@ -121,5 +119,5 @@ def test_load_teacher_refuses_changed_weights_and_other_data(tmp_path):
         load_teacher(tmp_path)
     save_teacher(tmp_path, m, info)
     meta.write_text(json.dumps({"format": 2, "key": "B"}))  # chapter 1 rebuilt the data since
-    with pytest.raises(ArtifactError, match="made from other data than the run.s features .chapter 01 was rebuilt since"):
+    with pytest.raises(ArtifactError, match="made from other data than the run.s features .chapter 01 was rebuilt"):
         load_teacher(tmp_path)

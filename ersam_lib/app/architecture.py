@@ -43,7 +43,8 @@ def architecture_markdown(root: str | os.PathLike | None = None) -> str:
                                                                                     else "nothing")
         lines.append(f"| {s.chapter} | `{s.label}` | `notebooks/{s.notebook}.ipynb` | {files} | {len(s.metrics)} |")
     lines += ["", "Layers (one sub-package of `ersam_lib` each; a module imports only from its own layer and the ones",
-              "below it, `tests/layering.py`):", "", "| layer | package | what it holds | modules |", "|---:|---|---|---|"]
+              "below it, `tests/layering.py`):", "", "| layer | package | what it holds | modules |",
+              "|---:|---|---|---|"]
     for i, (pkg, what) in enumerate(LAYER_PACKAGES):
         modules = ", ".join(f"`{m}`" for m in _modules(root / "ersam_lib" / pkg))
         lines.append(f"| {i} | `ersam_lib/{pkg}/` | {what} | {modules} |")

@@ -71,15 +71,16 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--reference", default=None,
                          help="reference file (default: ersam_lib/recorded/reference_<scale>.json)")
     compare.add_argument("--record", action="store_true",
-                         help="write the reference from this run instead (default tolerance per kind of metric)")
+                         help="write the reference from this run instead (each metric's value; how it is checked is "
+                              "its stage's declaration in ersam_lib/core/stages.py)")
     compare.add_argument("--command", dest="record_command", default=None,
                          help="with --record: the command that made the run, as recorded")
     compare.add_argument("--times", action="store_true",
                          help="print the chapters' wall times of the reference's run as the README quotes them "
                               "(default reference: the tutorial scale's)")
     compare.add_argument("--spread-from", default=None,
-                         help="with --record: an independent run's reference file; tolerances are widened to "
-                              "admit its values where they lie outside the defaults (the entry says so)")
+                         help="with --record: an independent run's reference file; where its value lies outside a "
+                              "default tolerance, the entry records that run's spread, which widens the tolerance")
     students = sub.add_parser("students", help="write the student copies of the chapters (no solutions)")
     students.add_argument("out_dir", nargs="?", default=None, help="folder (default: notebooks/student)")
     students.add_argument("--check", action="store_true", help="write nothing; exit 1 if the copies are out of sync")

@@ -42,7 +42,7 @@ import psutil
 from ..core.io import ArtifactError, read_json, sha256_file, update_json
 from ..core.repro import MALLOC_ENV, training_env
 from ..core.rundir import (check_run_dir, executed_path, load_metrics, log_path, metrics_path, summary_path,
-                     summary_problem)
+                           summary_problem)
 from ..core.scales import check_scale
 from ..core.stages import STAGES, find_stage
 

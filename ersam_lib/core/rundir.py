@@ -44,6 +44,7 @@ import os
 import re
 import shlex
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -123,11 +124,12 @@ def damaged(path: str | os.PathLike, run_dir: str | os.PathLike, stage: str, rea
 
 
 def check_made_from(path: str | os.PathLike, run_dir: str | os.PathLike, stage: str, recorded: str | None,
-                    current: str | None, source: str = "data") -> None:
+                    current: Callable[[], str | None], source: str = "data") -> None:
     """The one provenance check of the run's loaders: ``path`` (written by ``stage``) records the content key of what
-    it was made from (``recorded``); the run's ``source`` stage now holds ``current``. When both are known and differ,
-    the error names the file, that the source was rebuilt since, and the command that rebuilds the file."""
-    if recorded and current and recorded != current:
+    it was made from (``recorded``); ``current()`` reads what the run's ``source`` stage holds now (asked only when
+    something was recorded). When both are known and differ, the error names the file, that the source was rebuilt
+    since, and the command that rebuilds the file."""
+    if recorded and (now := current()) and recorded != now:
         made = find_stage(source)
         what = "data than the run's features" if made.label == "data" else f"{made.label} output than the run's"
         raise damaged(path, run_dir, stage, f"was made from other {what} (chapter {made.chapter} was rebuilt since)")

@@ -34,7 +34,7 @@ from torch.utils.data import Dataset
 
 from ..measure.evaluation import count_report, eval_loader, predict
 from ..measure.export import (TimingConfig, export_executorch, export_onnx, quiet_executorch, runner_for, time_calls,
-                     torch_threads)
+                              torch_threads)
 from ..measure.frontend import LogMelFrontEnd
 from .frontier import load_chosen
 from ..core.cards import ModelCard, card_path, claim, identity

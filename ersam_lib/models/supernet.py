@@ -44,10 +44,8 @@ from data_prep.features import feature_meta
 
 from ..core.io import ArtifactError, atomic_torch_save, to_plain, torch_load
 from ..core.rundir import check_made_from, damaged, require
-from .space import (
-    STEM_FREQ_STRIDE, Arch, AttentionBlock, EncoderBlock, InvertedResidual, SearchSpace, StageArch, StageSpace,
-    StaticNet, Stem2d, attention, build_model, check_input, stem_freq_bins,
-)
+from .space import (STEM_FREQ_STRIDE, Arch, AttentionBlock, EncoderBlock, InvertedResidual, SearchSpace, StageArch,
+                    StageSpace, StaticNet, Stem2d, attention, build_model, check_input, stem_freq_bins)
 
 __all__ = [
     "DynamicBatchNorm1d", "DynamicBatchNorm2d", "ElasticAttention", "ElasticConv1d", "ElasticConv2d",
@@ -404,5 +402,6 @@ def load_supernet(run_dir: str | os.PathLike) -> tuple[Supernet, SearchSpace, di
     except (KeyError, TypeError, RuntimeError) as e:
         why = f"cannot be loaded ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
         raise damaged(path, run_dir, "supernet", why) from None
-    check_made_from(path, run_dir, "supernet", info.get("provenance", {}).get("data"), feature_meta(run_dir).get("key"))
+    check_made_from(path, run_dir, "supernet", info.get("provenance", {}).get("data"),
+                    lambda: feature_meta(run_dir).get("key"))
     return net.eval(), space, info

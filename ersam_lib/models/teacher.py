@@ -204,7 +204,7 @@ def load_teacher(run_dir: str | os.PathLike) -> nn.Module:
     if sha256_file(path) != info.get("weights_sha256"):
         raise damaged(path, run_dir, "teacher", "does not match the weights_sha256 in teacher.json (damaged or "
                       "replaced)")
-    check_made_from(path, run_dir, "teacher", info.get("data_key"), feature_meta(run_dir).get("key"))
+    check_made_from(path, run_dir, "teacher", info.get("data_key"), lambda: feature_meta(run_dir).get("key"))
     if info["kind"] == "crnn":
         model: nn.Module = CRNNTeacher(info["n_features"], info["n_classes"], tuple(info["channels"]), info["hidden"])
     elif info["kind"] == "wav2vec2":

@@ -39,9 +39,8 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 from torch.utils.data.distributed import DistributedSampler
 
 from ..measure.data import subset
-from .distill import (
-    DistillConfig, SelectiveTeacher, cache_teacher_logits, kd_loss, teacher_flops_per_sample, teacher_input,
-)
+from .distill import (DistillConfig, SelectiveTeacher, cache_teacher_logits, kd_loss, teacher_flops_per_sample,
+                      teacher_input)
 from ..core.io import ArtifactError, atomic_torch_save, atomic_write_json, torch_load
 from ..core.progress import progress
 from ..core.repro import pick_device
