@@ -25,14 +25,14 @@ import pandas as pd
 import torch
 
 from data_prep import DataConfig, build
-from ersam_lib.experiments.ablation import claim_check, train_variant, variant_name
-from ersam_lib.training.distill import DistillConfig
-from ersam_lib.measure.data import load_feature_data
 from ersam_lib.core.io import atomic_path
-from ersam_lib.training.fit import fit_teacher
 from ersam_lib.core.repro import pick_device, seed_everything
 from ersam_lib.core.rundir import run_file
+from ersam_lib.experiments.ablation import claim_check, train_variant, variant_name
+from ersam_lib.measure.data import load_feature_data
 from ersam_lib.models.teacher import TeacherConfig
+from ersam_lib.training.distill import DistillConfig
+from ersam_lib.training.fit import fit_teacher
 from ersam_lib.training.train import TrainConfig
 
 COLS = ["variant", "epochs", "acc_smallest", "acc_middle", "acc_largest", "query_rate", "wall_s"]

@@ -25,11 +25,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_meter import default_counter, one_core, report, time_meter
 
+from ersam_lib.core.cards import ModelCard
 from ersam_lib.experiments.deploy import AudioCounter, export_program, measure_program, quantize_pt2e
+from ersam_lib.experiments.meter import load_counter
 from ersam_lib.measure.export import TimingConfig
 from ersam_lib.measure.frontend import LogMelFrontEnd
-from ersam_lib.core.cards import ModelCard
-from ersam_lib.experiments.meter import load_counter
 
 
 def tutorial_programs(folder: Path) -> list[Path]:

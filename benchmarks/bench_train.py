@@ -21,10 +21,10 @@ import torch.nn.functional as F
 
 from ersam_lib.experiments.ablation import AblationConfig
 from ersam_lib.measure.complexity import macs_per_sample
-from ersam_lib.training.distill import DistillConfig, SelectiveTeacher
 from ersam_lib.models.space import SearchSpace
 from ersam_lib.models.supernet import Supernet
 from ersam_lib.models.teacher import CRNNTeacher, TeacherConfig
+from ersam_lib.training.distill import DistillConfig, SelectiveTeacher
 from ersam_lib.training.train import TrainConfig, sandwich_archs, sandwich_step
 
 SHAPES = {"smoke": (32, 126, 4), "tutorial": (40, 250, 11), "paper": (64, 501, 11)}  # (F, T, classes)

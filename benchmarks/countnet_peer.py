@@ -18,9 +18,9 @@ import time
 import numpy as np
 import torch
 
-from ersam_lib.models.countnet import INPUT_SHAPE, PUBLISHED, load_published
 from ersam_lib.measure.devices import get_device
 from ersam_lib.measure.export import export_executorch
+from ersam_lib.models.countnet import INPUT_SHAPE, PUBLISHED, load_published
 
 
 def eager_latency_ms(model: torch.nn.Module, x: torch.Tensor, repeats: int, warmup: int = 3) -> list[float]:

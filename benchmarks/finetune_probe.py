@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from ersam_lib.training.fit import FitConfig, finetune_subnet
-from ersam_lib.experiments.frontier import load_chosen
 from ersam_lib.core.io import read_json
 from ersam_lib.core.repro import seed_everything
 from ersam_lib.core.rundir import run_file
+from ersam_lib.experiments.frontier import load_chosen
 from ersam_lib.experiments.search import run_search_setup
 from ersam_lib.models.space import Arch
+from ersam_lib.training.fit import FitConfig, finetune_subnet
 
 
 def main() -> None:

@@ -21,14 +21,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from ersam_lib.measure.complexity import count_params
-from ersam_lib.measure.data import subset
-from ersam_lib.measure.evaluation import eval_loader, evaluate
-from ersam_lib.training.fit import FitConfig, train_classifier
 from ersam_lib.core.io import read_json
 from ersam_lib.core.repro import seed_everything
 from ersam_lib.experiments.search import run_search_setup
+from ersam_lib.measure.complexity import count_params
+from ersam_lib.measure.data import subset
+from ersam_lib.measure.evaluation import eval_loader, evaluate
 from ersam_lib.models.space import SearchSpace, StageSpace, build_model
+from ersam_lib.training.fit import FitConfig, train_classifier
 
 
 def _variants(base: SearchSpace) -> dict[str, SearchSpace]:

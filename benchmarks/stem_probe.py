@@ -29,15 +29,15 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ersam_lib.measure.complexity import count_params
-from ersam_lib.measure.data import subset
-from ersam_lib.measure.evaluation import eval_loader, evaluate
-from ersam_lib.training.fit import FitConfig, train_classifier
 from ersam_lib.core.io import read_json
 from ersam_lib.core.repro import seed_everything
 from ersam_lib.experiments.search import run_search_setup
+from ersam_lib.measure.complexity import count_params
+from ersam_lib.measure.data import subset
+from ersam_lib.measure.evaluation import eval_loader, evaluate
 from ersam_lib.models.space import Arch, SearchSpace, StageArch, StageSpace, build_model
 from ersam_lib.models.supernet import Supernet
+from ersam_lib.training.fit import FitConfig, train_classifier
 
 MIDDLE_ENC = (StageArch(32, 5, 2, 1), StageArch(48, 5, 2, 1))
 MIDDLE_CTX = (StageArch(64, 5, 1, 1, 2), StageArch(64, 5, 1, 1, 2))

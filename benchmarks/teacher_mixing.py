@@ -23,9 +23,9 @@ import pandas as pd
 import torch
 
 from data_prep.dynamic import build_rounds
-from ersam_lib.training.fit import fit_teacher
 from ersam_lib.core.io import atomic_path
 from ersam_lib.models.teacher import TeacherConfig
+from ersam_lib.training.fit import fit_teacher
 
 
 def label(mix_sources: tuple[str, ...] | None) -> str:

@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ersam_lib.core.io import atomic_path
 from ersam_lib.measure.data import WaveformDataset
 from ersam_lib.measure.evaluation import evaluate
-from ersam_lib.core.io import atomic_path
 
 SPLITS = ("train", "val", "real_val")
 

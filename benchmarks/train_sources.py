@@ -21,13 +21,13 @@ import pandas as pd
 import torch
 
 from data_prep import DataConfig, build
+from ersam_lib.core.io import atomic_path
 from ersam_lib.measure.complexity import count_params
 from ersam_lib.measure.data import load_feature_data, subset
 from ersam_lib.measure.evaluation import eval_loader, evaluate
-from ersam_lib.training.fit import train_classifier
-from ersam_lib.core.io import atomic_path
 from ersam_lib.models.space import SearchSpace, build_model
 from ersam_lib.models.teacher import TeacherConfig
+from ersam_lib.training.fit import train_classifier
 
 CHOICES = {"synthetic": ("tts",), "real": ("librimini",), "both": ("tts", "librimini")}
 

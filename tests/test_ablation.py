@@ -11,11 +11,11 @@ import torch
 
 from ersam_lib.experiments.ablation import (AblationConfig, claim_check, gate_curve, middle_arch, run_ablation,
                                             uncertainty_profile, variant_name)
-from ersam_lib.training.distill import DistillConfig
 from ersam_lib.models.space import SearchSpace
-from ersam_lib.training.fit import fit_teacher
 from ersam_lib.models.supernet import load_supernet
 from ersam_lib.models.teacher import TeacherConfig, teacher_info
+from ersam_lib.training.distill import DistillConfig
+from ersam_lib.training.fit import fit_teacher
 from ersam_lib.training.train import TrainConfig
 
 torch.set_num_threads(1)
@@ -119,12 +119,12 @@ def test_final_variant_is_the_closest_to_full_within_the_query_budget():
 def test_offline_distillation_runs_the_teacher_once_per_sample_and_gives_full_distillations_targets(tiny_run, tmp_path):
     import shutil
 
-    from ersam_lib.experiments.ablation import full_from_offline, train_variant
-    from ersam_lib.measure.data import load_feature_data, subset
-    from ersam_lib.training.distill import cache_teacher_logits
     from ersam_lib.core.io import torch_load
     from ersam_lib.core.rundir import CHECKPOINT, variant_dir
+    from ersam_lib.experiments.ablation import full_from_offline, train_variant
+    from ersam_lib.measure.data import load_feature_data, subset
     from ersam_lib.models.teacher import load_teacher
+    from ersam_lib.training.distill import cache_teacher_logits
 
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run, run_dir)

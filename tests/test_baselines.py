@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from ersam_lib.models.baselines import BASELINES, build_baseline
 from ersam_lib.measure.complexity import count_params
+from ersam_lib.models.baselines import BASELINES, build_baseline
 
 torch.set_num_threads(1)
 

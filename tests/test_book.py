@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from ersam_lib.app.book import BOOK_DIR, build_book, stage_executed
-from ersam_lib.core.io import ArtifactError, atomic_write_json, read_json
 from ersam_lib.app.runner import run_pipeline
+from ersam_lib.core.io import ArtifactError, atomic_write_json, read_json
 
 from .test_runner import _write_notebook
 

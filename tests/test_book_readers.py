@@ -13,8 +13,8 @@ import pytest
 
 from ersam_lib.app.book import (BOOK_DIR, build_book, check_offline, differences_markdown, find_leaks,
                                 headline_markdown, prepare_for_readers, write_headline)
-from ersam_lib.core.io import ArtifactError, atomic_write_json, read_json
 from ersam_lib.app.runner import run_pipeline
+from ersam_lib.core.io import ArtifactError, atomic_write_json, read_json
 
 from .test_runner import _write_notebook
 

@@ -31,9 +31,9 @@ def test_ch02_measured_grid_rule_and_validation(smoke_run):
 def test_ch02_hands_rule_and_cost_model_to_later_chapters(smoke_run_dir):
     import torch
 
-    from ersam_lib.models.baselines import build_baseline
     from ersam_lib.measure.costmodel import CostModel
     from ersam_lib.measure.costrule import CostRule
+    from ersam_lib.models.baselines import build_baseline
 
     rule = CostRule.load(smoke_run_dir / "profiling" / "rule.json")
     assert rule.allows(16, 3, 10) and rule.n_points >= 4

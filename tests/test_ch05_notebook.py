@@ -39,8 +39,8 @@ def test_ch05_search_and_frontier_are_consistent(smoke_run, smoke_run_dir):
 def test_ch05_hands_chosen_models_to_chapter_6(smoke_run, smoke_run_dir):
     import torch
 
-    from ersam_lib.experiments.frontier import load_chosen
     from ersam_lib.core.io import read_json
+    from ersam_lib.experiments.frontier import load_chosen
 
     chosen = read_json(smoke_run_dir / "search" / "chosen.json")
     names = [chosen[k] for k in ("budget", "most_accurate") if k in chosen] + chosen["baselines"]

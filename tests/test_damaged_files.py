@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from ersam_lib.measure.data import load_feature_data
-from ersam_lib.training.fit import FitConfig, fit_baseline
-from ersam_lib.experiments.frontier import load_chosen
 from ersam_lib.core.io import ArtifactError, read_json
+from ersam_lib.experiments.frontier import load_chosen
+from ersam_lib.measure.data import load_feature_data
 from ersam_lib.models.supernet import load_supernet
+from ersam_lib.training.fit import FitConfig, fit_baseline
 
 from .hostile import flip_exponents
 

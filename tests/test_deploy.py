@@ -13,6 +13,8 @@ from torch import nn
 
 from data_prep.config import FeatureConfig
 from ersam_lib.app import cli
+from ersam_lib.core.cards import CardError, ModelCard
+from ersam_lib.core.io import sha256_file
 from ersam_lib.experiments.deploy import (
                                           AudioCounter,
                                           export_program,
@@ -20,11 +22,9 @@ from ersam_lib.experiments.deploy import (
                                           precision_scores,
                                           quantize_pt2e,
                                           )
-from ersam_lib.core.cards import CardError, ModelCard
+from ersam_lib.experiments.meter import MeterError, TorchWindowCounter, count, load_counter
 from ersam_lib.measure.export import TimingConfig, export_onnx, runner_for
 from ersam_lib.measure.frontend import LogMelFrontEnd
-from ersam_lib.core.io import sha256_file
-from ersam_lib.experiments.meter import MeterError, TorchWindowCounter, count, load_counter
 
 from .hostile import forge_card
 from .tones import DURATION_S, FREQS, SEGMENTS, SR, tone_recording

@@ -150,8 +150,8 @@ def test_imported_profile_refuses_ambiguous_keys_and_damaged_files(tmp_path):
 
 
 def test_measure_latencies_times_each_job_on_its_backends_in_order():
-    from ersam_lib.measure.export import TimingConfig
     from ersam_lib.experiments.frontier import measure_latencies, measure_latency
+    from ersam_lib.measure.export import TimingConfig
 
     timing = TimingConfig.for_scale("smoke")
     small, large = torch.nn.Conv1d(4, 4, 3), torch.nn.Conv1d(4, 64, 9)

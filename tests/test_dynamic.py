@@ -8,8 +8,8 @@ import torch
 from data_prep.build import load_manifest
 from data_prep.dynamic import EpochRounds, build_round, load_round, pool_dir, round_recipes
 from data_prep.features import load_features
-from ersam_lib.training.fit import fit_teacher
 from ersam_lib.models.teacher import TeacherConfig
+from ersam_lib.training.fit import fit_teacher
 
 torch.set_num_threads(1)
 

@@ -8,13 +8,13 @@ import pytest
 import torch
 from torch import nn
 
+from ersam_lib.experiments.profiling import (OperatorGrid, ProfilingConfig, build_cost_model, call_trace,
+                                             operator_cases, profile_operators, random_conv_net, summarize_validation,
+                                             validate)
 from ersam_lib.measure.costmodel import trace_layers
 from ersam_lib.measure.costrule import CostRule
 from ersam_lib.measure.devices import Device, LatencyStats, PowerModel
 from ersam_lib.measure.export import TimingConfig
-from ersam_lib.experiments.profiling import (OperatorGrid, ProfilingConfig, build_cost_model, call_trace,
-                                             operator_cases, profile_operators, random_conv_net, summarize_validation,
-                                             validate)
 
 torch.set_num_threads(1)
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from ersam_lib.app.runner import NotebookFailed, run_pipeline, select_notebooks
 from ersam_lib.core.io import read_json
 from ersam_lib.core.repro import MALLOC_ENV, training_env
-from ersam_lib.app.runner import NotebookFailed, run_pipeline, select_notebooks
 
 
 def _write_notebook(path: Path, body: str) -> None:

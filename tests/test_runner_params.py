@@ -10,8 +10,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from ersam_lib.core.io import read_json
 from ersam_lib.app.runner import chapter_parameters, parse_parameter, run_pipeline
+from ersam_lib.core.io import read_json
 
 
 def _write_notebook(path: Path, params: str, body: str) -> None:

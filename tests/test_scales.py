@@ -6,15 +6,15 @@ import pytest
 
 from data_prep.config import DataConfig
 from data_prep.party import PartyConfig
+from ersam_lib.core.scales import SCALES, SIZES, sizes
 from ersam_lib.experiments.deploy import DeployConfig
-from ersam_lib.measure.export import TimingConfig
-from ersam_lib.training.fit import FitConfig
 from ersam_lib.experiments.frontier import FrontierConfig
 from ersam_lib.experiments.profiling import OperatorGrid, ProfilingConfig
-from ersam_lib.core.scales import SCALES, SIZES, sizes
 from ersam_lib.experiments.search import SearchBudget
+from ersam_lib.measure.export import TimingConfig
 from ersam_lib.models.space import SearchSpace
 from ersam_lib.models.teacher import TeacherConfig
+from ersam_lib.training.fit import FitConfig
 from ersam_lib.training.train import TrainConfig
 
 CONFIGS = {"party": PartyConfig, "operator_grid": OperatorGrid, "profiling": ProfilingConfig, "timing": TimingConfig,

@@ -14,8 +14,8 @@ import nbformat
 import pytest
 
 from ersam_lib.app.compare import compare_run, record_reference
-from ersam_lib.core.io import atomic_write_json, read_json
 from ersam_lib.app.runner import discover_notebooks
+from ersam_lib.core.io import atomic_write_json, read_json
 from ersam_lib.core.stages import STAGES, KINDS
 
 from .conftest import NOTEBOOKS, ROOT

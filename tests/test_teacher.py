@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from ersam_lib.training.fit import train_classifier
 from ersam_lib.models.teacher import (CRNNTeacher, TeacherConfig, TeacherUnavailable, Wav2Vec2Counter, build_teacher,
                                       build_wav2vec2, load_teacher, save_teacher, teacher_info, tiny_wav2vec2)
+from ersam_lib.training.fit import train_classifier
 
 torch.set_num_threads(1)
 

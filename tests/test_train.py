@@ -7,10 +7,10 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from ersam_lib.training.distill import DistillConfig, SelectiveTeacher
-from ersam_lib.models.space import SearchSpace
 from ersam_lib.measure.evaluation import eval_loader
+from ersam_lib.models.space import SearchSpace
 from ersam_lib.models.supernet import Supernet, evaluate_arch, load_supernet, save_supernet
+from ersam_lib.training.distill import DistillConfig, SelectiveTeacher
 from ersam_lib.training.train import TrainConfig, sandwich_archs, sandwich_step, train_supernet
 
 torch.set_num_threads(1)

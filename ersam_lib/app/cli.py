@@ -108,9 +108,9 @@ def train(args: argparse.Namespace) -> int:
     """``ersam train``: one variant from a RUN_DIR; under ``torchrun --nproc_per_node N`` every rank trains."""
     import torch
 
+    from ..core.repro import pick_device
     from ..experiments.ablation import train_variant
     from ..training.distill import DistillConfig
-    from ..core.repro import pick_device
     from ..training.train import TrainConfig, dist_info, init_distributed
 
     pick_device(args.device)  # a device this machine lacks: one line before any work

@@ -21,16 +21,16 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 
-from ..measure.data import FeatureData, load_feature_data, paired_with_waveforms
-from ..training.distill import DistillConfig, uncertainty
-from ..measure.evaluation import eval_loader
 from ..core.io import ArtifactError, atomic_path, atomic_write_json, sha256_file, torch_load
 from ..core.progress import progress
 from ..core.rundir import CHECKPOINT, damaged, run_file, variant_dir
 from ..core.scales import sizes
+from ..measure.data import FeatureData, load_feature_data, paired_with_waveforms
+from ..measure.evaluation import eval_loader
 from ..models.space import SearchSpace, space_for_run
 from ..models.supernet import Supernet, evaluate_arch, recalibrate_bn, save_supernet
 from ..models.teacher import load_teacher, teacher_info
+from ..training.distill import DistillConfig, uncertainty
 from ..training.train import TrainConfig, dist_info, train_supernet
 
 __all__ = [

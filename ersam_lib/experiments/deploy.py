@@ -32,15 +32,15 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from ..core.cards import ModelCard, card_path, claim, identity
+from ..core.io import atomic_write_bytes
+from ..core.rundir import stage_dir
+from ..core.scales import sizes
 from ..measure.evaluation import count_report, eval_loader, predict
 from ..measure.export import (TimingConfig, export_executorch, export_onnx, quiet_executorch, runner_for, time_calls,
                               torch_threads)
 from ..measure.frontend import LogMelFrontEnd
 from .frontier import load_chosen
-from ..core.cards import ModelCard, card_path, claim, identity
-from ..core.io import atomic_write_bytes
-from ..core.rundir import stage_dir
-from ..core.scales import sizes
 
 __all__ = [
     "PRECISIONS", "RUNTIMES", "STEM_SUFFIX", "AudioCounter", "DeployConfig", "audio_counter", "export_program",

@@ -25,17 +25,17 @@ from torch import nn
 
 from data_prep.build import load_dataset_info
 
-from ..models.baselines import build_baseline
 from ..core.cards import CardError, ModelCard, claim
-from ..measure.complexity import count_params
-from ..measure.costmodel import CostModel, EnergyCalibration
-from ..models.countnet import INPUT_SHAPE, load_published, predict_counts
-from ..measure.data import WaveformDataset
-from ..measure.devices import HostCPU
-from ..measure.export import TimingConfig
 from ..core.io import ArtifactError, atomic_torch_save, read_json, torch_load
 from ..core.rundir import damaged, feature_dir, missing_message, stage_dir
 from ..core.scales import sizes
+from ..measure.complexity import count_params
+from ..measure.costmodel import CostModel, EnergyCalibration
+from ..measure.data import WaveformDataset
+from ..measure.devices import HostCPU
+from ..measure.export import TimingConfig
+from ..models.baselines import build_baseline
+from ..models.countnet import INPUT_SHAPE, load_published, predict_counts
 from ..models.space import Arch, build_model
 
 __all__ = [

@@ -30,13 +30,13 @@ from data_prep.build import load_dataset_info
 from data_prep.config import DataConfig
 from data_prep.features import feature_meta
 
-from ..models.baselines import BASELINES, build_baseline
-from ..measure.costmodel import CostModel, LatencyLUT, isolate, trace_layers
-from ..measure.devices import Device, HostCPU, LatencyStats
-from ..measure.export import TimingConfig, time_calls, torch_threads
 from ..core.io import atomic_path, atomic_write_json
 from ..core.progress import progress
 from ..core.scales import sizes
+from ..measure.costmodel import CostModel, LatencyLUT, isolate, trace_layers
+from ..measure.devices import Device, HostCPU, LatencyStats
+from ..measure.export import TimingConfig, time_calls, torch_threads
+from ..models.baselines import BASELINES, build_baseline
 from ..models.space import build_model
 
 __all__ = ["OperatorGrid", "ProfilingConfig", "operator_cases", "profile_operators", "random_conv_net",

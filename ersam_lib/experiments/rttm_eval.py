@@ -21,8 +21,8 @@ from sklearn.metrics import confusion_matrix
 
 from data_prep.rttm import FRAME_S, RttmError, read_rttm, window_counts
 
-from .meter import LEVEL_NAMES, MeterConfig, MeterError, WindowCounter, class_kind, count, level_index
 from ..core.progress import progress
+from .meter import LEVEL_NAMES, MeterConfig, MeterError, WindowCounter, class_kind, count, level_index
 
 __all__ = ["RttmReport", "annotated_pairs", "confusion", "evaluate_rttm", "score", "truths"]
 

@@ -35,9 +35,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .complexity import count_params
 from ..core.io import ArtifactError, atomic_write_json, read_json
 from ..core.rundir import missing_message, rebuild_command, run_file
+from .complexity import count_params
 
 __all__ = [
     "CostEstimate", "CostModel", "EnergyCalibration", "isolate", "LatencyLUT", "layer_key", "layer_key_of",

@@ -35,8 +35,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .costmodel import layer_key_of
 from ..core.io import ArtifactError, read_json
+from .costmodel import layer_key_of
 from .export import BACKENDS, TimingConfig, export_executorch, runner_for, time_calls, torch_threads
 
 __all__ = [

@@ -53,8 +53,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..measure.costrule import load_rule
 from ..core.scales import sizes
+from ..measure.costrule import load_rule
 
 __all__ = [
     "Arch", "attention", "attention_macs", "AttentionBlock", "build_model", "check_input", "EncoderBlock",

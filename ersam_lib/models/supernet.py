@@ -38,9 +38,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from data_prep.features import feature_meta
 from ..measure.costrule import load_rule
 from ..measure.evaluation import evaluate
-from data_prep.features import feature_meta
 
 from ..core.io import ArtifactError, atomic_torch_save, to_plain, torch_load
 from ..core.rundir import check_made_from, damaged, require

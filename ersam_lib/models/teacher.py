@@ -22,8 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..measure.complexity import count_params
 from data_prep.features import feature_meta
+from ..measure.complexity import count_params
 
 from ..core.io import ArtifactError, atomic_torch_save, atomic_write_json, sha256_file, torch_load
 from ..core.rundir import check_made_from, damaged, read_run_json, require, run_file, stage_dir

@@ -29,8 +29,8 @@ from torch import nn
 
 from torch.utils.data import DataLoader, Dataset
 
-from ..measure.complexity import macs_per_sample
 from ..core.progress import progress
+from ..measure.complexity import macs_per_sample
 
 __all__ = [
     "DistillConfig", "LogitsDataset", "SelectiveTeacher", "cache_teacher_logits", "kd_loss", "select_uncertain",

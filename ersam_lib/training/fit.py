@@ -27,15 +27,15 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from data_prep.dynamic import EpochRounds, build_rounds
 
-from ..models.baselines import build_baseline
-from ..measure.complexity import count_params
-from ..measure.data import FeatureData, WaveformDataset, load_feature_data, subset
-from ..measure.evaluation import count_report, eval_loader, evaluate, predict
 from ..core.io import ArtifactError, atomic_torch_save, atomic_write_json, read_json, torch_load
 from ..core.progress import progress
 from ..core.repro import pick_device
 from ..core.rundir import run_file
 from ..core.scales import sizes
+from ..measure.complexity import count_params
+from ..measure.data import FeatureData, WaveformDataset, load_feature_data, subset
+from ..measure.evaluation import count_report, eval_loader, evaluate, predict
+from ..models.baselines import build_baseline
 from ..models.space import Arch, build_model, space_for_run
 from ..models.supernet import Supernet, recalibrate_bn
 from ..models.teacher import (CRNNTeacher, TeacherConfig, TeacherUnavailable, build_wav2vec2, load_teacher,

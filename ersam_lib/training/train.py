@@ -38,14 +38,14 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 from torch.utils.data.distributed import DistributedSampler
 
-from ..measure.data import subset
-from .distill import (DistillConfig, SelectiveTeacher, cache_teacher_logits, kd_loss, teacher_flops_per_sample,
-                      teacher_input)
 from ..core.io import ArtifactError, atomic_torch_save, atomic_write_json, torch_load
 from ..core.progress import progress
 from ..core.repro import pick_device
 from ..core.rundir import CHECKPOINT, HISTORY
 from ..core.scales import sizes
+from ..measure.data import subset
+from .distill import (DistillConfig, SelectiveTeacher, cache_teacher_logits, kd_loss, teacher_flops_per_sample,
+                      teacher_input)
 
 __all__ = [
     "TrainConfig", "TrainResult", "dist_info", "init_distributed", "sandwich_archs", "sandwich_step",

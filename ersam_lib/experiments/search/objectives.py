@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from ...core.io import atomic_write_json, read_json
 from ...measure.complexity import count_params
 from ...measure.costmodel import CostEstimate, CostModel
-from ...core.io import atomic_write_json, read_json
 from ...models.space import Arch, SearchSpace, build_model
 
 __all__ = ["AccuracyFn", "CostFn", "Objectives", "REQUIRED_COSTS", "costs_from_estimate", "predicted_costs",

@@ -10,9 +10,9 @@ from typing import Any
 
 import pandas as pd
 
+from ...core.rundir import require, run_file
 from ...measure.costmodel import CostModel, EnergyCalibration
 from ...measure.data import load_feature_data, subset
-from ...core.rundir import require, run_file
 from ...models.space import Arch, SearchSpace
 from ...models.supernet import evaluate_arch, load_supernet
 from .objectives import Objectives, predicted_costs

@@ -19,10 +19,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ....models.space import SearchSpace
 from ..budget import SearchBudget
 from ..history import History
 from ..objectives import Objectives
-from ....models.space import SearchSpace
 from . import evolution, optuna_samplers, random_search, regularized_evolution
 from .base import Run
 
