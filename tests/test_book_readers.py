@@ -14,6 +14,7 @@ import pytest
 from ersam_lib.app.book import (BOOK_DIR, build_book, check_offline, differences_markdown, find_leaks,
                                 headline_markdown, prepare_for_readers, write_headline)
 from ersam_lib.app.runner import run_pipeline
+from ersam_lib.core.cards import Headline
 from ersam_lib.core.io import ArtifactError, atomic_write_json, read_json
 
 from .test_runner import _write_notebook
@@ -101,9 +102,9 @@ def test_the_headline_says_which_chapters_are_missing(tmp_path: Path) -> None:
 
 def test_the_headline_sets_the_chosen_models_against_the_baselines(tmp_path: Path) -> None:
     _frontier(tmp_path)
-    chapters = {"05_search": {"status": "ok", "wall_s": 1.0},
-                "06_deploy": {"status": "ok", "wall_s": 1.0, "metrics": {"int8_test_acc": 0.61, "chosen": "x"}}}
+    chapters = {"05_search": {"status": "ok", "wall_s": 1.0}, "06_deploy": {"status": "ok", "wall_s": 1.0}}
     atomic_write_json(tmp_path / "summary.json", SUMMARY | {"chapters": chapters})
+    Headline("searched-a", "budget", 0.62, 0.61, 0.5, None, 1.234, 920.5, 9.1, 1666.0, 0.33, 1.17).save(tmp_path)
     source = tmp_path / "source"
     source.mkdir()
     (source / "_toc.yml").write_text("format: jb-book\nroot: intro\nchapters:\n  - file: chapters/05_search\n"
@@ -116,7 +117,10 @@ def test_the_headline_sets_the_chosen_models_against_the_baselines(tmp_path: Pat
     assert "chosen within the default energy budget" in rows[0] and "most accurate searched" in rows[1]
     assert "| 40.0% | 0.500 | 1.20 | 1.10 | 5,000 |" in rows[0]  # error, MAE, measured latency, energy, params
     assert "{doc}`/chapters/05_search`" in text and "{doc}`/differences`" in text and "paper_scale" not in text
-    assert "| `int8_test_acc` | 0.61 |" in text and "no chapter 6" not in text
+    assert "| deployed model | `searched-a` (chapter 5's choice within the default energy budget) |" in text
+    assert "| test accuracy, float / int8 | 62.0% / 61.0% |" in text and "| `real_test` accuracy, float / int8 | not in " \
+        "this run |" in text and "| 1.23 ms |" in text and "33.0% exact counts, MAE 1.17 speakers" in text
+    assert "no chapter 6" not in text
 
 
 def test_the_differences_page_fills_this_runs_column_from_the_run(tmp_path: Path) -> None:

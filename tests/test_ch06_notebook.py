@@ -59,3 +59,14 @@ def test_ch06_party_evaluation_and_meter(smoke_run, smoke_run_dir):
     assert m["meter_onnx_speed_x"] > 1
     df = count(deploy / "party" / "party.wav", load_counter(deploy / m["meter_program"]), tail="drop")
     assert len(df) == m["rttm_windows"]
+
+
+def test_ch06_leaves_the_runs_headline_for_the_book(smoke_run, smoke_run_dir):
+    """Issue 31: the headline the book shows is a typed hand-off chapter 6 writes, equal to what it recorded."""
+    from ersam_lib.core.cards import Headline
+
+    m = chapter_metrics(smoke_run, "06")
+    h = Headline.load(smoke_run_dir)
+    assert (h.model, h.role) == (m["model"], m["model_role"])
+    assert h.int8_test_acc == m["int8_test_acc"][h.model] and h.latency_ms == m["executorch_int8_ms"]
+    assert h.meter_speed_x == m["meter_speed_x"] and h.rttm_accuracy == m["rttm_accuracy"]

@@ -33,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from ..core.cards import Chosen
+from ..core.cards import Chosen, Headline
 from ..core.io import ArtifactError, read_json, sha256_file
 from ..core.rundir import read_summary, run_file, summary_path
 from ..core.stages import stage
@@ -311,8 +311,10 @@ def headline_markdown(run_dir: str | os.PathLike, docs: set[str], figure: str | 
     if deploy is None:
         lines.append("**This run has no chapter 6 (deployment)**: the quantized model's accuracy, latency and memory "
                      "appear here once chapter 6 has run with the same `RUN_DIR`.")
+    elif not run_file(run_dir, "headline").exists():
+        lines.append(f"**Chapter 6 ran but left no `{run_file('.', 'headline').name}`** in `deploy/`: run it again.")
     else:
-        lines += _deploy_section(deploy)
+        lines += _deploy_section(Headline.load(run_dir))
     lines += ["", PUBLISHED + (" {doc}`/differences` sets them beside this run's." if "differences" in docs else "")]
     if "paper_scale" in docs:
         lines += ["", "To run the book at full size, on LibriSpeech and a GPU, see {doc}`/paper_scale`."]
@@ -378,11 +380,23 @@ def _frontier_section(run_dir: Path, figure: str | None, docs: set[str]) -> list
     return lines
 
 
-def _deploy_section(entry: dict[str, Any]) -> list[str]:
-    scalars = {k: v for k, v in entry.get("metrics", {}).items() if isinstance(v, int | float | str | bool)}
-    lines = ["Chapter 6 (deployment) recorded:", "", "| metric | value |", "|---|---:|"]
-    lines += [f"| `{k}` | {_cell('{:.4g}', v)} |" for k, v in list(scalars.items())[:12]]
-    return lines
+def _deploy_section(h: Headline) -> list[str]:
+    """Chapter 6's headline (:class:`~ersam_lib.core.cards.Headline`) as a table."""
+    def pair(a: float | None, b: float | None, fmt: str) -> str:
+        return "not in this run" if a is None or b is None else f"{fmt.format(a)} / {fmt.format(b)}"
+
+    role = {"budget": "chapter 5's choice within the default energy budget",
+            "most_accurate": "chapter 5's most accurate searched model"}.get(h.role, h.role)
+    rttm = ("not in this run" if h.rttm_accuracy is None else
+            f"{h.rttm_accuracy:.1%} exact counts, MAE {h.rttm_mae:.2f} speakers")
+    return ["Chapter 6 deployed it as an int8 program with the audio front end inside:", "",
+            "| | this run |", "|---|---:|", f"| deployed model | `{h.model}` ({role}) |",
+            f"| test accuracy, float / int8 | {pair(h.test_acc, h.int8_test_acc, '{:.1%}')} |",
+            f"| `real_test` accuracy, float / int8 | {pair(h.real_test_acc, h.int8_real_test_acc, '{:.1%}')} |",
+            f"| int8 ExecuTorch program, latency per 5-s window (one thread) | {h.latency_ms:.2f} ms |",
+            f"| its size / peak memory | {h.size_kb:,.0f} kB / {h.peak_mb:.1f} MB |",
+            f"| streaming meter | {h.meter_speed_x:,.0f}x real time |",
+            f"| annotated conversation (RTTM) | {rttm} |"]
 
 
 # ------------------------------------------------------------------ "What differs from the paper": this run's column

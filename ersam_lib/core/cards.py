@@ -9,7 +9,8 @@ was trained on (chapter 1's log-mel recipe and statistics), and ``sha256`` names
 before anything reads them (:meth:`ModelCard.load`).
 
 :class:`Chosen` is what chapter 5 chose (``search/chosen.json``): the model within the default energy budget, the
-most accurate searched one, and the baselines; chapter 6 picks from it.
+most accurate searched one, and the baselines; chapter 6 picks from it. :class:`Headline` is what the run achieved
+in the end (``deploy/headline.json``, written by chapter 6): the book's landing page shows it.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from .io import ArtifactError, atomic_write_json, sha256_file
-from .rundir import read_run_json, run_file
+from .rundir import damaged, read_run_json, run_file
 
-__all__ = ["CARD_KIND", "CHOICES", "CardError", "Chosen", "FORMATS", "ModelCard", "card_path", "claim", "identity"]
+__all__ = ["CARD_KIND", "CHOICES", "CardError", "Chosen", "FORMATS", "Headline", "ModelCard", "card_path", "claim",
+           "identity"]
 
 CARD_KIND = "ersam-model-card"
 CARD_VERSION = 2
@@ -196,3 +198,37 @@ class Chosen:
     def names(self) -> list[str]:
         """Every chosen model once: the searched ones first, then the baselines."""
         return list(dict.fromkeys([n for n in (self.budget, self.most_accurate) if n] + list(self.baselines)))
+
+
+@dataclass(frozen=True)
+class Headline:
+    """The run's headline results (chapter 6 writes ``deploy/headline.json``; the book's landing page shows them):
+    the deployed model and chapter 5's role for it, its accuracy in float and int8 on the synthetic and real test
+    splits, the int8 ExecuTorch program's latency per 5-s window (one thread, chapter 2's protocol), size and peak
+    memory, the streaming meter's speed, and its scores on the annotated conversation (RTTM)."""
+
+    model: str
+    role: str
+    test_acc: float
+    int8_test_acc: float
+    real_test_acc: float | None
+    int8_real_test_acc: float | None
+    latency_ms: float
+    size_kb: float
+    peak_mb: float
+    meter_speed_x: float
+    rttm_accuracy: float | None
+    rttm_mae: float | None
+
+    def save(self, run_dir: str | os.PathLike) -> Path:
+        return atomic_write_json(run_file(run_dir, "headline"), dataclasses.asdict(self))
+
+    @classmethod
+    def load(cls, run_dir: str | os.PathLike) -> Headline:
+        """The headline chapter 6 wrote; missing or damaged, the error names the file and chapter 6's command."""
+        path = run_file(run_dir, "headline")
+        data = read_run_json(run_dir, "headline")
+        try:
+            return cls(**data)
+        except TypeError as e:
+            raise damaged(path, run_dir, "deploy", f"is not the headline this book writes ({e})") from None

@@ -182,7 +182,8 @@ STAGES: tuple[Stage, ...] = (
         ("mobilenetv2_energy_mj_device", "machine", "mJ"), ("n_evaluations", "count"), ("space_size", "outcome"),
         ("supernet_cache_misses", "cache"), ("*_s", "machine", "s"))),
     Stage("deploy", "06", "06_deploy", "Deployment and the social-ambiance meter", folder="deploy", files={
-        "deploy_precision": "precision.csv", "deploy_programs": "programs.csv", "party_eval": "party_eval.json"},
+        "deploy_precision": "precision.csv", "deploy_programs": "programs.csv", "party_eval": "party_eval.json",
+        "headline": "headline.json"},
         metrics=_spec(
         ("float_*_acc.*", "accuracy"), ("int8_*_acc.*", "accuracy"), ("int8_*_drop_points", "outcome"),
         ("executorch_int8_float_ratio", "outcome"), ("executorch_*_ms", "machine", "ms"),
