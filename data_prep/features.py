@@ -32,7 +32,7 @@ import pandas as pd
 from ersam_lib.core.io import (ArtifactError, allocate, atomic_path, atomic_write_json, atomic_write_text, load_array,
                                read_json, sha256_file, to_plain)
 from ersam_lib.core.progress import progress
-from ersam_lib.core.rundir import damaged, feature_dir, read_run_json, run_file
+from ersam_lib.core.rundir import check_made_from, damaged, feature_dir, read_run_json, run_file
 
 from .config import ALL_SPLITS, FeatureConfig
 from .render import render_mixture
@@ -265,9 +265,8 @@ def load_features(run_dir: str | os.PathLike, split: str, kind: str = "logmel", 
                                FeatureConfig(**dataset["config"]["features"]), kind)
     except (KeyError, TypeError) as e:
         raise damaged(run_file(run_dir, "dataset"), run_dir, "data", f"lacks {e} (an older build)") from None
-    if meta.get("key") != expected:
-        raise damaged(folder / "meta.json", run_dir, "data", "was built from other data or another front end than "
-                      "dataset.json describes (its content key differs)")
+    # a cache without a key is as stale as one with another key
+    check_made_from(folder / "meta.json", run_dir, "data", meta.get("key") or "none", lambda: expected)
     if split not in meta.get("counts", {}):
         raise ValueError(f"{run_dir} has no {split!r} split (built: {', '.join(meta.get('counts', {}))}); the real "
                          f"splits need DataConfig(real_source='librimini')")

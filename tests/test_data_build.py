@@ -324,7 +324,7 @@ def test_a_stale_record_is_refused(tiny_run, tmp_path):
     shutil.copytree(tiny_run[0], run)
     info = dp.load_dataset_info(run)
     atomic_write_json(run / "data/dataset.json", info | {"manifest_sha256": "0" * 64})
-    with pytest.raises(ArtifactError, match=r"meta\.json was built from other data"):
+    with pytest.raises(ArtifactError, match=r"meta\.json was made from other data than the run holds now"):
         load_features(run, "train")
     with pytest.raises(ArtifactError, match=r"manifest\.parquet does not match"):
         dp.load_manifest(run)

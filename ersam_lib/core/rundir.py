@@ -131,8 +131,8 @@ def check_made_from(path: str | os.PathLike, run_dir: str | os.PathLike, stage: 
     since, and the command that rebuilds the file."""
     if recorded and (now := current()) and recorded != now:
         made = find_stage(source)
-        what = "data than the run's features" if made.label == "data" else f"{made.label} output than the run's"
-        raise damaged(path, run_dir, stage, f"was made from other {what} (chapter {made.chapter} was rebuilt since)")
+        raise damaged(path, run_dir, stage, f"was made from other {made.label} than the run holds now (its content key "
+                      f"differs: chapter {made.chapter} was rebuilt since, or this file was)")
 
 
 def read_run_json(run_dir: str | os.PathLike, key: str) -> Any:
