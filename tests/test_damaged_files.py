@@ -5,6 +5,7 @@ baseline) is trained again, never resumed from. Run on a copy of the session's s
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -16,8 +17,9 @@ import torch
 
 from ersam_lib.core.io import ArtifactError, read_json
 from ersam_lib.experiments.frontier import load_chosen
+from ersam_lib.experiments.search import Objectives, run_search_setup
 from ersam_lib.measure.data import load_feature_data
-from ersam_lib.models.supernet import load_supernet
+from ersam_lib.models.supernet import load_supernet, save_supernet
 from ersam_lib.training.fit import FitConfig, fit_baseline
 
 from .hostile import flip_exponents
@@ -83,3 +85,30 @@ def test_a_damaged_baseline_cache_is_trained_again(run_copy: Path, tmp_path: Pat
     assert "does not match the SHA-256" in capsys.readouterr().out
     for a, b in zip(first.state_dict().values(), again.state_dict().values()):  # the same training, from scratch
         assert torch.equal(a, b)
+
+
+def test_a_stale_objectives_cache_is_scored_afresh_when_chapter_5_runs_again(run_copy: Path, capsys) -> None:
+
+    path = run_copy / "search" / "objectives.json"
+    run_search_setup(run_copy).objectives.save()  # the cache as chapter 5 leaves it
+    capsys.readouterr()
+    tag = run_search_setup(run_copy).objectives.tag
+    assert read_json(path)["tag"] == tag and "scoring afresh" not in capsys.readouterr().out  # current: reused
+    # chapter 4 run again over its finished checkpoints saves the same weights: the cache still holds
+    supernet = run_copy / "supernet" / "supernet.pt"
+    net, space, info = load_supernet(run_copy)
+    save_supernet(supernet, net, space, info)
+    assert run_search_setup(run_copy).objectives.tag == tag and "scoring afresh" not in capsys.readouterr().out
+    # chapter 4 ran again and made another supernet: the cache's tag names the old one
+    doc = read_json(path) | {"tag": tag.replace("supernet=", "supernet=0ld")}
+    path.write_text(json.dumps(doc))
+    setup = run_search_setup(run_copy)
+    assert "was computed from another supernet" in capsys.readouterr().out and not path.exists()
+    assert setup.objectives.counts["acc_hits"] == 0 and len(setup.objectives.accuracy(setup.space.smallest())) > 0
+    assert read_json(path)["tag"] == tag  # the fresh cache is written under the current tag
+    path.write_text("{not json")  # a damaged cache is set aside too
+    run_search_setup(run_copy)
+    assert "scoring afresh" in capsys.readouterr().out
+    path.write_text(json.dumps(doc))  # a caller's own cache under another tag is still refused
+    with pytest.raises(ValueError, match="was written for tag"):
+        Objectives(lambda a: {"acc": 0.0}, lambda a: {}, path, tag)

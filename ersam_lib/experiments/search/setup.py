@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 
+from ...core.io import ArtifactError, read_json
 from ...core.rundir import require, run_file
 from ...measure.costmodel import CostModel, EnergyCalibration
 from ...measure.data import load_feature_data, subset
@@ -44,7 +45,8 @@ def run_search_setup(run_dir: str | os.PathLike, runtime: str = "executorch", n_
     *measured* it on the same runtime (``profiling/backends.csv``, the minimum over repeats), costs
     ``reference_mj`` (:class:`~ersam_lib.measure.costmodel.EnergyCalibration`; the device's own figure stays in
     ``energy_mj_device``). With ``cache`` the objectives live in ``RUN_DIR/search/objectives.json``, tagged with
-    what they were computed from, so a re-run reuses every evaluation."""
+    what they were computed from, so a re-run reuses every evaluation; a cache made from another supernet, cost model
+    or calibration (an earlier chapter ran again) is stale: it is set aside with a printed line and scored afresh."""
     from torch.utils.data import DataLoader
 
     data = load_feature_data(run_dir)
@@ -68,12 +70,36 @@ def run_search_setup(run_dir: str | os.PathLike, runtime: str = "executorch", n_
         return c | {"energy_mj_device": c["energy_mj"], "energy_mj": calibration(c["energy_mj"])}
 
     correction = run_file(run_dir, "correction" if runtime == "eager" else f"correction_{runtime}")
-    tag = (f"supernet={_file_digest(run_file(run_dir, 'supernet'))} runtime={runtime} "
+    tag = (f"supernet={_weights_digest(supernet)} runtime={runtime} "
            f"costmodel={_file_digest(correction)} calibration={calibration.scale:.6g} "
            f"bn={n_bn_batches}x{bn_batch_size}")
     path = run_file(run_dir, "objectives") if cache else None
+    if path is not None and _stale(path, tag):
+        print(f"[search] {path} was computed from another supernet, cost model or calibration (an earlier chapter "
+              f"ran again): scoring afresh", flush=True)
+        path.unlink()
     objectives = Objectives(lambda arch: evaluate_arch(supernet, arch, bn, val, n_bn_batches), cost, path, tag)
     return RunSearch(space, supernet, data, cost_model, calibration, objectives, info)
+
+
+def _stale(path: Path, tag: str) -> bool:
+    """The objectives cache at ``path`` exists and was written under another ``tag`` (or cannot be read as one)."""
+    if not path.exists():
+        return False
+    try:
+        return read_json(path).get("tag") != tag
+    except (ArtifactError, AttributeError):  # not JSON, or not an object: not a cache this run can use
+        return True
+
+
+def _weights_digest(model: Any) -> str:
+    """A digest of the weights themselves: ``torch.save`` writes a new serialization id into every file, so the same
+    supernet saved again (chapter 4 run again over its finished checkpoints) has other file bytes."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:12]
 
 
 def _file_digest(path: Path) -> str:
