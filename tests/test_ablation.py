@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 import torch
 
-from ersam_lib.experiments.ablation import (AblationConfig, claim_check, gate_curve, middle_arch, run_ablation,
-                                            uncertainty_profile, variant_name)
+from ersam_lib.experiments.ablation import (SUBNETS, AblationConfig, claim_check, claim_tests, gate_curve, middle_arch,
+                                            paired_subnets, run_ablation, uncertainty_profile, variant_name)
+from ersam_lib.measure.uncertainty import UNDECIDED
 from ersam_lib.models.space import SearchSpace
 from ersam_lib.models.supernet import load_supernet
 from ersam_lib.models.teacher import TeacherConfig, teacher_info
@@ -81,6 +82,21 @@ def test_ablation_table_final_supernet_and_gate_curve(tiny_run):
     assert check["gap_largest"].iloc[0] == pytest.approx(by.loc["selective-entropy-tau0.5", "acc_largest"]
                                                          - by.loc["full", "acc_largest"])
     assert not claim_check(df, max_query_rate=-0.1)["claim_holds"].any()
+    # the paired tests read the validation predictions recorded beside the table: the same accuracies, window by window
+    paired = paired_subnets(tiny_run, "full", "none").set_index("subnet")
+    for size in SUBNETS:
+        assert paired.loc[size, "acc_full"] == pytest.approx(by.loc["full", f"acc_{size}"])
+        assert paired.loc[size, "acc_none"] == pytest.approx(by.loc["none", f"acc_{size}"])
+        assert paired.loc[size, "diff_points"] == pytest.approx(
+            100 * (by.loc["full", f"acc_{size}"] - by.loc["none", f"acc_{size}"]))
+        assert by.loc["full", f"acc_{size}_low"] <= by.loc["full", f"acc_{size}"] <= by.loc["full", f"acc_{size}_high"]
+    assert (paired["verdict"] == UNDECIDED).all()  # a handful of windows decides nothing
+    tests = claim_tests(tiny_run, df, max_query_rate=1.0, tol=0.01).set_index("variant")
+    assert list(tests.index) == ["selective-entropy-tau0.5"]
+    assert tests["claim"].iloc[0] == UNDECIDED  # within 1 point by difference or not, the interval is too wide
+    assert claim_tests(tiny_run, df, max_query_rate=-0.1)["claim"].tolist() == ["fails"]
+    with pytest.raises(ValueError, match="no validation predictions of variant 'offline'"):
+        paired_subnets(tiny_run, "offline", "none")
     prof = uncertainty_profile(tiny_run, "smoke", variant="none", n_bn_batches=2)
     assert prof["entropy"].between(0, 1).all() and len(prof) > 0
     curve = gate_curve(prof)
@@ -178,6 +194,7 @@ def test_the_ablation_derives_full_distillation_from_its_offline_twin(tiny_run, 
     assert not (run_dir / "supernet" / "runs" / "full").exists()  # not trained
     for col in ("acc_smallest", "acc_middle", "acc_largest"):
         assert by.loc["full", col] == by.loc["offline", col]
+    assert (paired_subnets(run_dir, "full", "offline")["diff_points"] == 0).all()  # the same predictions
     assert by.loc["full", "query_rate"] == 1.0 and by.loc["offline", "query_rate"] == pytest.approx(0.5)
     assert by.loc["full", "teacher_forward_passes"] == 2 * 2  # one pass per step: 2 epochs x 2 batches of 8
     _, _, info = load_supernet(run_dir)

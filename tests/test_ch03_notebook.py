@@ -2,6 +2,8 @@
 
 import pytest
 
+from ersam_lib.measure.uncertainty import UNDECIDED
+
 from .conftest import chapter_metrics
 
 pytestmark = pytest.mark.notebooks
@@ -25,6 +27,11 @@ def test_ch03_records_a_trained_teacher(smoke_run, smoke_run_dir):
             assert 0.0 <= m[f"{who}_{split}_acc"] <= 1.0 and m[f"{who}_{split}_mae"] >= 0.0, (who, split)
     # the lead on real speech, on the real validation split (issue 14 asks for it beside the synthetic one)
     assert m["teacher_gap_real_val"] == pytest.approx(m["teacher_real_val_acc"] - m["largest_subnet_real_val_acc"])
+    # the lead judged on the same windows by McNemar's test, on both validation splits
+    assert set(m["teacher_lead_verdict"]) == set(m["teacher_lead_p"]) == {"val", "real_val"}
+    for split, verdict in m["teacher_lead_verdict"].items():
+        assert verdict in ("teacher better", "largest subnet better", UNDECIDED)
+        assert (verdict == UNDECIDED) == (m["teacher_lead_p"][split] >= 0.05)
 
 
 def test_ch03_teacher_loads_for_chapter_4(smoke_run_dir):

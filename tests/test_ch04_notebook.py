@@ -2,6 +2,9 @@
 
 import pytest
 
+from ersam_lib.experiments.ablation import SUBNETS
+from ersam_lib.measure.uncertainty import UNDECIDED
+
 from .conftest import chapter_metrics
 
 pytestmark = pytest.mark.notebooks
@@ -31,6 +34,14 @@ def test_ch04_ablation_is_consistent(smoke_run, smoke_run_dir):
     for v in checked:  # the recorded verdict follows from the recorded numbers
         gaps = [m[f"acc_{s}"][v] - m[f"acc_{s}"]["full"] for s in ("smallest", "middle", "largest")]
         assert m["claim_holds"][v] == (m["query_rate"][v] <= 0.3 and min(gaps) >= -0.01)
+    # the paired tests: full against none on the same validation windows, and the claim decided by a test
+    for size in SUBNETS:
+        assert m["full_minus_none"][size] == pytest.approx(m[f"acc_{size}"]["full"] - m[f"acc_{size}"]["none"])
+        assert (m["full_vs_none_verdict"][size] == UNDECIDED) == (m["full_vs_none_p"][size] >= 0.05)
+    assert sorted(m["claim_verdict"]) == sorted(checked)
+    assert set(m["claim_verdict"].values()) <= {"holds", "fails", UNDECIDED}
+    for v in checked:  # shown within a point by the test implies within a point by difference
+        assert m["claim_verdict"][v] != "holds" or m["claim_holds"][v]
     assert m["space_size"] > 1 and m["supernet_params"] > 0 and 0 <= m["smallest_errors_teacher_right"] <= 1
     final = m["final_scores"]  # the saved supernet's subnets on the synthetic and the real test mixtures
     for split in ("test", "real_test", "real_test_other"):

@@ -10,7 +10,7 @@ pytestmark = pytest.mark.notebooks
 
 
 def test_ch05_search_and_frontier_are_consistent(smoke_run, smoke_run_dir):
-    from ersam_lib.experiments.frontier import FrontierConfig
+    from ersam_lib.experiments.frontier import VERDICTS, FrontierConfig
     from ersam_lib.experiments.search import History
 
     m = chapter_metrics(smoke_run, "05")
@@ -32,6 +32,12 @@ def test_ch05_search_and_frontier_are_consistent(smoke_run, smoke_run_dir):
     assert len(budgets) == len(cfg.budget_quantiles) and budgets == sorted(budgets)
     assert all(0.0 <= a <= 1.0 for a in m["ersam_budget_best_acc"])
     assert m["default_budget_mj"] in budgets
+    for _, r in table.iterrows():  # each test accuracy with its exact interval
+        assert r["acc_low"] <= r["acc"] <= r["acc_high"]
+    # a baseline is dominated only by the test's verdict, and every baseline has one
+    assert set(m["baseline_verdicts"]) == set(m["baselines_dominated"]) == set(cfg.baselines)
+    assert set(m["baseline_verdicts"].values()) <= set(VERDICTS)
+    assert m["baselines_dominated"] == {n: v == "dominated" for n, v in m["baseline_verdicts"].items()}
     for name, acc in m["peer_real_test_acc"].items():  # the published CountNet models, scored on real speech
         assert name.startswith("CountNet") and 0.0 <= acc <= 1.0 and m["peer_eager_ms"][name] > 0
 

@@ -6,6 +6,8 @@ import json
 import pandas as pd
 import pytest
 
+from ersam_lib.measure.uncertainty import UNDECIDED
+
 from .conftest import chapter_metrics
 
 pytestmark = pytest.mark.notebooks
@@ -27,6 +29,10 @@ def test_ch06_accuracy_and_costs_follow_from_saved_files(smoke_run, smoke_run_di
         name = m["model"]
         drop = 100 * (rows.loc[name, "float_acc"] - rows.loc[name, "int8_acc"])
         assert m[f"int8_{split}_drop_points"] == pytest.approx(drop)
+        # the verdict on int8 is McNemar's on the split's windows, recorded with its p-value
+        assert m[f"int8_{split}_verdict"] == rows.loc[name, "int8_verdict"]
+        assert m[f"int8_{split}_mcnemar_p"] == pytest.approx(rows.loc[name, "int8_p"])
+        assert (m[f"int8_{split}_verdict"] == UNDECIDED) == (m[f"int8_{split}_mcnemar_p"] >= 0.05)
     programs = pd.read_csv(deploy / "programs.csv").set_index(["runtime", "precision"])
     for (runtime, precision_), row in programs.iterrows():
         path = deploy / row["program"]

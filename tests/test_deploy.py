@@ -25,6 +25,7 @@ from ersam_lib.experiments.deploy import (
 from ersam_lib.experiments.meter import MeterError, TorchWindowCounter, count, load_counter
 from ersam_lib.measure.export import TimingConfig, export_onnx, runner_for
 from ersam_lib.measure.frontend import LogMelFrontEnd
+from ersam_lib.measure.uncertainty import UNDECIDED, rate_interval
 
 from .hostile import forge_card
 from .tones import DURATION_S, FREQS, SEGMENTS, SR, tone_recording
@@ -162,6 +163,14 @@ def test_precision_scores_table(deployed):
     row = table.iloc[0]
     assert row["model"] == "tiny" and row["n"] == 40 and row["float_acc"] >= 0.9 and 0 <= row["int8_acc"] <= 1
     assert row["int8_drop_points"] == pytest.approx(100 * (row["float_acc"] - row["int8_acc"]))
+    # the drop is McNemar's on the same 40 windows: its interval holds 0 exactly when the verdict is undecided
+    assert row["int8_drop_points_low"] <= row["int8_drop_points"] <= row["int8_drop_points_high"]
+    assert (row["int8_verdict"] == UNDECIDED) == (row["int8_drop_points_low"] <= 0 <= row["int8_drop_points_high"])
+    assert (row["int8_p"] < 0.05) == (row["int8_verdict"] != UNDECIDED)
+    for p in ("float", "int8"):
+        assert row[f"{p}_acc_low"] <= row[f"{p}_acc"] <= row[f"{p}_acc_high"]
+        assert (row[f"{p}_acc_low"], row[f"{p}_acc_high"]) == pytest.approx(
+            (rate_interval(round(40 * row[f"{p}_acc"]), 40).low, rate_interval(round(40 * row[f"{p}_acc"]), 40).high))
 
 
 def test_meter_runs_the_deployed_program(deployed, tmp_path, capsys):

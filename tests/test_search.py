@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ersam_lib.experiments.search import (STRATEGIES, History, Objectives, Reward, SearchBudget, curves, fitness_of,
-                                          predicted_costs, reference_point, search, summarize_curves,
-                                          synthetic_objectives)
+from ersam_lib.experiments.search import (STRATEGIES, History, Objectives, Reward, SearchBudget, against_random,
+                                          curves, fitness_of, predicted_costs, reference_point, search,
+                                          summarize_curves, synthetic_objectives)
 from ersam_lib.models.space import Arch, SearchSpace
 
 matplotlib.use("Agg")
@@ -245,8 +245,19 @@ def test_curves_summarise_strategies_over_seeds(space: SearchSpace) -> None:
     budget = SearchBudget.for_scale("smoke", n_evals=12, max_energy_mj=MAX_ENERGY)
     histories = [search(space, obj, budget, s, seed) for s in ("random", "regularized_evolution", "nsga2")
                  for seed in (0, 1, 2)]
-    table = summarize_curves(curves(histories, reference_point(space, obj, budget)))
+    long = curves(histories, reference_point(space, obj, budget))
+    table = summarize_curves(long)
     assert set(table["strategy"]) == {"random", "regularized_evolution", "nsga2"}
+    # each strategy against random: Welch's test on the three seeds' final hypervolumes, the means from the table
+    verdicts = against_random(long).set_index("strategy")
+    final = table[table["n_evals"] == 12].set_index("strategy")["hv_mean"]
+    assert set(verdicts.index) == {"regularized_evolution", "nsga2"} and (verdicts["n_seeds"] == 3).all()
+    for s, r in verdicts.iterrows():
+        assert r["hv_mean"] == pytest.approx(final[s]) and r["random_mean"] == pytest.approx(final["random"])
+        assert r["diff_low"] <= r["diff"] <= r["diff_high"]
+        assert (r["verdict"] == "not distinguishable at this scale") == (r["p"] >= 0.05)
+    with pytest.raises(ValueError, match="no 'random' search"):
+        against_random(long[long["strategy"] != "random"])
     assert (table["n_seeds"] == 3).all() and len(table) == 3 * 12
     assert (table["hv_min"] <= table["hv_mean"] + 1e-12).all() and (table["hv_mean"] <= table["hv_max"] + 1e-12).all()
     for _, g in table.groupby("strategy"):

@@ -157,6 +157,7 @@ STAGES: tuple[Stage, ...] = (
         ("*_params", "count"), ("teacher_macs", "count"), ("teacher_train_samples", "count"),
         ("teacher_mix_rounds", "count"), ("*_train_s", "machine", "s"), ("teacher_mix_s", "machine", "s"),
         ("*_acc", "accuracy"), ("*_mae", "measure"), ("teacher_gap_*", "difference"), ("teacher_kind", "text"),
+        ("teacher_lead_verdict.*", "outcome"), ("teacher_lead_p.*", "outcome"),
         ("pretrained_wav2vec2_available", "flag"), ("train_sources.*", "text"))),
     Stage("supernet", "04", "04_supernet", "The supernet and efficient distillation", folder="supernet", files={
         "ablation_csv": "ablation.csv", "ablation_json": "ablation.json", "supernet": "supernet.pt"},
@@ -164,6 +165,8 @@ STAGES: tuple[Stage, ...] = (
         ("acc_largest.*", "accuracy"), ("acc_middle.*", "accuracy"), ("acc_smallest.*", "accuracy"),
         ("query_rate.*", "accuracy"), ("final_query_rate", "accuracy"), ("selective_min_query_rate", "accuracy"),
         ("teacher_val_acc", "accuracy"), ("claim_holds.*", "flag"), ("final_minus_full_*", "difference"),
+        ("full_minus_none.*", "difference"), ("full_vs_none_verdict.*", "outcome"), ("full_vs_none_p.*", "outcome"),
+        ("claim_verdict.*", "outcome"),
         ("final_scores.*_acc_*", "accuracy"), ("final_scores.*_mae_*", "measure"), ("final_variant", "text"),
         ("smallest_errors_teacher_right", "measure"), ("space_size", "count"), ("supernet_params", "count"),
         ("teacher_samples.selective*", "measure"),  # what a gate let through follows the students' training
@@ -174,7 +177,9 @@ STAGES: tuple[Stage, ...] = (
         "frontier": "frontier.csv", "chosen": "chosen.json"}, metrics=_spec(
         ("baseline_energy_mj.*", "machine", "mJ"), ("baseline_*_acc.*", "accuracy"), ("baseline_*_mae.*", "measure"),
         ("peer_*_acc.*", "accuracy"), ("peer_*_mae.*", "measure"), ("peer_eager_ms.*", "machine", "ms"),
-        ("baselines_dominated.*", "outcome"), ("beats_random.*", "outcome"), ("best_reward.*", "machine"),
+        ("baselines_dominated.*", "outcome"), ("baseline_verdicts.*", "outcome"), ("beats_random.*", "outcome"),
+        ("vs_random_verdict.*", "outcome"),
+        ("best_reward.*", "machine"),
         ("hypervolume.*", "machine"), ("hypervolume_std.*", "machine"), ("calibration_scale", "machine"),
         ("chosen.*", "name"), ("finalists.*", "name"), ("default_budget_mj", "outcome", "mJ"),
         ("ersam_budget_best_acc.*", "outcome"), ("ersam_budgets_mj.*", "machine", "mJ"),
@@ -186,6 +191,7 @@ STAGES: tuple[Stage, ...] = (
         "headline": "headline.json"},
         metrics=_spec(
         ("float_*_acc.*", "accuracy"), ("int8_*_acc.*", "accuracy"), ("int8_*_drop_points", "outcome"),
+        ("int8_*_verdict", "outcome"), ("int8_*_mcnemar_p", "outcome"),
         ("executorch_int8_float_ratio", "outcome"), ("executorch_*_ms", "machine", "ms"),
         ("latency_ms.*", "machine", "ms"), ("peak_mb.*", "outcome", "MB"), ("size_kb.*", "outcome", "kB"),
         ("frontend_*", "outcome"), ("meter_program", "name"), ("meter_*", "outcome"), ("rttm_*", "outcome"),

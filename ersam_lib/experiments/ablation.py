@@ -21,20 +21,22 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 
-from ..core.io import ArtifactError, atomic_path, atomic_write_json, sha256_file, torch_load
+from ..core.io import ArtifactError, atomic_path, atomic_write_json, read_json, sha256_file, torch_load
 from ..core.progress import progress
 from ..core.rundir import CHECKPOINT, damaged, run_file, variant_dir
 from ..core.scales import sizes
 from ..measure.data import FeatureData, load_feature_data, paired_with_waveforms
-from ..measure.evaluation import eval_loader
+from ..measure.evaluation import eval_loader, labels_of, predict
+from ..measure.uncertainty import accuracy_interval, mcnemar
 from ..models.space import SearchSpace, space_for_run
-from ..models.supernet import Supernet, evaluate_arch, recalibrate_bn, save_supernet
+from ..models.supernet import Supernet, calibrated_subnet, save_supernet
 from ..models.teacher import load_teacher, teacher_info
 from ..training.distill import DistillConfig, uncertainty
 from ..training.train import TrainConfig, dist_info, train_supernet
 
 __all__ = [
-    "AblationConfig", "claim_check", "full_from_offline", "gate_curve", "middle_arch", "run_ablation", "score_subnets",
+    "CLAIM_READINGS", "SUBNETS", "AblationConfig", "claim_check", "claim_tests", "full_from_offline", "gate_curve",
+    "middle_arch", "paired_subnets", "run_ablation", "score_subnets", "subnet_archs", "subnet_predictions",
     "train_variant", "uncertainty_profile", "variant_name",
 ]
 
@@ -140,23 +142,93 @@ def _distill_data(run_dir: str | os.PathLike, data: FeatureData, split: str, d: 
     return data.splits[split]
 
 
-def score_subnets(supernet: Any, space: Any, data: FeatureData, n_bn_batches: int, bn_batch_size: int,
-                  seed: int, split: str = "val") -> dict[str, float]:
-    """Accuracy and MAE of the smallest, middle and largest subnets after BN recalibration on one split (chapter 4).
+SUBNETS = ("smallest", "middle", "largest")
 
-    Keys ``acc_<subnet>``, ``mae_<subnet>``, ``macs_<subnet>`` on ``val`` (the ablation table); on another split
-    (``test``, ``real_test``: chapter 4's final supernet) ``<split>_acc_<subnet>`` and ``<split>_mae_<subnet>``.
-    """
-    prefix = "" if split == "val" else f"{split}_"
-    out: dict[str, float] = {}
-    for label, arch in (("smallest", space.smallest()), ("middle", middle_arch(space)), ("largest", space.largest())):
+
+def subnet_archs(space: Any) -> dict[str, Any]:
+    """The three subnets chapter 4 scores, by name (:data:`SUBNETS`)."""
+    return dict(zip(SUBNETS, (space.smallest(), middle_arch(space), space.largest())))
+
+
+def subnet_predictions(supernet: Any, space: Any, data: FeatureData, n_bn_batches: int, bn_batch_size: int,
+                       seed: int, split: str = "val") -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{subnet: (labels, predictions)}`` of the smallest, middle and largest subnets on one split, each after BN
+    recalibration on training batches (chapter 4: the scores and the paired tests between variants come from these)."""
+    out = {}
+    for label, arch in subnet_archs(space).items():
         bn = DataLoader(data.train, batch_size=bn_batch_size,
                         sampler=RandomSampler(data.train, generator=torch.Generator().manual_seed(seed)))
-        s = evaluate_arch(supernet, arch, bn, eval_loader(data.splits[split]), n_bn_batches)
-        out[f"{prefix}acc_{label}"], out[f"{prefix}mae_{label}"] = s["acc"], s["mae"]
-        if not prefix:
-            out[f"macs_{label}"] = space.macs(arch)
+        out[label] = predict(calibrated_subnet(supernet, arch, bn, n_bn_batches), eval_loader(data.splits[split]))
     return out
+
+
+def score_subnets(supernet: Any, space: Any, data: FeatureData, n_bn_batches: int, bn_batch_size: int,
+                  seed: int, split: str = "val",
+                  predictions: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> dict[str, float]:
+    """Accuracy (with its exact 95 % interval) and MAE of the smallest, middle and largest subnets after BN
+    recalibration on one split (chapter 4), from ``predictions`` (:func:`subnet_predictions`) when given.
+
+    Keys ``acc_<subnet>`` (``_low``, ``_high``), ``mae_<subnet>``, ``macs_<subnet>`` on ``val`` (the ablation table);
+    on another split (``test``, ``real_test``: chapter 4's final supernet) ``<split>_acc_<subnet>`` (``_low``,
+    ``_high``) and ``<split>_mae_<subnet>``.
+    """
+    prefix = "" if split == "val" else f"{split}_"
+    preds = predictions or subnet_predictions(supernet, space, data, n_bn_batches, bn_batch_size, seed, split)
+    out: dict[str, float] = {}
+    for label, (y, p) in preds.items():
+        acc = accuracy_interval(p == y)
+        out |= {f"{prefix}acc_{label}": acc.value, f"{prefix}acc_{label}_low": acc.low,
+                f"{prefix}acc_{label}_high": acc.high, f"{prefix}mae_{label}": float(np.mean(np.abs(p - y)))}
+    if not prefix:
+        out |= {f"macs_{label}": space.macs(arch) for label, arch in subnet_archs(space).items()}
+    return out
+
+
+def paired_subnets(run_dir: str | os.PathLike, a: str = "full", b: str = "none") -> pd.DataFrame:
+    """Variant ``a`` against ``b`` per subnet, on the same validation windows (chapter 4): both accuracies, the
+    difference a - b in points with its 95 % interval, McNemar's exact p-value and the verdict it gives ("<a> better",
+    "<b> better" or "not distinguishable at this scale"). Reads the predictions :func:`run_ablation` recorded."""
+    saved = read_json(run_file(run_dir, "ablation_json"))
+    preds = {r["variant"]: r.get("val_predictions") for r in saved["rows"]}
+    for name in (a, b):
+        if not preds.get(name):
+            raise ValueError(f"the ablation holds no validation predictions of variant {name!r} (it has "
+                             f"{', '.join(k for k, v in preds.items() if v) or 'none'}); run chapter 4 again")
+    y = np.asarray(saved["val_labels"])
+    rows = []
+    for subnet in SUBNETS:
+        pa, pb = np.asarray(preds[a][subnet]), np.asarray(preds[b][subnet])
+        t = mcnemar(pa == y, pb == y)
+        rows.append({"subnet": subnet, f"acc_{a}": float(np.mean(pa == y)), f"acc_{b}": float(np.mean(pb == y)),
+                     "diff_points": 100 * t.diff.value, "diff_points_low": 100 * t.diff.low,
+                     "diff_points_high": 100 * t.diff.high, "p": t.p_value, "n": t.n, "verdict": t.verdict(a, b)})
+    return pd.DataFrame(rows)
+
+
+CLAIM_READINGS = ("within tol", "more than tol worse", "not distinguishable at this scale")
+
+
+def claim_tests(run_dir: str | os.PathLike, df: pd.DataFrame, max_query_rate: float = 0.3,
+                tol: float = 0.01) -> pd.DataFrame:
+    """ERSAM's claim decided by paired tests instead of differences (chapter 4): for each selective (and offline)
+    variant and subnet, the accuracy difference to *full* on the same validation windows with its 95 % interval, read
+    as *within tol* where the whole interval lies above ``-tol`` (shown not to be worse by more than ``tol``), *more
+    than tol worse* where it lies below, else not distinguishable. ``claim`` per variant: "holds" where it queries at
+    most ``max_query_rate`` and every subnet is within tol, "fails" where it queries more or a subnet is shown worse,
+    else "not distinguishable at this scale"."""
+    rows = []
+    for name, rate in df[df["mode"].isin(("selective", "offline"))].set_index("variant")["query_rate"].items():
+        tests = paired_subnets(run_dir, a=name, b="full").set_index("subnet")
+        readings = {s: CLAIM_READINGS[0] if t["diff_points_low"] > -100 * tol
+                    else CLAIM_READINGS[1] if t["diff_points_high"] < -100 * tol else CLAIM_READINGS[2]
+                    for s, t in tests.iterrows()}
+        claim = ("fails" if rate > max_query_rate or CLAIM_READINGS[1] in readings.values()
+                 else "holds" if set(readings.values()) == {CLAIM_READINGS[0]} else CLAIM_READINGS[2])
+        rows.append({"variant": name, "query_rate": rate}
+                    | {f"{s}_minus_full": tests.loc[s, "diff_points"] for s in SUBNETS}
+                    | {f"{s}_low": tests.loc[s, "diff_points_low"] for s in SUBNETS}
+                    | {f"{s}_reading": readings[s] for s in SUBNETS} | {"claim": claim})
+    return pd.DataFrame(rows)
 
 
 def train_variant(run_dir: str | os.PathLike, scale: str, cfg: TrainConfig, name: str | None = None,
@@ -184,7 +256,9 @@ def train_variant(run_dir: str | os.PathLike, scale: str, cfg: TrainConfig, name
     row |= {"teacher_gflops": res.teacher.get("teacher_gflops", 0.0), "wall_source": "measured",
             "teacher_cache_s": res.teacher.get("teacher_cache_s"), "cache_lookups": res.teacher.get("cache_lookups")}
     if dist_info()[0] == 0:
-        row |= score_subnets(supernet, space, data, n_bn_batches, bn_batch_size, cfg.seed)
+        preds = subnet_predictions(supernet, space, data, n_bn_batches, bn_batch_size, cfg.seed)
+        row |= score_subnets(supernet, space, data, n_bn_batches, bn_batch_size, cfg.seed, predictions=preds)
+        row["val_predictions"] = {label: p.tolist() for label, (_, p) in preds.items()}
     row["checkpoint"] = str(ckpt_dir / CHECKPOINT)
     return row
 
@@ -203,10 +277,11 @@ def run_ablation(run_dir: str | os.PathLike, scale: str, seed: int = 0, acfg: Ab
     if derived is not None:  # in the table's order: full's row where full stands among the variants
         offline = next(r for r in rows if r["variant"] == "offline")
         rows.insert(acfg.variants.index(derived), full_from_offline(offline, derived))
-    df = pd.DataFrame(rows)
+    df = pd.DataFrame([{k: v for k, v in r.items() if k != "val_predictions"} for r in rows])
     with atomic_path(run_file(run_dir, "ablation_csv")) as tmp:
         df.to_csv(tmp, index=False)
-    atomic_write_json(run_file(run_dir, "ablation_json"), {"train_config": base.to_dict(), "rows": rows})
+    atomic_write_json(run_file(run_dir, "ablation_json"), {"train_config": base.to_dict(), "rows": rows,
+                                                           "val_labels": labels_of(data.val).tolist()})
     _save_final(run_dir, scale, data, base, acfg.pick_final(df), df)
     return df
 
@@ -283,12 +358,10 @@ def uncertainty_profile(run_dir: str | os.PathLike, scale: str, variant: str = "
     """
     data = load_feature_data(run_dir)
     supernet, space = _load_variant(run_dir, scale, data, seed, variant)
-    arch = {"smallest": space.smallest(), "middle": middle_arch(space), "largest": space.largest()}[subnet]
-    model = supernet.get_active_subnet(arch)
+    arch = subnet_archs(space)[subnet]
     bn = DataLoader(data.train, batch_size=64,
                     sampler=RandomSampler(data.train, generator=torch.Generator().manual_seed(seed)))
-    recalibrate_bn(model, bn, n_bn_batches)
-    model.eval()
+    model = calibrated_subnet(supernet, arch, bn, n_bn_batches).eval()
     teacher = load_teacher(run_dir)
     val = paired_with_waveforms(run_dir, data, "val") if _teacher_reads_waveforms(run_dir) else data.val
     parts = []

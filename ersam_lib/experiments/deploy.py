@@ -40,6 +40,7 @@ from ..measure.evaluation import count_report, eval_loader, predict
 from ..measure.export import (TimingConfig, export_executorch, export_onnx, quiet_executorch, runner_for, time_calls,
                               torch_threads)
 from ..measure.frontend import LogMelFrontEnd
+from ..measure.uncertainty import mcnemar
 from .frontier import load_chosen
 
 __all__ = [
@@ -122,19 +123,25 @@ def quantize_pt2e(model: nn.Module, calibration: torch.Tensor, batch_size: int =
 
 def precision_scores(models: Mapping[str, Mapping[str, nn.Module]], splits: Mapping[str, Dataset],
                      n_classes: int) -> pd.DataFrame:
-    """One row per (model, split): accuracy, MAE and level accuracy of each precision of ``models``
-    (``{name: {"float": m, "int8": q}}``) on feature ``splits``, and the drop in points from float to int8."""
+    """One row per (model, split): accuracy (with its 95 % interval), MAE and level accuracy of each precision of
+    ``models`` (``{name: {"float": m, "int8": q}}``) on feature ``splits``; where both precisions are there, the drop
+    in points from float to int8 with its interval and McNemar's exact test on the same windows (``int8_p``), and
+    the verdict it gives (``int8_verdict``: "float better", "int8 better" or "not distinguishable at this scale")."""
     rows = []
     for name, variants in models.items():
         for split, ds in splits.items():
             row: dict[str, Any] = {"model": name, "split": split, "n": len(ds)}  # type: ignore[arg-type]
+            right = {}
             for precision, m in variants.items():
                 y, p = predict(m, eval_loader(ds))
                 r = count_report(y, p, n_classes)
-                row |= {f"{precision}_acc": r["acc"], f"{precision}_mae": r["mae"],
-                        f"{precision}_level_acc": r["level_acc"]}
-            if {"float_acc", "int8_acc"} <= set(row):
-                row["int8_drop_points"] = 100 * (row["float_acc"] - row["int8_acc"])
+                right[precision] = p == y
+                row |= {f"{precision}_{k}": r[k] for k in ("acc", "acc_low", "acc_high", "mae", "level_acc")}
+            if {"float", "int8"} <= set(right):
+                t = mcnemar(right["float"], right["int8"])
+                row |= {"int8_drop_points": 100 * t.diff.value, "int8_drop_points_low": 100 * t.diff.low,
+                        "int8_drop_points_high": 100 * t.diff.high, "int8_p": t.p_value,
+                        "int8_verdict": t.verdict("float", "int8")}
             rows.append(row)
     return pd.DataFrame(rows)
 

@@ -7,6 +7,8 @@
   run in parallel;
 - :func:`frontier_row` puts one trained model's test scores beside its predicted and measured costs, energies
   calibrated like the search's (:class:`~ersam_lib.measure.costmodel.EnergyCalibration`);
+- :func:`dominance` decides, per baseline, whether a finalist at no more energy is more accurate, by McNemar's exact
+  test on the test windows (:mod:`ersam_lib.measure.uncertainty`), not by the difference alone;
 - :func:`save_chosen` / :func:`load_chosen` hand the chosen models to chapter 6 through ``RUN_DIR/search/models/``:
   a state dict and a :class:`~ersam_lib.core.cards.ModelCard` each; :class:`~ersam_lib.core.cards.Chosen` says which.
 """
@@ -14,7 +16,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,13 +36,14 @@ from ..measure.costmodel import CostModel, EnergyCalibration
 from ..measure.data import WaveformDataset
 from ..measure.devices import HostCPU
 from ..measure.export import TimingConfig
+from ..measure.uncertainty import LEVEL, mcnemar, rate_interval
 from ..models.baselines import build_baseline
 from ..models.countnet import INPUT_SHAPE, load_published, predict_counts
 from ..models.space import Arch, build_model
 
 __all__ = [
-    "FrontierConfig", "PEER_SPLITS", "frontier_row", "load_chosen", "measure_latencies", "measure_latency",
-    "peer_inputs", "peer_row", "pick_finalists", "save_chosen",
+    "FrontierConfig", "PEER_SPLITS", "VERDICTS", "dominance", "frontier_row", "load_chosen", "measure_latencies",
+    "measure_latency", "peer_inputs", "peer_row", "pick_finalists", "save_chosen",
 ]
 
 
@@ -130,6 +133,7 @@ def frontier_row(name: str, kind: str, model: nn.Module, report: dict[str, Any],
            "memory_kb_float": 4 * params / 1000.0, "peak_act_kb_float": est.peak_activation_bytes / 1000.0,
            "macs": est.macs, "latency_ms_predicted": est.latency_ms, "energy_mj_predicted": calibration(est.energy_mj),
            "acc": report["test_acc"], "error": 1 - report["test_acc"], "mae": report["test_mae"],
+           **_acc_bounds(report["test_acc"], report["test_n"]),
            "level_acc": report.get("test_level_acc"), "real_acc": report.get("real_test_acc"),
            "real_mae": report.get("real_test_mae")}
     for k, v in (measured or {}).items():
@@ -141,6 +145,41 @@ def frontier_row(name: str, kind: str, model: nn.Module, report: dict[str, Any],
         row |= {"latency_ms": est.latency_ms, "energy_mj_device": est.energy_mj,
                 "energy_mj": calibration(est.energy_mj), "cost_source": "predicted"}
     return row
+
+
+def _acc_bounds(acc: float, n: int) -> dict[str, float]:
+    """The exact 95 % interval of a test accuracy measured on ``n`` windows (``acc_low``, ``acc_high``)."""
+    iv = rate_interval(round(acc * n), n)
+    return {"acc_low": iv.low, "acc_high": iv.high}
+
+
+# A baseline's verdict in chapter 5: what the most accurate finalist at no more energy makes of it.
+VERDICTS = ("dominated", "matched at no more energy", "more accurate than every finalist at its energy",
+            "no finalist at its energy")
+
+
+def dominance(table: pd.DataFrame, predictions: Mapping[str, np.ndarray], y_true: np.ndarray,
+              level: float = LEVEL) -> pd.DataFrame:
+    """Per baseline of the frontier ``table``: the most accurate finalist (``kind == "searched"``) at no more energy,
+    the accuracy difference finalist - baseline on the same test windows with its interval, McNemar's p-value, and
+    the verdict (:data:`VERDICTS`): *dominated* only where the test finds the finalist more accurate at ``level``,
+    *matched* where the two are not distinguishable (the finalist still costs no more energy). ``predictions`` holds
+    each model's test predictions by name, in the order of ``y_true`` (chapter 5)."""
+    searched = table[table["kind"] == "searched"]
+    rows = []
+    for _, b in table[table["kind"] == "baseline"].iterrows():
+        row: dict[str, Any] = {"baseline": b["name"], "energy_mj": b["energy_mj"], "acc": b["acc"]}
+        fits = searched[searched["energy_mj"] <= b["energy_mj"]]
+        if fits.empty:
+            rows.append(row | {"verdict": VERDICTS[3]})
+            continue
+        f = fits.loc[fits["acc"].idxmax()]
+        t = mcnemar(predictions[f["name"]] == y_true, predictions[b["name"]] == y_true, level)
+        verdict = VERDICTS[1] if not t.decided else VERDICTS[0] if t.diff.value > 0 else VERDICTS[2]
+        rows.append(row | {"finalist": f["name"], "finalist_energy_mj": f["energy_mj"], "finalist_acc": f["acc"],
+                           "diff_points": 100 * t.diff.value, "diff_points_low": 100 * t.diff.low,
+                           "diff_points_high": 100 * t.diff.high, "p": t.p_value, "verdict": verdict})
+    return pd.DataFrame(rows)
 
 
 PEER_SPLITS: tuple[str, ...] = ("real_test", "real_test_other")

@@ -16,7 +16,9 @@ from torch.utils.data import DataLoader, Dataset, SequentialSampler
 
 from data_prep.labels import DEFAULT_THRESHOLDS, level_of
 
-__all__ = ["count_report", "device_of", "eval_loader", "evaluate", "predict"]
+from .uncertainty import accuracy_interval, mean_interval
+
+__all__ = ["count_report", "device_of", "eval_loader", "evaluate", "labels_of", "predict"]
 
 
 def device_of(model: nn.Module) -> torch.device:
@@ -28,6 +30,11 @@ def device_of(model: nn.Module) -> torch.device:
 def eval_loader(ds: Dataset, batch_size: int = 256) -> DataLoader:
     """Deterministic loader for scoring (no shuffle)."""
     return DataLoader(ds, batch_size=batch_size, sampler=SequentialSampler(ds))
+
+
+def labels_of(ds: Dataset) -> np.ndarray:
+    """The labels of ``ds`` in the order :func:`predict` scores it (chapter 4 records them beside predictions)."""
+    return np.concatenate([np.asarray(b[1]) for b in eval_loader(ds)]) if len(ds) else np.zeros(0, np.int64)
 
 
 @torch.no_grad()
@@ -57,14 +64,18 @@ def predict(model: nn.Module, loader: Iterable) -> tuple[np.ndarray, np.ndarray]
 def count_report(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int,
                  thresholds: tuple[int, ...] = DEFAULT_THRESHOLDS) -> dict[str, Any]:
     """Everything chapters 5-6 report for a counting model (class index = speaker count): exact-count accuracy
-    (ERSAM's metric), MAE (CountNet's), per-count accuracy, the confusion matrix (rows true, columns predicted), and
-    the same on the four ambiance levels none/low/moderate/active (:func:`data_prep.labels.level_of`)."""
+    (ERSAM's metric) and MAE (CountNet's), each with its 95 % interval (``acc_low``/``acc_high``, ``mae_low``/
+    ``mae_high``: :mod:`ersam_lib.measure.uncertainty`), per-count accuracy and MAE, the confusion matrix (rows true,
+    columns predicted), and the same on the four ambiance levels none/low/moderate/active
+    (:func:`data_prep.labels.level_of`)."""
     y_true, y_pred = np.asarray(y_true, np.int64), np.asarray(y_pred, np.int64)
     if y_true.shape != y_pred.shape or y_true.size == 0:
         raise ValueError(f"need equal, non-empty label arrays, got {y_true.shape} and {y_pred.shape}")
     lt, lp = level_of(y_true, thresholds), level_of(y_pred, thresholds)
-    return {"acc": float(np.mean(y_true == y_pred)), "mae": float(np.mean(np.abs(y_true - y_pred))),
-            "n": int(y_true.size), "per_class_acc": _per_class(y_true, y_pred, n_classes),
+    acc, mae = accuracy_interval(y_true == y_pred), mean_interval(np.abs(y_true - y_pred))
+    return {"acc": acc.value, "mae": mae.value, "acc_low": acc.low, "acc_high": acc.high, "mae_low": mae.low,
+            "mae_high": mae.high, "n": int(y_true.size), "per_class_acc": _per_class(y_true, y_pred, n_classes),
+            "per_class_mae": _per_class_mae(y_true, y_pred, n_classes),
             "confusion": _confusion(y_true, y_pred, n_classes).tolist(),
             "level_acc": float(np.mean(lt == lp)), "level_mae": float(np.mean(np.abs(lt - lp))),
             "level_per_class_acc": _per_class(lt, lp, len(thresholds) + 1),
@@ -73,6 +84,11 @@ def count_report(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int,
 
 def _confusion(y_true: np.ndarray, y_pred: np.ndarray, n: int) -> np.ndarray:
     return np.bincount(y_true * n + y_pred, minlength=n * n).reshape(n, n)
+
+
+def _per_class_mae(y_true: np.ndarray, y_pred: np.ndarray, n: int) -> list[float | None]:
+    """MAE on each true class (``None`` for a class with no sample): CountNet's per-count error."""
+    return [float(np.mean(np.abs(y_pred[y_true == k] - k))) if np.any(y_true == k) else None for k in range(n)]
 
 
 def _per_class(y_true: np.ndarray, y_pred: np.ndarray, n: int) -> list[float | None]:

@@ -49,8 +49,8 @@ from .space import (STEM_FREQ_STRIDE, Arch, AttentionBlock, EncoderBlock, Invert
 
 __all__ = [
     "DynamicBatchNorm1d", "DynamicBatchNorm2d", "ElasticAttention", "ElasticConv1d", "ElasticConv2d",
-    "ElasticEncoderBlock", "ElasticInvertedResidual", "ElasticLinear", "ElasticStem", "evaluate_arch", "load_supernet",
-    "recalibrate_bn", "save_supernet", "Supernet"
+    "ElasticEncoderBlock", "ElasticInvertedResidual", "ElasticLinear", "ElasticStem", "calibrated_subnet",
+    "evaluate_arch", "load_supernet", "recalibrate_bn", "save_supernet", "Supernet"
 ]
 
 
@@ -368,9 +368,15 @@ def evaluate_arch(supernet: Supernet, arch: Arch, bn_loader: Iterable, eval_load
 
     Introduced in chapter 4 (ablation), used by the search in chapter 5. The supernet itself is left untouched.
     """
+    return evaluate(calibrated_subnet(supernet, arch, bn_loader, n_bn_batches), eval_loader)
+
+
+def calibrated_subnet(supernet: Supernet, arch: Arch, bn_loader: Iterable, n_bn_batches: int = 20) -> nn.Module:
+    """Subnet ``arch`` extracted from the supernet with its BatchNorm recalibrated on ``n_bn_batches`` training
+    batches (``(x, y)`` items) of ``bn_loader``: what every score of a subnet starts from (chapters 4 and 5)."""
     sub = supernet.get_active_subnet(arch)
     recalibrate_bn(sub, (b[0] for b in bn_loader), n_bn_batches)
-    return evaluate(sub, eval_loader)
+    return sub
 
 
 # --------------------------------------------------------------------------------------------- hand-off to chapter 5

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -35,6 +37,7 @@ from ..core.scales import sizes
 from ..measure.complexity import count_params
 from ..measure.data import FeatureData, WaveformDataset, load_feature_data, subset
 from ..measure.evaluation import count_report, eval_loader, evaluate, predict
+from ..measure.uncertainty import mcnemar
 from ..models.baselines import build_baseline
 from ..models.space import Arch, build_model, space_for_run
 from ..models.supernet import Supernet, recalibrate_bn
@@ -43,7 +46,7 @@ from ..models.teacher import (CRNNTeacher, TeacherConfig, TeacherUnavailable, bu
 
 __all__ = [
     "FitConfig", "FitReport", "Recipe", "finetune_subnet", "fit_baseline", "fit_largest_student", "fit_teacher",
-    "split_scores", "train_classifier",
+    "split_scores", "teacher_lead", "train_classifier",
 ]
 
 
@@ -231,9 +234,30 @@ def fit_largest_student(run_dir: str | os.PathLike, scale: str, cfg: TeacherConf
     model = build_model(space.largest(), data.n_features, data.n_classes, space.attn_dim)
     fit = train_classifier(model, subset(data.train, cfg.max_train_samples, cfg.seed), data.val, cfg, device)
     test = evaluate(model, eval_loader(data.test, 128))
+    compared = {"val": data.val} | {k: v for k, v in data.extra.items() if k == "real_val"}
     return {"arch": space.largest().describe(), "params": count_params(model), "macs": space.macs(space.largest()),
             "val_acc": fit.best_val_acc, "test_acc": test["acc"], "test_mae": test["mae"], "wall_s": fit.wall_s,
-            "history": fit.history} | split_scores(model, data.extra)
+            "history": fit.history,
+            "predictions": {k: predict(model, eval_loader(ds))[1].tolist() for k, ds in compared.items()}
+            } | split_scores(model, data.extra)
+
+
+def teacher_lead(run_dir: str | os.PathLike, student: dict[str, Any]) -> pd.DataFrame:
+    """The saved teacher against the largest subnet trained alone (:func:`fit_largest_student`), per validation split
+    it scored (chapter 3): both accuracies, the lead in points with its 95 % interval and McNemar's exact test on the
+    same windows, and the verdict (is the teacher better, or not distinguishable at this scale?)."""
+    data, teacher = load_feature_data(run_dir), load_teacher(run_dir)
+    waveform = teacher_info(run_dir).get("input") == "waveform"  # a wav2vec2 teacher reads the same windows' audio
+    rows = []
+    for split, pred in student["predictions"].items():
+        ds = WaveformDataset(run_dir, split) if waveform else data.splits[split]
+        y, by_teacher = predict(teacher, eval_loader(ds))
+        t = mcnemar(by_teacher == y, np.asarray(pred) == y)
+        rows.append({"split": split, "n": t.n, "teacher_acc": float(np.mean(by_teacher == y)),
+                     "student_acc": float(np.mean(np.asarray(pred) == y)), "lead_points": 100 * t.diff.value,
+                     "lead_points_low": 100 * t.diff.low, "lead_points_high": 100 * t.diff.high, "p": t.p_value,
+                     "verdict": t.verdict("teacher", "largest subnet")})
+    return pd.DataFrame(rows)
 
 
 def split_scores(model: nn.Module, splits: dict[str, Dataset]) -> dict[str, float]:

@@ -11,7 +11,8 @@ Three parts, as in Archai (objectives cached by architecture, a kept history, th
   may evaluate, the hard constraint, the strategies' settings);
 - :mod:`.strategies`: one module per strategy and one registry (:data:`STRATEGIES`); :func:`search` runs one for one
   seed and returns a :class:`History` (:mod:`.history`), whose :func:`curves` over several runs compare strategies
-  by the hypervolume of the (error, energy) front and the best reward against the number of evaluations.
+  by the hypervolume of the (error, energy) front and the best reward against the number of evaluations, and
+  :func:`against_random` judges each strategy's final hypervolume against random search's over the seeds (Welch).
 
 Counting is the same for all: an *evaluation* is a distinct architecture whose accuracy was asked for within that
 run (whether the cache already held it or not). An architecture the cost rule forbids or that breaks the hard
@@ -26,7 +27,7 @@ This package's names are its modules' public ones, importable from here
 """
 
 from .budget import SearchBudget
-from .history import History, curves, reference_point, summarize_curves
+from .history import History, against_random, curves, reference_point, summarize_curves
 from .objectives import (REQUIRED_COSTS, AccuracyFn, CostFn, Objectives, costs_from_estimate, predicted_costs,
                          static_model, synthetic_objectives)
 from .reward import Reward
@@ -36,6 +37,6 @@ from .strategies.optuna_samplers import arch_from_trial
 
 __all__ = [
     "REQUIRED_COSTS", "STRATEGIES", "AccuracyFn", "CostFn", "History", "Objectives", "Reward", "RunSearch",
-    "SearchBudget", "Strategy", "arch_from_trial", "costs_from_estimate", "curves", "fitness_of", "predicted_costs",
+    "SearchBudget", "Strategy", "against_random", "arch_from_trial", "costs_from_estimate", "curves", "fitness_of", "predicted_costs",
     "reference_point", "run_search_setup", "search", "static_model", "summarize_curves", "synthetic_objectives",
 ]

@@ -13,12 +13,13 @@ import pandas as pd
 
 from ...core.io import atomic_path, atomic_write_json, read_json
 from ...measure.pareto import hypervolume_curve, pareto_mask
+from ...measure.uncertainty import welch
 from ...models.space import Arch, SearchSpace
 from .budget import SearchBudget
 from .objectives import REQUIRED_COSTS, Objectives
 from .reward import Reward
 
-__all__ = ["History", "curves", "reference_point", "summarize_curves"]
+__all__ = ["History", "against_random", "curves", "reference_point", "summarize_curves"]
 
 _ID_COLS = ["strategy", "seed", "eval", "proposal", "arch_id", "arch"]
 
@@ -158,3 +159,22 @@ def summarize_curves(long: pd.DataFrame) -> pd.DataFrame:
                 reward_min=("best_reward", "min"), reward_max=("best_reward", "max"))
     return out.reset_index()
 
+
+def against_random(long: pd.DataFrame, baseline: str = "random") -> pd.DataFrame:
+    """Each strategy's final hypervolume against ``baseline``'s over their seeds (chapter 5): the means, the
+    difference with its 95 % interval, Welch's p-value and the verdict ("<strategy> better", "random better" or "not
+    distinguishable at this scale"). A seed's final value is its curve's last point."""
+    last = long.loc[long.groupby(["strategy", "seed"], sort=False)["n_evals"].idxmax()]
+    per_seed = {s: g["hypervolume"].to_numpy(float) for s, g in last.groupby("strategy", sort=False)}
+    if baseline not in per_seed:
+        raise ValueError(f"no {baseline!r} search to compare with; the strategies are {', '.join(per_seed)}")
+    rows = []
+    for strategy, values in per_seed.items():
+        if strategy == baseline:
+            continue
+        t = welch(values, per_seed[baseline], metric="hypervolume")
+        rows.append({"strategy": strategy, "n_seeds": len(values), "hv_mean": float(values.mean()),
+                     f"{baseline}_mean": float(per_seed[baseline].mean()), "diff": t.diff.value,
+                     "diff_low": t.diff.low, "diff_high": t.diff.high, "p": t.p_value,
+                     "verdict": t.verdict(strategy, baseline)})
+    return pd.DataFrame(rows)
