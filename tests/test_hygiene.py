@@ -57,6 +57,13 @@ def test_notebook_structure(path: Path) -> None:
     assert "## Summary" in text and "## Exercises" in text, f"{path.name}: must end with a summary and exercises"
     assert ":class: dropdown" in text, f"{path.name}: exercise solutions belong in collapsed dropdowns"
     assert nb.metadata.get("kernelspec", {}).get("name") == "python3"
+    # the opening's two paragraphs, each whole: what to run first (ends with a full stop), then how long it takes
+    paragraphs = markdown[0].split("\n\n")
+    run_first = [p for p in paragraphs if p.startswith("**Run first:**")]
+    time = [i for i, p in enumerate(paragraphs) if p.startswith("**Time:**")]
+    assert len(run_first) == 1 and run_first[0].rstrip().endswith("."), f"{path.name}: a broken 'Run first' paragraph"
+    assert time == [len(paragraphs) - 1] and "\n" not in paragraphs[-1].strip(), (
+        f"{path.name}: the 'Time' paragraph closes the opening, on one line")
 
 
 def test_toc_lists_every_chapter_and_only_existing_files() -> None:
