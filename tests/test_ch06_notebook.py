@@ -48,6 +48,10 @@ def test_ch06_accuracy_and_costs_follow_from_saved_files(smoke_run, smoke_run_di
     assert m["executorch_int8_float_ratio"] == pytest.approx(et.loc["int8", "latency_ms"] / et.loc["float",
                                                                                                   "latency_ms"])
     assert m["executorch_float_ms"] > 0 and m["executorch_int8_ms"] > 0
+    # the cost breakdown: the front end and the network, each exported alone and measured
+    assert m["frontend_size_share_int8"] == pytest.approx(m["frontend_program_kb"] / m["size_kb"]["executorch_int8"])
+    assert 0 < m["frontend_latency_share_int8"] and m["frontend_macs"] > 0 and m["network_macs"] > 0
+    assert 0 < m["network_int8_weights_kb"] < m["network_int8_program_kb"] + m["frontend_program_kb"]
 
 
 def test_ch06_party_evaluation_and_meter(smoke_run, smoke_run_dir):

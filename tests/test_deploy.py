@@ -17,6 +17,7 @@ from ersam_lib.core.cards import CardError, ModelCard
 from ersam_lib.core.io import sha256_file
 from ersam_lib.experiments.deploy import (
                                           AudioCounter,
+                                          cost_breakdown,
                                           export_program,
                                           measure_program,
                                           precision_scores,
@@ -171,6 +172,29 @@ def test_precision_scores_table(deployed):
         assert row[f"{p}_acc_low"] <= row[f"{p}_acc"] <= row[f"{p}_acc_high"]
         assert (row[f"{p}_acc_low"], row[f"{p}_acc_high"]) == pytest.approx(
             (rate_interval(round(40 * row[f"{p}_acc"]), 40).low, rate_interval(round(40 * row[f"{p}_acc"]), 40).high))
+
+
+def test_cost_breakdown_splits_the_program_into_front_end_and_network(deployed):
+    from ersam_lib.measure.complexity import count_params
+
+    fe = deployed["programs"]["float"].frontend
+    window = torch.zeros(1, round(CARD.window_s * CARD.sample_rate))
+    table = cost_breakdown(fe, {"float": deployed["model"], "int8": deployed["quantized"]}, window,
+                           TimingConfig(warmup=1, repeats=3)).set_index(["part", "precision"])
+    assert list(table.index) == [("front end", "float"), ("network", "float"), ("network", "int8")]
+    params = count_params(deployed["model"])
+    assert table.loc[("network", "float"), "weights_kb"] == 4 * table.loc[("network", "int8"), "weights_kb"] == (
+        4 * params / 1000)
+    dft_kb = sum(b.numel() * b.element_size() for b in fe.buffers()) / 1000
+    assert table.loc[("front end", "float"), "weights_kb"] == dft_kb > 100  # the DFT matrices: float32, hundreds of kB
+    # the front end's MACs: its matrix products per window (DFT parts and the mel filterbank), counted by torch
+    frames = fe.n_frames(window.shape[-1])
+    dft = sum(frames * p.shape[0] * p.shape[1] for p in fe._parts())
+    assert table.loc[("front end", "float"), "macs"] == dft + frames * fe.mel.shape[0] * fe.mel.shape[1]
+    assert (table["program_kb"] > 0).all() and (table["latency_ms"] > 0).all()
+    whole = deployed["paths"]["float"].stat().st_size / 1000  # the audio-in program holds both parts
+    assert whole == pytest.approx(table.loc[("front end", "float"), "program_kb"]
+                                  + table.loc[("network", "float"), "program_kb"], rel=0.2)
 
 
 def test_meter_runs_the_deployed_program(deployed, tmp_path, capsys):

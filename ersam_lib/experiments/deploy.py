@@ -36,6 +36,7 @@ from ..core.cards import ModelCard, card_path, claim, identity
 from ..core.io import atomic_write_bytes
 from ..core.rundir import stage_dir
 from ..core.scales import sizes
+from ..measure.complexity import count_params, macs_per_sample
 from ..measure.evaluation import count_report, eval_loader, predict
 from ..measure.export import (TimingConfig, export_executorch, export_onnx, quiet_executorch, runner_for, time_calls,
                               torch_threads)
@@ -44,8 +45,9 @@ from ..measure.uncertainty import mcnemar
 from .frontier import load_chosen
 
 __all__ = [
-    "PRECISIONS", "RUNTIMES", "STEM_SUFFIX", "AudioCounter", "DeployConfig", "audio_counter", "export_program",
-    "feature_batch", "measure_program", "peak_memory_mb", "precision_scores", "program_path", "quantize_pt2e",
+    "PRECISIONS", "RUNTIMES", "STEM_SUFFIX", "AudioCounter", "DeployConfig", "audio_counter", "cost_breakdown",
+    "export_program", "feature_batch", "measure_program", "peak_memory_mb", "precision_scores", "program_path",
+    "quantize_pt2e",
 ]
 
 PRECISIONS: tuple[str, ...] = ("float", "int8")
@@ -143,6 +145,34 @@ def precision_scores(models: Mapping[str, Mapping[str, nn.Module]], splits: Mapp
                         "int8_drop_points_high": 100 * t.diff.high, "int8_p": t.p_value,
                         "int8_verdict": t.verdict("float", "int8")}
             rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def cost_breakdown(frontend: LogMelFrontEnd, networks: Mapping[str, nn.Module], window: torch.Tensor,
+                   timing: TimingConfig | None = None) -> pd.DataFrame:
+    """What a deployed program's costs are made of (chapter 6): the front end alone and the network alone, each
+    exported to ExecuTorch + XNNPACK on its own and measured like the programs (the ``.pte``'s size, the latency of
+    one window on one thread with chapter 2's protocol), with their MACs and the bytes of their weights.
+    ``networks`` maps a precision to the network (``float``, PT2E ``int8``); the front end is the same float module in
+    every program (only the network is quantized). ``window`` is one ``(1, samples)`` audio window."""
+    with torch.no_grad():
+        features = frontend(window).contiguous()  # the network program takes a dense tensor
+    float_net = networks.get("float", next(iter(networks.values())))
+    macs = {"front end": macs_per_sample(frontend, window), "network": macs_per_sample(float_net, features)}
+    params = count_params(float_net)
+    weight_kb = {("front end", "float"): sum(b.numel() * b.element_size() for b in frontend.buffers()) / 1000,
+                 ("network", "float"): 4 * params / 1000, ("network", "int8"): params / 1000}
+    # a PT2E network's eval() returns nothing (allow_exported_model_train_eval): export it inside a plain module
+    parts = [("front end", "float", frontend, window),
+             *(("network", p, nn.Sequential(m), features) for p, m in networks.items())]
+    rows = []
+    for part, precision, module, x in parts:
+        with torch.no_grad(), torch_threads(1):
+            program = export_executorch(module, x)
+            samples = time_calls(runner_for("executorch", program, x, 1), timing or TimingConfig())
+        rows.append({"part": part, "precision": precision, "program_kb": len(program) / 1000,
+                     "weights_kb": weight_kb.get((part, precision)), "macs": macs[part],
+                     "latency_ms": float(np.min(samples)), "latency_median_ms": float(np.median(samples))})
     return pd.DataFrame(rows)
 
 
