@@ -200,8 +200,7 @@ def paired_subnets(run_dir: str | os.PathLike, a: str = "full", b: str = "none")
         pa, pb = np.asarray(preds[a][subnet]), np.asarray(preds[b][subnet])
         t = mcnemar(pa == y, pb == y)
         rows.append({"subnet": subnet, f"acc_{a}": float(np.mean(pa == y)), f"acc_{b}": float(np.mean(pb == y)),
-                     "diff_points": 100 * t.diff.value, "diff_points_low": 100 * t.diff.low,
-                     "diff_points_high": 100 * t.diff.high, "p": t.p_value, "n": t.n, "verdict": t.verdict(a, b)})
+                     **t.points("diff_points"), "p": t.p_value, "n": t.n, "verdict": t.verdict(a, b)})
     return pd.DataFrame(rows)
 
 

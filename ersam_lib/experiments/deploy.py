@@ -141,9 +141,7 @@ def precision_scores(models: Mapping[str, Mapping[str, nn.Module]], splits: Mapp
                 row |= {f"{precision}_{k}": r[k] for k in ("acc", "acc_low", "acc_high", "mae", "level_acc")}
             if {"float", "int8"} <= set(right):
                 t = mcnemar(right["float"], right["int8"])
-                row |= {"int8_drop_points": 100 * t.diff.value, "int8_drop_points_low": 100 * t.diff.low,
-                        "int8_drop_points_high": 100 * t.diff.high, "int8_p": t.p_value,
-                        "int8_verdict": t.verdict("float", "int8")}
+                row |= t.points("int8_drop_points") | {"int8_p": t.p_value, "int8_verdict": t.verdict("float", "int8")}
             rows.append(row)
     return pd.DataFrame(rows)
 

@@ -177,8 +177,7 @@ def dominance(table: pd.DataFrame, predictions: Mapping[str, np.ndarray], y_true
         t = mcnemar(predictions[f["name"]] == y_true, predictions[b["name"]] == y_true, level)
         verdict = VERDICTS[1] if not t.decided else VERDICTS[0] if t.diff.value > 0 else VERDICTS[2]
         rows.append(row | {"finalist": f["name"], "finalist_energy_mj": f["energy_mj"], "finalist_acc": f["acc"],
-                           "diff_points": 100 * t.diff.value, "diff_points_low": 100 * t.diff.low,
-                           "diff_points_high": 100 * t.diff.high, "p": t.p_value, "verdict": verdict})
+                           **t.points("diff_points"), "p": t.p_value, "verdict": verdict})
     return pd.DataFrame(rows)
 
 

@@ -128,6 +128,11 @@ class Comparison:
             return UNDECIDED
         return f"{a if (self.diff.value > 0) == self.higher_is_better else b} better"
 
+    def points(self, name: str) -> dict[str, float]:
+        """The difference and its bounds in points (x 100) under ``name``, ``name_low``, ``name_high``: the columns
+        every comparison table of chapters 3-6 shows."""
+        return {name: 100 * self.diff.value, f"{name}_low": 100 * self.diff.low, f"{name}_high": 100 * self.diff.high}
+
     def to_dict(self) -> dict[str, Any]:
         return {"test": self.test, "metric": self.metric, "diff": self.diff.value, "diff_low": self.diff.low,
                 "diff_high": self.diff.high, "p_value": self.p_value, "n": self.n, "level": self.diff.level}

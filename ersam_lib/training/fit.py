@@ -254,8 +254,7 @@ def teacher_lead(run_dir: str | os.PathLike, student: dict[str, Any]) -> pd.Data
         y, by_teacher = predict(teacher, eval_loader(ds))
         t = mcnemar(by_teacher == y, np.asarray(pred) == y)
         rows.append({"split": split, "n": t.n, "teacher_acc": float(np.mean(by_teacher == y)),
-                     "student_acc": float(np.mean(np.asarray(pred) == y)), "lead_points": 100 * t.diff.value,
-                     "lead_points_low": 100 * t.diff.low, "lead_points_high": 100 * t.diff.high, "p": t.p_value,
+                     "student_acc": float(np.mean(np.asarray(pred) == y)), **t.points("lead_points"), "p": t.p_value,
                      "verdict": t.verdict("teacher", "largest subnet")})
     return pd.DataFrame(rows)
 
